@@ -1,0 +1,102 @@
+//! A validated Segment message: the six Spec calls, the identity they belong to, and the body
+//! exactly as it was sent (plus `messageId` when missing and `receivedAt`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+
+/// The Segment Spec call types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Identify,
+    Track,
+    Page,
+    Screen,
+    Group,
+    Alias,
+}
+
+impl MessageType {
+    pub const ALL: [MessageType; 6] = [
+        MessageType::Identify,
+        MessageType::Track,
+        MessageType::Page,
+        MessageType::Screen,
+        MessageType::Group,
+        MessageType::Alias,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Identify => "identify",
+            MessageType::Track => "track",
+            MessageType::Page => "page",
+            MessageType::Screen => "screen",
+            MessageType::Group => "group",
+            MessageType::Alias => "alias",
+        }
+    }
+
+    /// The type named by a Tracking API path segment: the full name or analytics.js's short
+    /// form (`/v1/t` for track, …).
+    pub fn from_path(segment: &str) -> Option<MessageType> {
+        match segment {
+            "identify" | "i" => Some(MessageType::Identify),
+            "track" | "t" => Some(MessageType::Track),
+            "page" | "p" => Some(MessageType::Page),
+            "screen" | "s" => Some(MessageType::Screen),
+            "group" | "g" => Some(MessageType::Group),
+            "alias" | "a" => Some(MessageType::Alias),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MessageType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MessageType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown message type {s:?} (expected identify, track, page, screen, group or alias)")
+            })
+    }
+}
+
+/// A message that passed validation. `body` is what the sender sent, with a batch's shared
+/// `context`/`integrations`/`sentAt` merged in, `writeKey` removed (it is a secret), and
+/// `messageId`/`receivedAt` filled in. The other fields are indexes into it for the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub kind: MessageType,
+    pub message_id: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// The `event` of a track call.
+    pub event: Option<String>,
+    /// When it happened: `timestamp`, else `originalTimestamp`, else `receivedAt`.
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub body: Map<String, Value>,
+}
+
+impl Message {
+    /// The key that orders a user's events: `userId` when known, else `anonymousId`.
+    /// Validation guarantees one of them is present.
+    pub fn identity(&self) -> &str {
+        self.user_id
+            .as_deref()
+            .or(self.anonymous_id.as_deref())
+            .unwrap_or_default()
+    }
+}
