@@ -1,1 +1,229 @@
+//! Junction's durable state behind one trait, [`Store`].
+//!
+//! The ingest side appends validated messages (and refused ones, to the rejected log) and gets
+//! an answer only after they are committed; that answer is what lets the server reply 200.
+//! Readers (the admin API, the CLI, and the engine that comes next) page through the log.
+//!
+//! One implementation today: [`sqlite::SqliteStore`] (WAL, `synchronous=FULL`, a single writer
+//! thread doing group commit). The trait is shaped for a PostgreSQL implementation with several
+//! nodes: every call is async, sequence numbers are assigned by the store, and nothing assumes
+//! a single process.
 
+mod query;
+pub mod sqlite;
+
+pub use query::{EventQuery, Page, RejectedQuery};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use junction_model::{Message, RejectedMessage};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Failures of the store. None of them carries request data or secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("store connection pool error: {0}")]
+    Pool(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("unsupported store URL {url:?}: {reason}")]
+    Unsupported { url: String, reason: String },
+    #[error("cannot prepare the store at {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Settings every implementation honours.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// A `messageId` seen again (from the same source) within this window is a duplicate.
+    pub dedupe_window: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            dedupe_window: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// What one request wants stored, committed atomically together.
+#[derive(Debug, Clone)]
+pub struct AppendBatch {
+    /// Where the messages came from (a write key's source name, or the webhook endpoint);
+    /// de-duplication is per source.
+    pub source: String,
+    pub received_at: DateTime<Utc>,
+    pub events: Vec<Message>,
+    pub rejected: Vec<RejectedMessage>,
+}
+
+impl AppendBatch {
+    /// Rows this batch writes, the unit the group commit is sized in.
+    pub fn rows(&self) -> usize {
+        self.events.len() + self.rejected.len()
+    }
+}
+
+/// The fate of one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored at this position of the log.
+    Stored(i64),
+    /// The same `messageId` from the same source is already in the log (within the window).
+    Duplicate,
+}
+
+/// The answer to an append, once committed: one outcome per event, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendReceipt {
+    pub events: Vec<Appended>,
+}
+
+impl AppendReceipt {
+    pub fn stored(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|a| matches!(a, Appended::Stored(_)))
+            .count()
+    }
+
+    pub fn duplicates(&self) -> usize {
+        self.events.len() - self.stored()
+    }
+}
+
+/// An event as the log holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    /// Position in the log: arrival order, never reused.
+    pub seq: i64,
+    pub source: String,
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `userId`, else `anonymousId`: the key events are ordered by for delivery.
+    pub identity: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub event: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// The message as stored (see [`junction_model::Message::body`]).
+    pub body: serde_json::Value,
+}
+
+/// A refused message, kept so that nothing is dropped silently.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedRecord {
+    pub id: i64,
+    pub source: String,
+    pub received_at: DateTime<Utc>,
+    /// Position of the message in its request.
+    pub index: i64,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub message_id: Option<String>,
+    pub code: String,
+    pub field: String,
+    pub reason: String,
+    /// The message text as received (without any write key).
+    pub body: String,
+}
+
+/// Junction's durable state. Implementations must make [`Store::append`] durable before it
+/// returns: the server answers 200 on the strength of it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits the batch (events de-duplicated by source and `messageId`) and says what
+    /// happened to each event. Returns only once the data is durable.
+    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError>;
+
+    /// Events, newest first, filtered and paged.
+    async fn events(&self, query: EventQuery) -> Result<Page<StoredEvent>, StoreError>;
+
+    /// One event by its log position.
+    async fn event(&self, seq: i64) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// One identity's events after a position, oldest first: the order delivery must keep.
+    async fn identity_events(
+        &self,
+        identity: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Refused messages, newest first.
+    async fn rejected(&self, query: RejectedQuery) -> Result<Page<RejectedRecord>, StoreError>;
+
+    /// Succeeds when the store can serve reads and writes (for `/readyz`).
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// Finishes every append already accepted, then refuses new ones.
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (or `sqlite:PATH`). `postgres://…` is reserved
+/// for the scale-out work and refused with a clear reason until then.
+pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(StoreError::Unsupported {
+                url: url.into(),
+                reason: "expected sqlite://PATH with a file path".into(),
+            });
+        }
+        return Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?));
+    }
+    let reason = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        "the PostgreSQL store is not available in this version; use sqlite://PATH"
+    } else {
+        "expected sqlite://PATH"
+    };
+    Err(StoreError::Unsupported {
+        url: redact_url(url),
+        reason: reason.into(),
+    })
+}
+
+/// A URL with any password replaced, fit for an error message.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_errors_never_show_a_password() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/j"),
+            "postgres://app:***@db:5432/j"
+        );
+        assert_eq!(redact_url("postgres://db/j"), "postgres://db/j");
+    }
+}

@@ -1,0 +1,258 @@
+//! The embedded store: one SQLite file in WAL mode. Writes go through the single group-commit
+//! writer thread ([`writer`]); reads use a small pool of read-only connections, which WAL lets
+//! run alongside the writer (and alongside other processes, such as the `junction events` CLI).
+
+mod schema;
+mod writer;
+
+use crate::query::{page_size, parse_cursor};
+use crate::{
+    AppendBatch, AppendReceipt, EventQuery, Page, RejectedQuery, RejectedRecord, Store,
+    StoreError, StoreOptions, StoredEvent,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, Row, params};
+use std::path::Path;
+use tokio::sync::{mpsc, oneshot};
+use writer::{WriteCommand, Writer};
+
+/// Appends waiting for the writer; past this, callers wait (back-pressure) instead of
+/// queueing without bound.
+const WRITE_QUEUE: usize = 4_096;
+const READERS: usize = 4;
+
+pub struct SqliteStore {
+    commands: mpsc::Sender<WriteCommand>,
+    readers: Pool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, migrates it, and starts the writer.
+    pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let writer_path = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let mut conn = Connection::open(&writer_path)?;
+            schema::configure_writer(&conn)?;
+            schema::migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Pool(e.to_string()))??;
+
+        let (commands, receiver) = mpsc::channel(WRITE_QUEUE);
+        let writer = Writer::new(conn, options.dedupe_window);
+        std::thread::Builder::new()
+            .name("junction-store-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|source| StoreError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+
+        let readers = deadpool_sqlite::Config::new(&path)
+            .builder(Runtime::Tokio1)
+            .map_err(|e| StoreError::Pool(e.to_string()))?
+            .max_size(READERS)
+            .post_create(Hook::async_fn(|conn, _| {
+                Box::pin(async move {
+                    conn.interact(|c: &mut Connection| schema::configure_reader(c))
+                        .await
+                        .map_err(|e| HookError::message(e.to_string()))?
+                        .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(SqliteStore { commands, readers })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self
+            .readers
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        conn.interact(f)
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))?
+    }
+}
+
+const EVENT_COLUMNS: &str = "seq, source, message_id, type, identity, user_id, anonymous_id, \
+                             event, timestamp_ms, received_ms, body";
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let body: String = row.get(10)?;
+    Ok(StoredEvent {
+        seq: row.get(0)?,
+        source: row.get(1)?,
+        message_id: row.get(2)?,
+        kind: row.get(3)?,
+        identity: row.get(4)?,
+        user_id: row.get(5)?,
+        anonymous_id: row.get(6)?,
+        event: row.get(7)?,
+        timestamp: from_millis(row.get(8)?),
+        received_at: from_millis(row.get(9)?),
+        body: serde_json::from_str(&body)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?,
+    })
+}
+
+fn rejected_from_row(row: &Row<'_>) -> rusqlite::Result<RejectedRecord> {
+    Ok(RejectedRecord {
+        id: row.get(0)?,
+        source: row.get(1)?,
+        received_at: from_millis(row.get(2)?),
+        index: row.get(3)?,
+        kind: row.get(4)?,
+        message_id: row.get(5)?,
+        code: row.get(6)?,
+        field: row.get(7)?,
+        reason: row.get(8)?,
+        body: row.get(9)?,
+    })
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
+        let (reply, receipt) = oneshot::channel();
+        self.commands
+            .send(WriteCommand::Append { batch, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        receipt.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Page<StoredEvent>, StoreError> {
+        let before = parse_cursor(query.cursor.as_deref()).map_err(StoreError::InvalidQuery)?;
+        let limit = page_size(query.limit).map_err(StoreError::InvalidQuery)?;
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
+        let mut args: Vec<SqlValue> = Vec::new();
+        for (column, value) in [
+            ("type", query.kind),
+            ("user_id", query.user_id),
+            ("anonymous_id", query.anonymous_id),
+            ("message_id", query.message_id),
+        ] {
+            if let Some(value) = value {
+                args.push(SqlValue::Text(value));
+                sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+            }
+        }
+        if let Some(before) = before {
+            args.push(SqlValue::Integer(before));
+            sql.push_str(&format!(" AND seq < ?{}", args.len()));
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", limit + 1));
+        let rows = self
+            .read(move |conn| {
+                let mut statement = conn.prepare_cached(&sql)?;
+                let rows = statement
+                    .query_map(rusqlite::params_from_iter(args), event_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        Ok(Page::from_rows(rows, limit, |e| e.seq))
+    }
+
+    async fn event(&self, seq: i64) -> Result<Option<StoredEvent>, StoreError> {
+        self.read(move |conn| {
+            let mut statement =
+                conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1"))?;
+            let mut rows = statement.query_map(params![seq], event_from_row)?;
+            Ok(rows.next().transpose()?)
+        })
+        .await
+    }
+
+    async fn identity_events(
+        &self,
+        identity: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let identity = identity.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE identity = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3"
+            ))?;
+            let rows = statement
+                .query_map(params![identity, after_seq, limit], event_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn rejected(&self, query: RejectedQuery) -> Result<Page<RejectedRecord>, StoreError> {
+        let before = parse_cursor(query.cursor.as_deref())
+            .map_err(StoreError::InvalidQuery)?
+            .unwrap_or(i64::MAX);
+        let limit = page_size(query.limit).map_err(StoreError::InvalidQuery)?;
+        let rows = self
+            .read(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT id, source, received_ms, position, type, message_id, code, field,
+                            reason, body
+                     FROM rejected WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                )?;
+                let rows = statement
+                    .query_map(params![before, (limit + 1) as i64], rejected_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        Ok(Page::from_rows(rows, limit, |r| r.id))
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        if self.commands.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        self.read(|conn| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        if self
+            .commands
+            .send(WriteCommand::Shutdown { reply })
+            .await
+            .is_err()
+        {
+            return Ok(()); // already closed
+        }
+        let _ = done.await;
+        self.readers.close();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
