@@ -12,6 +12,6 @@ pub mod timestamp;
 
 pub use message::{Message, MessageType};
 pub use parse::{
-    Envelope, MessageError, ParsedMessage, RejectedMessage, RequestError, parse_batch,
+    Envelope, MessageError, RejectedMessage, RequestError, first_array_element, parse_batch,
     parse_single, parse_webhook,
 };

@@ -4,8 +4,9 @@
 //! Two levels of refusal, because Segment's clients treat them differently:
 //! - a [`RequestError`] refuses the whole request (too large, not JSON, no `batch` array): the
 //!   server answers 400 and stores nothing;
-//! - a [`MessageError`] refuses one message: a single-message call answers 400 with it, a batch
-//!   stores the valid messages and keeps each invalid one, with its reason, in the rejected log.
+//! - a [`MessageError`] refuses one message, which lands in [`Envelope::rejected`]: a
+//!   single-message call answers 400 with it, a batch stores the valid messages; either way the
+//!   refused message is kept, with its reason, in the rejected log.
 
 use crate::limits::{MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS};
 use crate::message::{Message, MessageType};
@@ -84,8 +85,6 @@ pub enum RequestError {
     },
     /// JSON of the wrong shape.
     InvalidBody { field: &'static str, rule: String },
-    /// A single-message call whose message is invalid.
-    Message(RejectedMessage),
 }
 
 impl RequestError {
@@ -95,7 +94,6 @@ impl RequestError {
             RequestError::TooManyMessages { .. } => "batch_too_large",
             RequestError::MalformedJson { .. } => "malformed_json",
             RequestError::InvalidBody { .. } => "invalid_request",
-            RequestError::Message(rejected) => rejected.error.code,
         }
     }
 
@@ -105,7 +103,6 @@ impl RequestError {
             RequestError::TooManyMessages { .. } => "batch",
             RequestError::MalformedJson { .. } => "body",
             RequestError::InvalidBody { field, .. } => field,
-            RequestError::Message(rejected) => &rejected.error.field,
         }
     }
 
@@ -136,26 +133,19 @@ impl fmt::Display for RequestError {
                 detail,
             } => write!(f, "malformed JSON at line {line}, column {column}: {detail}"),
             RequestError::InvalidBody { field, rule } => write!(f, "{field}: {rule}"),
-            RequestError::Message(rejected) => rejected.error.fmt(f),
         }
     }
 }
 
 impl std::error::Error for RequestError {}
 
-/// What a request carried: the write key found in the body, if any, and its messages.
+/// What a request carried: the write key found in the body, if any, its valid messages and
+/// its refused ones.
 #[derive(Debug, Clone, Default)]
 pub struct Envelope {
     pub write_key: Option<String>,
     pub messages: Vec<Message>,
     pub rejected: Vec<RejectedMessage>,
-}
-
-/// One message of a batch, before or after validation (used by callers that want both in order).
-#[derive(Debug, Clone)]
-pub enum ParsedMessage {
-    Valid(Message),
-    Rejected(RejectedMessage),
 }
 
 /// Fields a batch shares with each of its messages.
@@ -191,14 +181,7 @@ pub fn parse_single(
     let write_key = take_write_key(&mut object);
     // The path names the call; a conflicting `type` in the body loses, as at Segment.
     object.insert("type".into(), Value::String(kind.as_str().into()));
-    match validate(object, &SharedFields::default(), received_at) {
-        Ok(message) => Ok(Envelope {
-            write_key,
-            messages: vec![message],
-            rejected: Vec::new(),
-        }),
-        Err((error, object)) => Err(RequestError::Message(rejection(0, error, &object))),
-    }
+    Ok(single_envelope(write_key, object, received_at))
 }
 
 #[derive(Deserialize)]
@@ -281,13 +264,23 @@ pub fn parse_webhook(body: &[u8], received_at: DateTime<Utc>) -> Result<Envelope
             });
         }
     };
-    match validate(object, &SharedFields::default(), received_at) {
-        Ok(message) => Ok(Envelope {
-            write_key: None,
-            messages: vec![message],
-            rejected: Vec::new(),
-        }),
-        Err((error, object)) => Err(RequestError::Message(rejection(0, error, &object))),
+    Ok(single_envelope(None, object, received_at))
+}
+
+/// The envelope of a one-message request: the message, or its refusal.
+fn single_envelope(
+    write_key: Option<String>,
+    object: Map<String, Value>,
+    received_at: DateTime<Utc>,
+) -> Envelope {
+    let (messages, rejected) = match validate(object, &SharedFields::default(), received_at) {
+        Ok(message) => (vec![message], Vec::new()),
+        Err((error, object)) => (Vec::new(), vec![rejection(0, error, &object)]),
+    };
+    Envelope {
+        write_key,
+        messages,
+        rejected,
     }
 }
 

@@ -1,1 +1,140 @@
+//! Junction's HTTP front door.
+//!
+//! - `/v1/*`: the Segment HTTP Tracking API, compatible with the real SDKs ([`ingest`]);
+//! - `/hooks/segment`: Segment's Webhooks destination ([`hooks`]);
+//! - `/api/*`: the admin read API ([`admin`]);
+//! - `/healthz`, `/readyz`, `/metrics`: operations ([`ops`]).
+//!
+//! Ingest never talks to Intercom: it validates, commits to the [`Store`], and only then
+//! answers 200. Everything downstream reads the store.
 
+mod admin;
+mod auth;
+mod body;
+mod error;
+mod hooks;
+mod ingest;
+mod ops;
+pub mod signature;
+pub mod telemetry;
+
+pub use auth::WriteKey;
+
+use axum::Router;
+use axum::routing::{get, post};
+use junction_store::Store;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+/// What the server needs to know, already validated by the configuration loader.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSettings {
+    /// Accepted Segment write keys. Empty: any key (or none) is accepted, for local trials.
+    pub write_keys: Vec<WriteKey>,
+    /// Secret of Segment's Webhooks destination; when set, `X-Signature` is required.
+    pub shared_secret: Option<String>,
+    /// Bearer token for `/api/*`; when unset the admin API is open.
+    pub admin_token: Option<String>,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    write_keys: auth::WriteKeys,
+    shared_secret: Option<String>,
+    admin_token: Option<String>,
+    metrics: Option<telemetry::PrometheusHandle>,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, settings: ServerSettings) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                write_keys: auth::WriteKeys::new(settings.write_keys),
+                shared_secret: settings.shared_secret.filter(|s| !s.is_empty()),
+                admin_token: settings.admin_token.filter(|s| !s.is_empty()),
+                metrics: telemetry::prometheus(),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Marks the server as shutting down: `/readyz` turns 503 so load balancers stop sending.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Every route, with the layers that apply to all of them.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/batch", post(ingest::batch))
+        .route("/v1/import", post(ingest::batch))
+        .route("/v1/b", post(ingest::batch))
+        .route("/v1/{call}", post(ingest::single))
+        .route("/hooks/segment", post(hooks::segment))
+        .route("/api/events", get(admin::list_events))
+        .route("/api/events/{seq}", get(admin::show_event))
+        .route("/api/rejected", get(admin::list_rejected))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(ops::record_request))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests (and so their commits)
+/// and closes the store, so every request that got a 200 is on disk.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let listener = listener.tap_io(|stream| {
+        // Replies are small; don't let Nagle's algorithm hold them back.
+        let _ = stream.set_nodelay(true);
+    });
+    let draining = state.clone();
+    let app = router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.start_draining();
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+        .await?;
+    if let Err(error) = state.store().close().await {
+        tracing::error!(%error, "closing the store failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
