@@ -1,1 +1,70 @@
-fn main(){}
+//! `junction`: the binary. Parses the command line, loads the configuration, and runs the
+//! chosen command. Exit codes: 0 success, 1 runtime failure, 2 bad input (command line or
+//! configuration file, reported with the file, line and what was expected).
+
+mod cli;
+mod config;
+mod logs;
+mod read;
+mod serve;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use config::Config;
+use std::path::Path;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logs::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => {
+                let mut config = load(args.config.config.as_deref())?;
+                if let Some(listen) = args.listen {
+                    config.listen = listen;
+                }
+                if let Some(store) = args.store {
+                    config.store = config::StoreUrl::parse(&store).map_err(Failure::Input)?;
+                }
+                serve::run(config).await.map_err(Failure::Runtime)
+            }
+            Command::Events(command) => read::events(command, load).await,
+            Command::Rejected(command) => read::rejected(command, load).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Why a command failed, which decides the exit code.
+pub enum Failure {
+    /// The user's input is wrong (exit 2).
+    Input(String),
+    /// Something failed while running (exit 1).
+    Runtime(anyhow::Error),
+}
+
+/// The configuration from `--config` (or `JUNCTION_CONFIG`), else the defaults.
+fn load(path: Option<&Path>) -> Result<Config, Failure> {
+    match path {
+        Some(path) => Config::load(path).map_err(|e| Failure::Input(e.to_string())),
+        None => Ok(Config::default()),
+    }
+}

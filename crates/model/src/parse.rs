@@ -459,7 +459,7 @@ fn check(
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(MessageError::invalid(
             "userId",
-            "userId or anonymousId is required",
+            "required when there is no anonymousId",
         ));
     }
     let event = match kind {

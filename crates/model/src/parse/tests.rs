@@ -105,8 +105,8 @@ fn every_spec_example_is_valid_through_its_own_endpoint() {
 #[test]
 fn invalid_messages_name_the_field_and_the_rule() {
     let cases = [
-        (json!({"type": "identify", "traits": {}}), "userId", "userId or anonymousId is required"),
-        (json!({"type": "identify", "userId": "", "anonymousId": null}), "userId", "userId or anonymousId is required"),
+        (json!({"type": "identify", "traits": {}}), "userId", "required when there is no anonymousId"),
+        (json!({"type": "identify", "userId": "", "anonymousId": null}), "userId", "required when there is no anonymousId"),
         (json!({"type": "track", "userId": "u"}), "event", "required for a track call"),
         (json!({"type": "track", "userId": "u", "event": ""}), "event", "must not be empty"),
         (json!({"type": "group", "userId": "u"}), "groupId", "required for a group call"),

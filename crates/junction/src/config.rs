@@ -1,0 +1,484 @@
+//! Junction's configuration file: YAML with `${ENV_VAR}` interpolation, checked strictly
+//! (unknown keys are errors) and reported with the file, line and column at fault.
+//!
+//! ```yaml
+//! listen: 0.0.0.0:8080
+//! store: sqlite://junction-data/junction.db
+//! segment:
+//!   write_keys:
+//!     - ${SEGMENT_WRITE_KEY}             # source name derived from the key
+//!     - { key: "${IOS_WRITE_KEY}", source: ios }
+//!   shared_secret: ${SEGMENT_SHARED_SECRET:-}   # empty: webhooks are not signed
+//!   dedupe_window: 7d
+//! admin:
+//!   token: ${JUNCTION_ADMIN_TOKEN:-}
+//! ```
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address and port the HTTP server listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where events are kept: `sqlite://PATH`.
+    #[serde(default)]
+    pub store: StoreUrl,
+    #[serde(default)]
+    pub segment: SegmentConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            store: StoreUrl::default(),
+            segment: SegmentConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    /// Write keys accepted by the Tracking API. Empty: any key is accepted (local trials only).
+    #[serde(default)]
+    pub write_keys: Vec<WriteKeyEntry>,
+    /// Shared secret of Segment's Webhooks destination; when set, `X-Signature` is required.
+    #[serde(default)]
+    pub shared_secret: Option<String>,
+    /// How long a `messageId` is remembered for de-duplication (`7d`, `24h`, `90m`, `3600s`).
+    #[serde(default)]
+    pub dedupe_window: Window,
+}
+
+/// A write key, alone or with the source name its events are recorded under.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum WriteKeyEntry {
+    Key(String),
+    Named { key: String, source: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token required by `/api/*`; unset means the admin API is open.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// A store URL, checked when the file is read so the error can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrl(pub String);
+
+impl Default for StoreUrl {
+    fn default() -> Self {
+        StoreUrl("sqlite://junction-data/junction.db".into())
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let url = String::deserialize(deserializer)?;
+        StoreUrl::parse(&url).map_err(serde::de::Error::custom)
+    }
+}
+
+impl StoreUrl {
+    pub fn parse(url: &str) -> Result<StoreUrl, String> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"));
+        match path {
+            Some(path) if !path.is_empty() => Ok(StoreUrl(url.to_owned())),
+            Some(_) => Err("store: expected sqlite://PATH with a file path".into()),
+            None if url.starts_with("postgres://") || url.starts_with("postgresql://") => Err(
+                "store: the PostgreSQL store is not available in this version; use sqlite://PATH"
+                    .into(),
+            ),
+            None => Err(format!(
+                "store: expected sqlite://PATH, found {:?}",
+                url.split("://").next().unwrap_or(url)
+            )),
+        }
+    }
+}
+
+/// The de-duplication window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window(pub Duration);
+
+impl Default for Window {
+    fn default() -> Self {
+        Window(Duration::from_secs(7 * 24 * 3600))
+    }
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text).map(Window).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `30s`, `90m`, `24h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("expected a duration such as 30s, 90m, 24h or 7d, found {text:?}")),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 30s, 90m, 24h or 7d, found {text:?}"))?;
+    Ok(Duration::from_secs(number.saturating_mul(seconds_per_unit)))
+}
+
+/// A configuration error located in its file. Shown as `FILE:LINE:COLUMN: message`.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks a configuration file, taking `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        Config::parse(path, &text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text; `env` looks up variables (injected for tests).
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let located = |line, column, message| ConfigError {
+            file: path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message,
+        };
+        let (text, substituted) = interpolate(text, &env)
+            .map_err(|(line, column, message)| located(line, column, message))?;
+        // Values from the environment are often secrets; keep them out of error messages.
+        let redact = |message: String| {
+            substituted
+                .iter()
+                .filter(|value| value.len() >= 3)
+                .fold(message, |m, value| m.replace(value.as_str(), "***"))
+        };
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let config: Config = serde_saphyr::from_str(&text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map_or((None, None), |l| (Some(l.line()), Some(l.column())));
+            let reason = redact(strip_location(&first_line(&e.to_string())));
+            let message = match line.and_then(|l| key_path_at(&text, l)) {
+                Some(path) => format!("{path}: {reason}"),
+                None => reason,
+            };
+            ConfigError {
+                file: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        config.check(path, &text)
+    }
+
+    /// Rules serde cannot express; errors point at the offending key.
+    fn check(self, path: &Path, text: &str) -> Result<Config, ConfigError> {
+        for (index, entry) in self.segment.write_keys.iter().enumerate() {
+            let (key, source) = match entry {
+                WriteKeyEntry::Key(key) => (key, None),
+                WriteKeyEntry::Named { key, source } => (key, Some(source)),
+            };
+            let problem = if key.trim().is_empty() {
+                Some("segment.write_keys: a write key is empty (is its environment variable set?)")
+            } else if source.is_some_and(|s| s.trim().is_empty()) {
+                Some("segment.write_keys: a source name is empty")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                let line = line_of(text, "write_keys").map(|l| l + 1 + index as u64);
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    line,
+                    column: None,
+                    message: problem.into(),
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    pub fn server_settings(&self) -> junction_server::ServerSettings {
+        junction_server::ServerSettings {
+            write_keys: self
+                .segment
+                .write_keys
+                .iter()
+                .map(|entry| match entry {
+                    WriteKeyEntry::Key(key) => junction_server::WriteKey::unnamed(key.clone()),
+                    WriteKeyEntry::Named { key, source } => junction_server::WriteKey {
+                        key: key.clone(),
+                        source: source.clone(),
+                    },
+                })
+                .collect(),
+            shared_secret: self.segment.shared_secret.clone().filter(|s| !s.is_empty()),
+            admin_token: self.admin.token.clone().filter(|s| !s.is_empty()),
+        }
+    }
+
+    pub fn store_options(&self) -> junction_store::StoreOptions {
+        junction_store::StoreOptions {
+            dedupe_window: self.segment.dedupe_window.0,
+        }
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).trim().to_owned()
+}
+
+/// serde-saphyr prefixes its messages with `error: line L column C: `; the location is
+/// reported separately.
+fn strip_location(message: &str) -> String {
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    match message.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((position, reason)) if position.contains("column") => reason.to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+/// The dotted key path (`segment.dedupe_window`) of the YAML mapping entry on a line, found
+/// by indentation: enough to tell the user which setting is wrong.
+fn key_path_at(text: &str, line: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let key_of = |l: &str| -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start().len();
+        let content = l.trim_start().trim_start_matches("- ");
+        let (key, _) = content.split_once(':')?;
+        let key = key.trim();
+        let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        plain.then(|| (indent, key.to_owned()))
+    };
+    let mut indent = lines.get(index)?.len() - lines.get(index)?.trim_start().len();
+    let mut path = Vec::new();
+    if let Some((_, key)) = key_of(lines[index]) {
+        path.push(key);
+    }
+    for l in lines[..index].iter().rev() {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        if let Some((key_indent, key)) = key_of(l)
+            && key_indent < indent
+        {
+            path.push(key);
+            indent = key_indent;
+            if indent == 0 {
+                break;
+            }
+        }
+    }
+    path.reverse();
+    (!path.is_empty()).then(|| path.join("."))
+}
+
+fn line_of(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .position(|line| line.trim_start().starts_with(&format!("{key}:")))
+        .map(|index| index as u64 + 1)
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `$${` stands for a literal `${`. Comment lines are
+/// left alone. Lines are never added or removed, so YAML errors keep their line numbers.
+/// Returns the text and the values substituted from the environment.
+fn interpolate(
+    text: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(String, Vec<String>), (u64, u64, String)> {
+    let mut out = String::with_capacity(text.len());
+    let mut substituted = Vec::new();
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find('$') {
+            out.push_str(&rest[..start]);
+            let tail = &rest[start..];
+            if tail.starts_with("$${") {
+                out.push_str("${");
+                rest = &tail[3..];
+            } else if let Some(body) = tail.strip_prefix("${") {
+                let column = (line.len() - tail.len() + 1) as u64;
+                let end = body.find('}').ok_or((
+                    index as u64 + 1,
+                    column,
+                    "unclosed ${ in an environment variable reference".to_owned(),
+                ))?;
+                let reference = &body[..end];
+                let (name, default) = match reference.split_once(":-") {
+                    Some((name, default)) => (name, Some(default)),
+                    None => (reference, None),
+                };
+                let valid = !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err((
+                        index as u64 + 1,
+                        column,
+                        format!("${{{reference}}} is not a valid environment variable reference"),
+                    ));
+                }
+                match (env(name), default) {
+                    (Some(value), _) => {
+                        out.push_str(&value);
+                        substituted.push(value);
+                    }
+                    (None, Some(default)) => out.push_str(default),
+                    (None, None) => {
+                        return Err((
+                            index as u64 + 1,
+                            column,
+                            format!(
+                                "environment variable {name} is not set (write ${{{name}:-}} to allow it to be empty)"
+                            ),
+                        ));
+                    }
+                }
+                rest = &body[end + 1..];
+            } else {
+                out.push('$');
+                rest = &tail[1..];
+            }
+        }
+        out.push_str(rest);
+    }
+    Ok((out, substituted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("junction.yaml"), text, |name| match name {
+            "KEY" => Some("wk-from-env".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn an_empty_file_means_the_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.store.0, "sqlite://junction-data/junction.db");
+        assert_eq!(config.segment.dedupe_window.0, Duration::from_secs(604_800));
+        assert!(config.segment.write_keys.is_empty());
+    }
+
+    #[test]
+    fn every_key_is_read_and_variables_are_interpolated() {
+        let config = parse(
+            "# ${NOT_SET} in a comment is fine\n\
+             listen: 0.0.0.0:9000\n\
+             store: sqlite:///var/lib/junction/j.db\n\
+             segment:\n  write_keys:\n    - ${KEY}\n    - { key: literal, source: ios }\n\
+             \x20 shared_secret: \"${UNSET:-fallback}\"\n  dedupe_window: 24h\n\
+             admin:\n  token: \"a$${b}\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        let settings = config.server_settings();
+        assert_eq!(settings.write_keys[0].key, "wk-from-env");
+        assert!(settings.write_keys[0].source.starts_with("wk_"));
+        assert_eq!(settings.write_keys[1].source, "ios");
+        assert_eq!(settings.shared_secret.as_deref(), Some("fallback"));
+        assert_eq!(settings.admin_token.as_deref(), Some("a${b}"));
+        assert_eq!(config.store_options().dedupe_window, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_what_was_expected() {
+        let cases = [
+            ("listen: 8080x\n", "junction.yaml:1:", "listen"),
+            ("segment:\n  write_kyes: []\n", "junction.yaml:2:", "unknown field"),
+            ("store: postgres://db/j\n", "junction.yaml:1:", "PostgreSQL"),
+            ("segment:\n  dedupe_window: soon\n", "junction.yaml:2:", "segment.dedupe_window: expected a duration such as 30s"),
+            ("admin:\n  token: ${MISSING}\n", "junction.yaml:2:10", "MISSING is not set"),
+            ("segment:\n  write_keys:\n    - x\n    - \"${EMPTY}\"\n", "junction.yaml:4", "write key is empty"),
+        ];
+        for (text, location, expected) in cases {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.starts_with(location), "{text:?} gave {error}");
+            assert!(error.contains(expected), "{text:?} gave {error}");
+        }
+    }
+
+    #[test]
+    fn secrets_from_the_environment_never_reach_error_messages() {
+        let error = parse("segment:\n  write_keys: ${KEY}\n").unwrap_err().to_string();
+        assert!(!error.contains("wk-from-env"), "{error}");
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("7").is_err());
+        assert!(parse_duration("d").is_err());
+    }
+}
