@@ -130,21 +130,29 @@ impl Default for Window {
 impl<'de> Deserialize<'de> for Window {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_duration(&text).map(Window).map_err(serde::de::Error::custom)
+        parse_duration(&text)
+            .map(Window)
+            .map_err(serde::de::Error::custom)
     }
 }
 
 /// `30s`, `90m`, `24h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let seconds_per_unit = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("expected a duration such as 30s, 90m, 24h or 7d, found {text:?}")),
+        _ => {
+            return Err(format!(
+                "expected a duration such as 30s, 90m, 24h or 7d, found {text:?}"
+            ));
+        }
     };
     let number: u64 = number
         .parse()
@@ -292,7 +300,10 @@ fn first_line(message: &str) -> String {
 /// reported separately.
 fn strip_location(message: &str) -> String {
     let message = message.strip_prefix("error: ").unwrap_or(message);
-    match message.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+    match message
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
         Some((position, reason)) if position.contains("column") => reason.to_owned(),
         _ => message.to_owned(),
     }
@@ -358,9 +369,9 @@ fn interpolate(
         while let Some(start) = rest.find('$') {
             out.push_str(&rest[..start]);
             let tail = &rest[start..];
-            if tail.starts_with("$${") {
+            if let Some(after) = tail.strip_prefix("$${") {
                 out.push_str("${");
-                rest = &tail[3..];
+                rest = after;
             } else if let Some(body) = tail.strip_prefix("${") {
                 let column = (line.len() - tail.len() + 1) as u64;
                 let end = body.find('}').ok_or((
@@ -373,8 +384,8 @@ fn interpolate(
                     Some((name, default)) => (name, Some(default)),
                     None => (reference, None),
                 };
-                let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     return Err((
                         index as u64 + 1,
@@ -448,18 +459,37 @@ mod tests {
         assert_eq!(settings.write_keys[1].source, "ios");
         assert_eq!(settings.shared_secret.as_deref(), Some("fallback"));
         assert_eq!(settings.admin_token.as_deref(), Some("a${b}"));
-        assert_eq!(config.store_options().dedupe_window, Duration::from_secs(86_400));
+        assert_eq!(
+            config.store_options().dedupe_window,
+            Duration::from_secs(86_400)
+        );
     }
 
     #[test]
     fn errors_name_the_file_line_and_what_was_expected() {
         let cases = [
             ("listen: 8080x\n", "junction.yaml:1:", "listen"),
-            ("segment:\n  write_kyes: []\n", "junction.yaml:2:", "unknown field"),
+            (
+                "segment:\n  write_kyes: []\n",
+                "junction.yaml:2:",
+                "unknown field",
+            ),
             ("store: postgres://db/j\n", "junction.yaml:1:", "PostgreSQL"),
-            ("segment:\n  dedupe_window: soon\n", "junction.yaml:2:", "segment.dedupe_window: expected a duration such as 30s"),
-            ("admin:\n  token: ${MISSING}\n", "junction.yaml:2:10", "MISSING is not set"),
-            ("segment:\n  write_keys:\n    - x\n    - \"${EMPTY}\"\n", "junction.yaml:4", "write key is empty"),
+            (
+                "segment:\n  dedupe_window: soon\n",
+                "junction.yaml:2:",
+                "segment.dedupe_window: expected a duration such as 30s",
+            ),
+            (
+                "admin:\n  token: ${MISSING}\n",
+                "junction.yaml:2:10",
+                "MISSING is not set",
+            ),
+            (
+                "segment:\n  write_keys:\n    - x\n    - \"${EMPTY}\"\n",
+                "junction.yaml:4",
+                "write key is empty",
+            ),
         ];
         for (text, location, expected) in cases {
             let error = parse(text).unwrap_err().to_string();
@@ -470,7 +500,9 @@ mod tests {
 
     #[test]
     fn secrets_from_the_environment_never_reach_error_messages() {
-        let error = parse("segment:\n  write_keys: ${KEY}\n").unwrap_err().to_string();
+        let error = parse("segment:\n  write_keys: ${KEY}\n")
+            .unwrap_err()
+            .to_string();
         assert!(!error.contains("wk-from-env"), "{error}");
     }
 

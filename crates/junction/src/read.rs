@@ -5,7 +5,9 @@ use crate::Failure;
 use crate::cli::{ConfigArg, EventsCommand, RejectedCommand};
 use crate::config::Config;
 use anyhow::Context;
-use junction_store::{EventQuery, Page, RejectedQuery, RejectedRecord, Store, StoreError, StoredEvent};
+use junction_store::{
+    EventQuery, Page, RejectedQuery, RejectedRecord, Store, StoreError, StoredEvent,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -37,7 +39,10 @@ pub async fn events(command: EventsCommand, load: Loader) -> Result<(), Failure>
             let store = open(&args.config, load).await?;
             match store.event(args.seq).await.map_err(query_failure)? {
                 Some(event) => print_json(&event),
-                None => Err(Failure::Input(format!("no event {} in the store", args.seq))),
+                None => Err(Failure::Input(format!(
+                    "no event {} in the store",
+                    args.seq
+                ))),
             }
         }
     }
@@ -100,7 +105,15 @@ pub fn events_table(page: &Page<StoredEvent>) -> String {
         })
         .collect();
     let mut out = table(
-        &["SEQ", "RECEIVED", "TYPE", "IDENTITY", "EVENT", "MESSAGE_ID", "SOURCE"],
+        &[
+            "SEQ",
+            "RECEIVED",
+            "TYPE",
+            "IDENTITY",
+            "EVENT",
+            "MESSAGE_ID",
+            "SOURCE",
+        ],
         rows,
     );
     if let Some(cursor) = &page.next_cursor {
@@ -183,7 +196,10 @@ mod tests {
             body: serde_json::json!({}),
         };
         let page = Page {
-            items: vec![event(12, "track", Some("Signed In")), event(11, "identify", None)],
+            items: vec![
+                event(12, "track", Some("Signed In")),
+                event(11, "identify", None),
+            ],
             next_cursor: Some("11".into()),
         };
         insta::assert_snapshot!(events_table(&page), @r"
@@ -192,7 +208,10 @@ mod tests {
         11   2027-01-15T08:00:00.000Z  identify  user-1    -          m-11        web
         more: --cursor 11
         ");
-        let empty: Page<RejectedRecord> = Page { items: vec![], next_cursor: None };
+        let empty: Page<RejectedRecord> = Page {
+            items: vec![],
+            next_cursor: None,
+        };
         insta::assert_snapshot!(rejected_table(&empty), @r"
         ID  RECEIVED  SOURCE  TYPE  MESSAGE_ID  REASON
         (none)

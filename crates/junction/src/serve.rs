@@ -11,7 +11,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("segment.write_keys is empty: any write key is accepted");
     }
     if settings.shared_secret.is_none() {
-        tracing::warn!("segment.shared_secret is not set: /hooks/segment accepts unsigned requests");
+        tracing::warn!(
+            "segment.shared_secret is not set: /hooks/segment accepts unsigned requests"
+        );
     }
     if settings.admin_token.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "admin.token is not set: /api is open to anyone who can reach this address");

@@ -131,7 +131,10 @@ impl fmt::Display for RequestError {
                 line,
                 column,
                 detail,
-            } => write!(f, "malformed JSON at line {line}, column {column}: {detail}"),
+            } => write!(
+                f,
+                "malformed JSON at line {line}, column {column}: {detail}"
+            ),
             RequestError::InvalidBody { field, rule } => write!(f, "{field}: {rule}"),
         }
     }
@@ -385,7 +388,10 @@ fn take_write_key(object: &mut Map<String, Value>) -> Option<String> {
 fn rejection(index: usize, error: MessageError, object: &Map<String, Value>) -> RejectedMessage {
     RejectedMessage {
         index,
-        kind: object.get("type").and_then(Value::as_str).map(str::to_owned),
+        kind: object
+            .get("type")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         message_id: object
             .get("messageId")
             .and_then(Value::as_str)
@@ -469,10 +475,7 @@ fn check(
                 return Err(MessageError::invalid("event", "must not be empty"));
             }
             None | Some(Value::Null) => {
-                return Err(MessageError::invalid(
-                    "event",
-                    "required for a track call",
-                ));
+                return Err(MessageError::invalid("event", "required for a track call"));
             }
             Some(_) => return Err(MessageError::invalid("event", "must be a string")),
         },

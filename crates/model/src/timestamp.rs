@@ -41,7 +41,9 @@ mod tests {
         assert_eq!(node, python_ms);
         assert_eq!(node, python_us);
         assert!(parse("2024-01-01T00:00:00Z").is_some());
-        assert!(parse("2024-01-01T02:00:00+02:00").unwrap() == parse("2024-01-01T00:00:00Z").unwrap());
+        assert!(
+            parse("2024-01-01T02:00:00+02:00").unwrap() == parse("2024-01-01T00:00:00Z").unwrap()
+        );
         assert_eq!(
             parse("2015-2-02T00:30:08.276Z"),
             parse("2015-02-02T00:30:08.276Z")
@@ -50,7 +52,15 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_date_time() {
-        for bad in ["", "yesterday", "2024-13-01T00:00:00Z", "2024-01-01", "1700000000", "2024-1-1-1T00:00:00Z", "T"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01",
+            "1700000000",
+            "2024-1-1-1T00:00:00Z",
+            "T",
+        ] {
             assert!(parse(bad).is_none(), "{bad}");
         }
     }

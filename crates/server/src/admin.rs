@@ -27,14 +27,19 @@ pub async fn show_event(
 ) -> Result<Json<StoredEvent>, ApiError> {
     require_admin(state.inner.admin_token.as_deref(), &headers)?;
     let seq: i64 = seq.parse().map_err(|_| {
-        ApiError::bad_request("invalid_query", "seq", format!("{seq:?} is not an event number"))
+        ApiError::bad_request(
+            "invalid_query",
+            "seq",
+            format!("{seq:?} is not an event number"),
+        )
     })?;
-    state
-        .store()
-        .event(seq)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no event {seq}")))
+    state.store().event(seq).await?.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no event {seq}"),
+        )
+    })
 }
 
 pub async fn list_rejected(
@@ -48,5 +53,9 @@ pub async fn list_rejected(
 }
 
 fn bad_query(rejection: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        rejection.body_text(),
+    )
 }

@@ -70,7 +70,9 @@ pub fn basic_write_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let malformed = || ApiError::unauthorized("malformed Authorization header: expected Basic base64(writeKey:)");
+    let malformed = || {
+        ApiError::unauthorized("malformed Authorization header: expected Basic base64(writeKey:)")
+    };
     let value = value.to_str().map_err(|_| malformed())?.trim();
     let (scheme, credentials) = value.split_once(' ').ok_or_else(malformed)?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -82,7 +84,9 @@ pub fn basic_write_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         .decode(credentials.trim())
         .map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
-    let user = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);
+    let user = decoded
+        .split_once(':')
+        .map_or(decoded.as_str(), |(user, _)| user);
     Ok(Some(user.to_owned()).filter(|k| !k.is_empty()))
 }
 
@@ -126,9 +130,18 @@ mod tests {
 
     #[test]
     fn basic_auth_takes_the_user_name_with_or_without_the_colon() {
-        assert_eq!(basic_write_key(&basic("wk:")).unwrap().as_deref(), Some("wk"));
-        assert_eq!(basic_write_key(&basic("wk")).unwrap().as_deref(), Some("wk"));
-        assert_eq!(basic_write_key(&basic("wk:ignored")).unwrap().as_deref(), Some("wk"));
+        assert_eq!(
+            basic_write_key(&basic("wk:")).unwrap().as_deref(),
+            Some("wk")
+        );
+        assert_eq!(
+            basic_write_key(&basic("wk")).unwrap().as_deref(),
+            Some("wk")
+        );
+        assert_eq!(
+            basic_write_key(&basic("wk:ignored")).unwrap().as_deref(),
+            Some("wk")
+        );
         assert_eq!(basic_write_key(&basic(":")).unwrap(), None);
         assert_eq!(basic_write_key(&HeaderMap::new()).unwrap(), None);
         assert!(basic_write_key(&with_auth("Basic !!!")).is_err());
@@ -138,7 +151,10 @@ mod tests {
     #[test]
     fn keys_map_to_their_source_and_unknown_keys_are_refused() {
         let keys = WriteKeys::new(vec![
-            WriteKey { key: "a".into(), source: "web".into() },
+            WriteKey {
+                key: "a".into(),
+                source: "web".into(),
+            },
             WriteKey::unnamed("b"),
         ]);
         assert_eq!(keys.authorize(Some("a")).unwrap(), "web");

@@ -106,7 +106,11 @@ pub(crate) async fn store_single(
     let refusal = envelope.rejected.first().map(|r| r.error.clone());
     commit(state, source, received_at, envelope).await?;
     match refusal {
-        Some(error) => Err(ApiError::bad_request(error.code, &error.field, error.to_string())),
+        Some(error) => Err(ApiError::bad_request(
+            error.code,
+            &error.field,
+            error.to_string(),
+        )),
         None => Ok(Json(json!({ "success": true }))),
     }
 }

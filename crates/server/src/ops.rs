@@ -17,7 +17,10 @@ pub async fn healthz() -> Response {
 /// Readiness: the store answers and the server is not shutting down.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "draining" })))
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "draining" })),
+        )
             .into_response();
     }
     match state.store().check().await {

@@ -51,7 +51,10 @@ mod tests {
             let expected = v["expected_x_signature"].as_str().unwrap();
             assert_eq!(sign(secret, signed.as_bytes()), expected, "{name}");
             assert!(verify(secret, signed.as_bytes(), expected), "{name}");
-            assert!(!verify(b"wrong-secret", signed.as_bytes(), expected), "{name}");
+            assert!(
+                !verify(b"wrong-secret", signed.as_bytes(), expected),
+                "{name}"
+            );
             let tampered = signed.replacen("u1", "u2", 1);
             assert!(!verify(secret, tampered.as_bytes(), expected), "{name}");
         }

@@ -25,7 +25,11 @@ fn every_captured_python_and_node_request_parses_whole() {
             let capture: serde_json::Value = serde_json::from_str(line).unwrap();
             let sent = &capture["body"]["batch"];
             let envelope = batch(capture["body"].clone()).unwrap();
-            assert!(envelope.rejected.is_empty(), "{file}: {:?}", envelope.rejected);
+            assert!(
+                envelope.rejected.is_empty(),
+                "{file}: {:?}",
+                envelope.rejected
+            );
             assert_eq!(envelope.write_key.as_deref(), Some("WRITE_KEY_TEST"));
             assert_eq!(envelope.messages.len(), sent.as_array().unwrap().len());
             for (message, original) in envelope.messages.iter().zip(sent.as_array().unwrap()) {
@@ -52,7 +56,10 @@ fn python_nulls_leave_the_other_identity_in_charge() {
     let message = &envelope.messages[0];
     assert_eq!(message.identity(), "u1");
     assert_eq!(message.anonymous_id, None);
-    assert_eq!(message.timestamp, timestamp::parse("2026-11-29T06:29:22.077Z").unwrap());
+    assert_eq!(
+        message.timestamp,
+        timestamp::parse("2026-11-29T06:29:22.077Z").unwrap()
+    );
 }
 
 #[test]
@@ -78,9 +85,15 @@ fn the_message_own_context_wins_over_the_batch_context() {
     }))
     .unwrap();
     let body = &envelope.messages[0].body;
-    assert_eq!(body["context"]["library"], json!({"name": "mine", "version": "1"}));
+    assert_eq!(
+        body["context"]["library"],
+        json!({"name": "mine", "version": "1"})
+    );
     assert_eq!(body["context"]["ip"], "1.1.1.1");
-    assert_eq!(body["integrations"], json!({"Intercom": true, "All": false}));
+    assert_eq!(
+        body["integrations"],
+        json!({"Intercom": true, "All": false})
+    );
 }
 
 #[test]
@@ -96,8 +109,8 @@ fn every_spec_example_is_valid_through_its_own_endpoint() {
         let example: serde_json::Value =
             serde_json::from_str(&fixture(&format!("segment-spec-examples/{file}"))).unwrap();
         let body = example["message"].to_string();
-        let envelope = parse_single(body.as_bytes(), kind, now())
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let envelope =
+            parse_single(body.as_bytes(), kind, now()).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(envelope.messages[0].kind, kind);
     }
 }
@@ -105,26 +118,78 @@ fn every_spec_example_is_valid_through_its_own_endpoint() {
 #[test]
 fn invalid_messages_name_the_field_and_the_rule() {
     let cases = [
-        (json!({"type": "identify", "traits": {}}), "userId", "required when there is no anonymousId"),
-        (json!({"type": "identify", "userId": "", "anonymousId": null}), "userId", "required when there is no anonymousId"),
-        (json!({"type": "track", "userId": "u"}), "event", "required for a track call"),
-        (json!({"type": "track", "userId": "u", "event": ""}), "event", "must not be empty"),
-        (json!({"type": "group", "userId": "u"}), "groupId", "required for a group call"),
-        (json!({"type": "alias", "userId": "u"}), "previousId", "required for an alias call"),
-        (json!({"type": "login", "userId": "u"}), "type", "unknown message type \"login\""),
+        (
+            json!({"type": "identify", "traits": {}}),
+            "userId",
+            "required when there is no anonymousId",
+        ),
+        (
+            json!({"type": "identify", "userId": "", "anonymousId": null}),
+            "userId",
+            "required when there is no anonymousId",
+        ),
+        (
+            json!({"type": "track", "userId": "u"}),
+            "event",
+            "required for a track call",
+        ),
+        (
+            json!({"type": "track", "userId": "u", "event": ""}),
+            "event",
+            "must not be empty",
+        ),
+        (
+            json!({"type": "group", "userId": "u"}),
+            "groupId",
+            "required for a group call",
+        ),
+        (
+            json!({"type": "alias", "userId": "u"}),
+            "previousId",
+            "required for an alias call",
+        ),
+        (
+            json!({"type": "login", "userId": "u"}),
+            "type",
+            "unknown message type \"login\"",
+        ),
         (json!({"userId": "u"}), "type", "required"),
-        (json!({"type": "identify", "userId": {"id": 1}}), "userId", "must be a string"),
-        (json!({"type": "identify", "userId": "u", "traits": [1]}), "traits", "must be an object"),
-        (json!({"type": "identify", "userId": "u", "timestamp": "yesterday"}), "timestamp", "is not an ISO-8601"),
-        (json!({"type": "identify", "userId": "u", "messageId": "x".repeat(101)}), "messageId", "longer than 100"),
-        (json!({"type": "identify", "userId": "u", "messageId": 7}), "messageId", "must be a string"),
+        (
+            json!({"type": "identify", "userId": {"id": 1}}),
+            "userId",
+            "must be a string",
+        ),
+        (
+            json!({"type": "identify", "userId": "u", "traits": [1]}),
+            "traits",
+            "must be an object",
+        ),
+        (
+            json!({"type": "identify", "userId": "u", "timestamp": "yesterday"}),
+            "timestamp",
+            "is not an ISO-8601",
+        ),
+        (
+            json!({"type": "identify", "userId": "u", "messageId": "x".repeat(101)}),
+            "messageId",
+            "longer than 100",
+        ),
+        (
+            json!({"type": "identify", "userId": "u", "messageId": 7}),
+            "messageId",
+            "must be a string",
+        ),
     ];
     for (message, field, rule) in cases {
         let envelope = batch(json!({"batch": [message.clone()]})).unwrap();
         assert!(envelope.messages.is_empty(), "{message}");
         let rejected = &envelope.rejected[0];
         assert_eq!(rejected.error.field, field, "{message}");
-        assert!(rejected.error.rule.contains(rule), "{message}: {}", rejected.error.rule);
+        assert!(
+            rejected.error.rule.contains(rule),
+            "{message}: {}",
+            rejected.error.rule
+        );
         assert_eq!(rejected.error.code, "invalid_message");
     }
 }
@@ -175,21 +240,30 @@ fn numeric_ids_and_string_or_number_versions_are_accepted() {
 fn limits_are_named_in_the_refusal() {
     let big = "x".repeat(MAX_BATCH_BYTES);
     let err = batch(json!({"batch": [], "pad": big})).unwrap_err();
-    assert_eq!((err.code(), err.field(), err.limit()), ("payload_too_large", "batch", Some(512_000)));
+    assert_eq!(
+        (err.code(), err.field(), err.limit()),
+        ("payload_too_large", "batch", Some(512_000))
+    );
 
-    let many: Vec<_> = (0..2501).map(|_| json!({"type": "identify", "userId": "u"})).collect();
+    let many: Vec<_> = (0..2501)
+        .map(|_| json!({"type": "identify", "userId": "u"}))
+        .collect();
     let err = batch(json!({ "batch": many })).unwrap_err();
     assert_eq!((err.code(), err.limit()), ("batch_too_large", Some(2500)));
     assert!(err.to_string().contains("2501 messages"));
 
     let huge = json!({"type": "identify", "userId": "u", "traits": {"bio": "y".repeat(33_000)}});
-    let envelope = batch(json!({"batch": [huge.clone(), {"type": "identify", "userId": "v"}]})).unwrap();
+    let envelope =
+        batch(json!({"batch": [huge.clone(), {"type": "identify", "userId": "v"}]})).unwrap();
     assert_eq!(envelope.messages.len(), 1);
     assert_eq!(envelope.rejected[0].error.code, "message_too_large");
     assert!(envelope.rejected[0].error.rule.contains("32768"));
 
     let err = parse_single(huge.to_string().as_bytes(), MessageType::Identify, now()).unwrap_err();
-    assert_eq!((err.code(), err.limit()), ("payload_too_large", Some(32_768)));
+    assert_eq!(
+        (err.code(), err.limit()),
+        ("payload_too_large", Some(32_768))
+    );
 }
 
 #[test]
@@ -221,13 +295,22 @@ fn webhook_bodies_are_one_message_or_an_array() {
     let single = fixture("webhook-signature/single.json");
     let single: serde_json::Value = serde_json::from_str(&single).unwrap();
     let raw = single["raw_body"].as_str().unwrap();
-    assert_eq!(parse_webhook(raw.as_bytes(), now()).unwrap().messages.len(), 1);
+    assert_eq!(
+        parse_webhook(raw.as_bytes(), now()).unwrap().messages.len(),
+        1
+    );
 
     let batch: serde_json::Value =
         serde_json::from_str(&fixture("webhook-signature/batch.json")).unwrap();
     let raw = batch["raw_body"].as_str().unwrap();
-    assert_eq!(parse_webhook(raw.as_bytes(), now()).unwrap().messages.len(), 2);
-    assert_eq!(first_array_element(raw.as_bytes()), single["raw_body"].as_str());
+    assert_eq!(
+        parse_webhook(raw.as_bytes(), now()).unwrap().messages.len(),
+        2
+    );
+    assert_eq!(
+        first_array_element(raw.as_bytes()),
+        single["raw_body"].as_str()
+    );
     assert_eq!(first_array_element(b"{}"), None);
     assert_eq!(first_array_element(b"[]"), None);
 }
@@ -280,20 +363,38 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
 /// exercised on every branch rather than on random keys it never reads.
 fn arb_message() -> impl Strategy<Value = serde_json::Value> {
     let field = prop_oneof![
-        Just("type"), Just("userId"), Just("anonymousId"), Just("event"), Just("groupId"),
-        Just("previousId"), Just("messageId"), Just("timestamp"), Just("sentAt"),
-        Just("originalTimestamp"), Just("traits"), Just("properties"), Just("context"),
-        Just("integrations"), Just("writeKey"),
+        Just("type"),
+        Just("userId"),
+        Just("anonymousId"),
+        Just("event"),
+        Just("groupId"),
+        Just("previousId"),
+        Just("messageId"),
+        Just("timestamp"),
+        Just("sentAt"),
+        Just("originalTimestamp"),
+        Just("traits"),
+        Just("properties"),
+        Just("context"),
+        Just("integrations"),
+        Just("writeKey"),
     ];
     let value = prop_oneof![
         arb_json(),
-        prop_oneof![Just("identify"), Just("track"), Just("group"), Just("alias"), Just("page")]
-            .prop_map(serde_json::Value::from),
+        prop_oneof![
+            Just("identify"),
+            Just("track"),
+            Just("group"),
+            Just("alias"),
+            Just("page")
+        ]
+        .prop_map(serde_json::Value::from),
         Just(serde_json::Value::from("2026-11-29T06:29:22.077+00:00")),
     ];
     prop_oneof![
-        proptest::collection::btree_map(field, value, 0..10)
-            .prop_map(|m| serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+        proptest::collection::btree_map(field, value, 0..10).prop_map(|m| {
+            serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        }),
         arb_json(),
     ]
 }

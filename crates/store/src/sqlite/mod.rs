@@ -7,8 +7,8 @@ mod writer;
 
 use crate::query::{page_size, parse_cursor};
 use crate::{
-    AppendBatch, AppendReceipt, EventQuery, Page, RejectedQuery, RejectedRecord, Store,
-    StoreError, StoreOptions, StoredEvent,
+    AppendBatch, AppendReceipt, EventQuery, Page, RejectedQuery, RejectedRecord, Store, StoreError,
+    StoreOptions, StoredEvent,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -107,8 +107,9 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         event: row.get(7)?,
         timestamp: from_millis(row.get(8)?),
         received_at: from_millis(row.get(9)?),
-        body: serde_json::from_str(&body)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?,
+        body: serde_json::from_str(&body).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e))
+        })?,
     })
 }
 
@@ -177,8 +178,9 @@ impl Store for SqliteStore {
 
     async fn event(&self, seq: i64) -> Result<Option<StoredEvent>, StoreError> {
         self.read(move |conn| {
-            let mut statement =
-                conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1"))?;
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1"
+            ))?;
             let mut rows = statement.query_map(params![seq], event_from_row)?;
             Ok(rows.next().transpose()?)
         })

@@ -11,7 +11,11 @@ fn at(seconds: i64) -> DateTime<Utc> {
 }
 
 fn batch(source: &str, received_at: DateTime<Utc>, messages: serde_json::Value) -> AppendBatch {
-    let envelope = parse_batch(json!({ "batch": messages }).to_string().as_bytes(), received_at).unwrap();
+    let envelope = parse_batch(
+        json!({ "batch": messages }).to_string().as_bytes(),
+        received_at,
+    )
+    .unwrap();
     AppendBatch {
         source: source.into(),
         received_at,
@@ -31,20 +35,34 @@ async fn appends_are_numbered_in_arrival_order_and_listed_newest_first() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let receipt = store
-        .append(batch("web", at(0), json!([
-            {"type": "identify", "userId": "u1", "messageId": "m1", "traits": {"plan": "pro"}},
-            {"type": "track", "userId": "u1", "event": "Signed In", "messageId": "m2"},
-            {"type": "page", "anonymousId": "a1", "messageId": "m3"},
-        ])))
+        .append(batch(
+            "web",
+            at(0),
+            json!([
+                {"type": "identify", "userId": "u1", "messageId": "m1", "traits": {"plan": "pro"}},
+                {"type": "track", "userId": "u1", "event": "Signed In", "messageId": "m2"},
+                {"type": "page", "anonymousId": "a1", "messageId": "m3"},
+            ]),
+        ))
         .await
         .unwrap();
-    assert_eq!(receipt.events, [Appended::Stored(1), Appended::Stored(2), Appended::Stored(3)]);
+    assert_eq!(
+        receipt.events,
+        [
+            Appended::Stored(1),
+            Appended::Stored(2),
+            Appended::Stored(3)
+        ]
+    );
 
     let page = store.events(EventQuery::default()).await.unwrap();
     let ids: Vec<_> = page.items.iter().map(|e| e.message_id.as_str()).collect();
     assert_eq!(ids, ["m3", "m2", "m1"]);
     let first = &page.items[2];
-    assert_eq!((first.kind.as_str(), first.identity.as_str()), ("identify", "u1"));
+    assert_eq!(
+        (first.kind.as_str(), first.identity.as_str()),
+        ("identify", "u1")
+    );
     assert_eq!(first.body["traits"]["plan"], "pro");
     assert_eq!(first.received_at, at(0));
     assert_eq!(page.items[0].identity, "a1");
@@ -56,16 +74,25 @@ async fn filters_combine_and_cursors_walk_every_page_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let messages: Vec<_> = (0..25)
-        .map(|i| json!({"type": if i % 2 == 0 {"track"} else {"identify"}, "event": "E",
-                        "userId": format!("u{}", i % 3), "messageId": format!("m{i}")}))
+        .map(|i| {
+            json!({"type": if i % 2 == 0 {"track"} else {"identify"}, "event": "E",
+                        "userId": format!("u{}", i % 3), "messageId": format!("m{i}")})
+        })
         .collect();
-    store.append(batch("web", at(0), json!(messages))).await.unwrap();
+    store
+        .append(batch("web", at(0), json!(messages)))
+        .await
+        .unwrap();
 
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
         let page = store
-            .events(EventQuery { cursor: cursor.clone(), limit: Some(4), ..Default::default() })
+            .events(EventQuery {
+                cursor: cursor.clone(),
+                limit: Some(4),
+                ..Default::default()
+            })
             .await
             .unwrap();
         seen.extend(page.items.iter().map(|e| e.seq));
@@ -87,11 +114,17 @@ async fn filters_combine_and_cursors_walk_every_page_once() {
     // i even and i % 3 == 0: 0, 6, 12, 18, 24
     assert_eq!(tracks_of_u0.items.len(), 5);
     let by_id = store
-        .events(EventQuery { message_id: Some("m7".into()), ..Default::default() })
+        .events(EventQuery {
+            message_id: Some("m7".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(by_id.items.len(), 1);
-    assert_eq!(store.event(by_id.items[0].seq).await.unwrap(), Some(by_id.items[0].clone()));
+    assert_eq!(
+        store.event(by_id.items[0].seq).await.unwrap(),
+        Some(by_id.items[0].clone())
+    );
     assert_eq!(store.event(999).await.unwrap(), None);
 }
 
@@ -100,23 +133,38 @@ async fn a_message_id_is_stored_once_per_source_within_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(
         dir.path().join("j.db"),
-        StoreOptions { dedupe_window: Duration::from_secs(3600) },
+        StoreOptions {
+            dedupe_window: Duration::from_secs(3600),
+        },
     )
     .await
     .unwrap();
     let message = json!({"type": "identify", "userId": "u1", "messageId": "dup"});
     let first = store
-        .append(batch("web", at(0), json!([message.clone(), message.clone()])))
+        .append(batch(
+            "web",
+            at(0),
+            json!([message.clone(), message.clone()]),
+        ))
         .await
         .unwrap();
     assert_eq!(first.events, [Appended::Stored(1), Appended::Duplicate]);
-    let again = store.append(batch("web", at(3599), json!([message.clone()]))).await.unwrap();
+    let again = store
+        .append(batch("web", at(3599), json!([message.clone()])))
+        .await
+        .unwrap();
     assert_eq!(again.events, [Appended::Duplicate]);
     // Another source may use the same id.
-    let other = store.append(batch("ios", at(10), json!([message.clone()]))).await.unwrap();
+    let other = store
+        .append(batch("ios", at(10), json!([message.clone()])))
+        .await
+        .unwrap();
     assert_eq!(other.stored(), 1);
     // Past the window (measured from the last time it was stored) it is new again.
-    let later = store.append(batch("web", at(3601), json!([message]))).await.unwrap();
+    let later = store
+        .append(batch("web", at(3601), json!([message])))
+        .await
+        .unwrap();
     assert_eq!(later.stored(), 1);
     let all = store.events(EventQuery::default()).await.unwrap();
     assert_eq!(all.items.len(), 3);
@@ -127,10 +175,14 @@ async fn refused_messages_are_kept_with_their_reason() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let receipt = store
-        .append(batch("web", at(5), json!([
-            {"type": "track", "userId": "u1", "messageId": "no-event"},
-            {"type": "identify", "userId": "u1"},
-        ])))
+        .append(batch(
+            "web",
+            at(5),
+            json!([
+                {"type": "track", "userId": "u1", "messageId": "no-event"},
+                {"type": "identify", "userId": "u1"},
+            ]),
+        ))
         .await
         .unwrap();
     assert_eq!(receipt.stored(), 1);
@@ -154,10 +206,14 @@ async fn concurrent_appends_share_commits_and_lose_nothing() {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .append(batch("web", at(0), json!([
-                        {"type": "track", "userId": format!("u{}", i % 7), "event": "E",
-                         "messageId": format!("m{i}")}
-                    ])))
+                    .append(batch(
+                        "web",
+                        at(0),
+                        json!([
+                            {"type": "track", "userId": format!("u{}", i % 7), "event": "E",
+                             "messageId": format!("m{i}")}
+                        ]),
+                    ))
                     .await
                     .unwrap()
             })
@@ -173,7 +229,13 @@ async fn concurrent_appends_share_commits_and_lose_nothing() {
     seqs.sort();
     seqs.dedup();
     assert_eq!(seqs.len(), 400);
-    let page = store.events(EventQuery { limit: Some(1000), ..Default::default() }).await.unwrap();
+    let page = store
+        .events(EventQuery {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 400);
 }
 
@@ -182,12 +244,22 @@ async fn committed_events_survive_closing_and_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     store
-        .append(batch("web", at(0), json!([{"type": "identify", "userId": "u1", "messageId": "kept"}])))
+        .append(batch(
+            "web",
+            at(0),
+            json!([{"type": "identify", "userId": "u1", "messageId": "kept"}]),
+        ))
         .await
         .unwrap();
     store.close().await.unwrap();
     assert!(matches!(
-        store.append(batch("web", at(1), json!([{"type": "identify", "userId": "u"}]))).await,
+        store
+            .append(batch(
+                "web",
+                at(1),
+                json!([{"type": "identify", "userId": "u"}])
+            ))
+            .await,
         Err(StoreError::Closed)
     ));
     assert!(store.check().await.is_err());
@@ -199,7 +271,11 @@ async fn committed_events_survive_closing_and_reopening() {
     assert_eq!(page.items[0].message_id, "kept");
     // The window survives a restart too.
     let again = reopened
-        .append(batch("web", at(2), json!([{"type": "identify", "userId": "u1", "messageId": "kept"}])))
+        .append(batch(
+            "web",
+            at(2),
+            json!([{"type": "identify", "userId": "u1", "messageId": "kept"}]),
+        ))
         .await
         .unwrap();
     assert_eq!(again.events, [Appended::Duplicate]);
@@ -222,7 +298,10 @@ async fn an_identity_reads_its_events_in_arrival_order() {
     let events = store.identity_events("u1", 0, 100).await.unwrap();
     let names: Vec<_> = events.iter().map(|e| e.event.clone().unwrap()).collect();
     assert_eq!(names, ["E0", "F0", "E1", "F1", "E2", "F2"]);
-    let rest = store.identity_events("u1", events[3].seq, 100).await.unwrap();
+    let rest = store
+        .identity_events("u1", events[3].seq, 100)
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 2);
     assert_eq!(store.identity_events("a2", 0, 2).await.unwrap().len(), 2);
 }
@@ -232,11 +311,23 @@ async fn bad_cursors_and_limits_are_refused_with_the_rule() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     for query in [
-        EventQuery { cursor: Some("abc".into()), ..Default::default() },
-        EventQuery { limit: Some(0), ..Default::default() },
-        EventQuery { limit: Some(100_000), ..Default::default() },
+        EventQuery {
+            cursor: Some("abc".into()),
+            ..Default::default()
+        },
+        EventQuery {
+            limit: Some(0),
+            ..Default::default()
+        },
+        EventQuery {
+            limit: Some(100_000),
+            ..Default::default()
+        },
     ] {
-        assert!(matches!(store.events(query).await, Err(StoreError::InvalidQuery(_))));
+        assert!(matches!(
+            store.events(query).await,
+            Err(StoreError::InvalidQuery(_))
+        ));
     }
 }
 
@@ -244,12 +335,21 @@ async fn bad_cursors_and_limits_are_refused_with_the_rule() {
 async fn store_urls_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("x.db").display());
-    crate::open(&url, StoreOptions::default()).await.unwrap().check().await.unwrap();
+    crate::open(&url, StoreOptions::default())
+        .await
+        .unwrap()
+        .check()
+        .await
+        .unwrap();
     let err = crate::open("postgres://u:pw@localhost/db", StoreOptions::default())
         .await
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("PostgreSQL") && !err.contains("pw"), "{err}");
-    assert!(crate::open("mysql://x", StoreOptions::default()).await.is_err());
+    assert!(
+        crate::open("mysql://x", StoreOptions::default())
+            .await
+            .is_err()
+    );
 }

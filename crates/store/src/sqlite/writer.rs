@@ -43,8 +43,10 @@ impl Writer {
 
     /// Runs until a shutdown command arrives or every sender is gone.
     pub(crate) fn run(mut self, mut commands: mpsc::Receiver<WriteCommand>) {
-        let mut group: Vec<(AppendBatch, oneshot::Sender<Result<AppendReceipt, StoreError>>)> =
-            Vec::new();
+        let mut group: Vec<(
+            AppendBatch,
+            oneshot::Sender<Result<AppendReceipt, StoreError>>,
+        )> = Vec::new();
         let mut shutdown = None;
         while let Some(first) = commands.blocking_recv() {
             let mut rows = 0;
@@ -77,7 +79,10 @@ impl Writer {
 
     fn commit_group(
         &mut self,
-        group: &mut Vec<(AppendBatch, oneshot::Sender<Result<AppendReceipt, StoreError>>)>,
+        group: &mut Vec<(
+            AppendBatch,
+            oneshot::Sender<Result<AppendReceipt, StoreError>>,
+        )>,
     ) {
         let started = Instant::now();
         let events: usize = group.iter().map(|(batch, _)| batch.events.len()).sum();
@@ -102,7 +107,10 @@ impl Writer {
 
     fn write(
         &mut self,
-        group: &[(AppendBatch, oneshot::Sender<Result<AppendReceipt, StoreError>>)],
+        group: &[(
+            AppendBatch,
+            oneshot::Sender<Result<AppendReceipt, StoreError>>,
+        )],
     ) -> rusqlite::Result<Vec<AppendReceipt>> {
         let tx = self
             .conn
@@ -132,8 +140,12 @@ impl Writer {
                     events: Vec::with_capacity(batch.events.len()),
                 };
                 for message in &batch.events {
-                    let fresh =
-                        remember.execute(params![batch.source, message.message_id, received_ms, cutoff])?;
+                    let fresh = remember.execute(params![
+                        batch.source,
+                        message.message_id,
+                        received_ms,
+                        cutoff
+                    ])?;
                     if fresh == 0 {
                         receipt.events.push(Appended::Duplicate);
                         continue;
@@ -190,7 +202,10 @@ impl Writer {
             params![cutoff],
         ) {
             Ok(forgotten) if forgotten > 0 => {
-                tracing::debug!(forgotten, "forgot messageIds past the de-duplication window")
+                tracing::debug!(
+                    forgotten,
+                    "forgot messageIds past the de-duplication window"
+                )
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not prune expired messageIds"),
