@@ -1,0 +1,169 @@
+//! Runs the real `junction` binary for end-to-end tests: its own data directory, a free
+//! loopback port, and helpers to read back what it stored through the admin API.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WRITE_KEY: &str = "WRITE_KEY_TEST";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `junction serve` in `dir` with a configuration accepting [`WRITE_KEY`].
+    pub async fn start(dir: &Path) -> Server {
+        let config = dir.join("junction.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "store: sqlite://{}\nsegment:\n  write_keys: [{WRITE_KEY}]\nadmin:\n  token: {ADMIN_TOKEN}\n",
+                dir.join("data/junction.db").display()
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let mut server = Server {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            config,
+            client: reqwest::Client::new(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// (Re)starts the process on the same port and data, and waits until it is ready.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("junction.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_junction"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the junction binary starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = self.client.get(self.url("/readyz")).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("junction exited early with {status}; log: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "junction did not become ready; log: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("junction.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) with a pid we own; no memory is touched.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "junction did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every stored event, oldest first, read through the admin API page by page.
+    pub async fn all_events(&self) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = self.url("/api/events?limit=1000");
+            if let Some(cursor) = &cursor {
+                url.push_str(&format!("&cursor={cursor}"));
+            }
+            let page: Value = self
+                .client
+                .get(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .error_for_status()
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            events.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        events.reverse();
+        events
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,183 @@
+//! The binary as an operator meets it: graceful shutdown on SIGTERM, configuration errors with
+//! exit code 2, and the `events` / `rejected` commands reading the same store.
+
+mod common;
+
+use common::{Server, WRITE_KEY};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn junction(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_junction"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_keeps_every_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..8)
+        .map(|client| {
+            let (url, stop, acked) = (server.url("/v1/track"), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut ids = Vec::new();
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let id = format!("term-{client}-{n}");
+                    let sent = http
+                        .post(&url)
+                        .basic_auth(WRITE_KEY, None::<&str>)
+                        .json(&json!({"userId": "u", "event": "E", "messageId": id}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status().is_success() => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                            ids.push(id)
+                        }
+                        Ok(r) => assert_eq!(r.status(), 503, "only 'shutting down' may refuse"),
+                        Err(_) => break, // the listener is closed
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "junction exits cleanly on SIGTERM: {status}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for sender in senders {
+        acknowledged.extend(sender.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() > 50,
+        "too little traffic: {}",
+        acknowledged.len()
+    );
+
+    server.spawn().await;
+    let stored: Vec<String> = server
+        .all_events()
+        .await
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    for id in &acknowledged {
+        assert!(
+            stored.contains(id),
+            "acknowledged {id} is missing after shutdown"
+        );
+    }
+}
+
+#[test]
+fn configuration_errors_exit_2_naming_file_line_and_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.yaml");
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:8080\nsegment:\n  write_keys: [a]\n  shared_secrt: x\n",
+    )
+    .unwrap();
+    let output = junction(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:3: segment.shared_secrt: unknown field",
+            config.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("expected one of write_keys, shared_secret, dedupe_window"),
+        "{stderr}"
+    );
+
+    let output = junction(&["serve", "--config", "/nonexistent/junction.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = junction(&["serve", "--store", "postgres://db/x"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("PostgreSQL store is not available"));
+    let output = junction(&["serve", "--listen", "nowhere"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn the_cli_reads_the_events_and_rejections_the_server_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let reply: Value = reqwest::Client::new()
+        .post(server.url("/v1/batch"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&json!({"batch": [
+            {"type": "identify", "userId": "cli-user", "messageId": "cli-1", "traits": {"plan": "pro"}},
+            {"type": "track", "userId": "cli-user", "event": "Report Run", "messageId": "cli-2"},
+            {"type": "track", "userId": "cli-user", "messageId": "cli-bad"}
+        ]}))
+        .send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (reply["accepted"].as_u64(), reply["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    let config = server.config.to_str().unwrap();
+    let list = junction(&["events", "list", "--config", config]);
+    assert!(list.status.success());
+    let table = String::from_utf8(list.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("SEQ  RECEIVED"), "{table}");
+    assert!(
+        lines[1].contains("track") && lines[1].contains("Report Run") && lines[1].contains("cli-2"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("identify") && lines[2].contains("cli-1"),
+        "{table}"
+    );
+
+    let json_list = junction(&[
+        "events", "list", "--config", config, "--type", "identify", "--json",
+    ]);
+    let page: Value = serde_json::from_slice(&json_list.stdout).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let seq = page["items"][0]["seq"].as_i64().unwrap().to_string();
+    let show = junction(&["events", "show", "--config", config, &seq]);
+    let event: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(event["body"]["traits"]["plan"], "pro");
+    assert_eq!(
+        junction(&["events", "show", "--config", config, "9999"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        junction(&["events", "list", "--config", config, "--limit", "0"])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let rejected = junction(&["rejected", "list", "--config", config]);
+    let text = String::from_utf8(rejected.stdout).unwrap();
+    assert!(
+        text.contains("cli-bad") && text.contains("event: required for a track call"),
+        "{text}"
+    );
+}
