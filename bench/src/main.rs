@@ -1,1 +1,478 @@
-fn main() {}
+//! Junction's load harness. In one run it measures durable ingest through a real
+//! `junction serve` (release build, SQLite with `synchronous=FULL`) and the same client against
+//! a do-nothing axum server (the ceiling: what this machine's HTTP stack and this client can do
+//! at all), then writes the figures and their ratio into BENCHMARKS.md.
+//!
+//! Both servers run as separate processes on loopback, so they compete with the client for
+//! the same cores in the same way; the ratio is what carries over to other machines.
+//!
+//! ```text
+//! cargo build --release -p junction -p junction-bench
+//! target/release/junction-bench ingest --write BENCHMARKS.md
+//! ```
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const WRITE_KEY: &str = "bench-write-key";
+
+#[derive(Parser)]
+#[command(about = "Junction load harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure ingest against Junction and the ceiling, and report.
+    Ingest(IngestArgs),
+    /// Serve the do-nothing ceiling endpoints (started by `ingest`).
+    Ceiling {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(clap::Args)]
+struct IngestArgs {
+    /// The junction binary to measure.
+    #[arg(long, default_value = "target/release/junction")]
+    junction: PathBuf,
+    /// Measured seconds per scenario and target (after a one-second warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent connections for the batch scenario.
+    #[arg(long, default_value_t = 16)]
+    batch_connections: usize,
+    /// Messages per batch request.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Concurrent connections for the single-event webhook scenario.
+    #[arg(long, default_value_t = 64)]
+    single_connections: usize,
+    /// Replace the ingest section of this Markdown file with the results.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::Ceiling { listen } => runtime.block_on(ceiling(listen)),
+        Cmd::Ingest(args) => runtime.block_on(ingest(args)),
+    }
+}
+
+/// Reads each body whole and answers as Junction does, without parsing or storing anything.
+async fn ceiling(listen: SocketAddr) -> anyhow::Result<()> {
+    use axum::routing::post;
+    async fn accept(body: axum::body::Bytes) -> axum::Json<serde_json::Value> {
+        std::hint::black_box(&body);
+        axum::Json(serde_json::json!({ "success": true }))
+    }
+    let app = axum::Router::new()
+        .route("/v1/batch", post(accept))
+        .route("/hooks/segment", post(accept))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// A server process that is stopped when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scenario {
+    /// `POST /v1/batch`, N messages per request.
+    Batch,
+    /// `POST /hooks/segment`, one event per request.
+    Single,
+}
+
+struct Measurement {
+    requests: u64,
+    events: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl Measurement {
+    fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+    fn requests_per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn ms(&self, quantile: f64) -> f64 {
+        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    if !args.junction.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p junction`",
+            args.junction.display()
+        );
+    }
+    let data = tempfile::tempdir()?;
+    let ceiling_port = free_port()?;
+    let junction_port = free_port()?;
+    let _ceiling = Process(
+        Command::new(std::env::current_exe()?)
+            .args(["ceiling", "--listen", &format!("127.0.0.1:{ceiling_port}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the ceiling server")?,
+    );
+    let config = data.path().join("junction.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "store: sqlite://{}\nsegment:\n  write_keys: [{WRITE_KEY}]\n",
+            data.path().join("bench.db").display()
+        ),
+    )?;
+    let _junction = Process(
+        Command::new(&args.junction)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{junction_port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting junction")?,
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()?;
+    for port in [ceiling_port, junction_port] {
+        wait_ready(&client, port).await?;
+    }
+
+    let scenarios = [
+        (Scenario::Batch, args.batch_connections, args.batch_size),
+        (Scenario::Single, args.single_connections, 1),
+    ];
+    let mut rows = Vec::new();
+    for (scenario, connections, size) in scenarios {
+        let ceiling = run(
+            &client,
+            ceiling_port,
+            scenario,
+            connections,
+            size,
+            args.seconds,
+        )
+        .await;
+        let junction = run(
+            &client,
+            junction_port,
+            scenario,
+            connections,
+            size,
+            args.seconds,
+        )
+        .await;
+        report("ceiling", scenario, &ceiling);
+        report("junction", scenario, &junction);
+        if junction.errors > 0 {
+            bail!(
+                "junction refused {} requests during the run",
+                junction.errors
+            );
+        }
+        rows.push((scenario, connections, size, ceiling, junction));
+    }
+    let stored = count_stored(&data.path().join("bench.db"))?;
+    let markdown = render(&args, &rows, stored);
+    println!("\n{markdown}");
+    if let Some(path) = &args.write {
+        write_section(path, &markdown)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run(
+    client: &reqwest::Client,
+    port: u16,
+    scenario: Scenario,
+    connections: usize,
+    size: usize,
+    seconds: u64,
+) -> Measurement {
+    let url = match scenario {
+        Scenario::Batch => format!("http://127.0.0.1:{port}/v1/batch"),
+        Scenario::Single => format!("http://127.0.0.1:{port}/hooks/segment"),
+    };
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ids = Arc::new(AtomicU64::new(0));
+    let run_id = format!("{port}-{}", chrono::Utc::now().timestamp_micros());
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (client, url, measuring, stop, ids, run_id) = (
+                client.clone(),
+                url.clone(),
+                measuring.clone(),
+                stop.clone(),
+                ids.clone(),
+                run_id.clone(),
+            );
+            tokio::spawn(async move {
+                let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+                let (mut requests, mut errors) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let first = ids.fetch_add(size as u64, Ordering::Relaxed);
+                    let body = request_body(scenario, &run_id, first, size);
+                    let started = Instant::now();
+                    let sent = client
+                        .post(&url)
+                        .basic_auth(WRITE_KEY, Some(""))
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    let ok = match sent {
+                        Ok(response) => {
+                            let ok = response.status().is_success();
+                            let _ = response.bytes().await;
+                            ok
+                        }
+                        Err(_) => false,
+                    };
+                    if measuring.load(Ordering::Relaxed) {
+                        latency.saturating_record(started.elapsed().as_micros() as u64);
+                        requests += 1;
+                        errors += u64::from(!ok);
+                    }
+                }
+                (requests, errors, latency)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await; // warm-up: connections, caches
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Measurement {
+        requests: 0,
+        events: 0,
+        errors: 0,
+        elapsed,
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    };
+    for worker in workers {
+        let (requests, errors, latency) = worker.await.expect("worker");
+        total.requests += requests;
+        total.errors += errors;
+        total.latency_us.add(latency).expect("same bounds");
+    }
+    total.events = (total.requests - total.errors) * size as u64;
+    total
+}
+
+/// Realistic messages (the shape analytics-node sends), each with a unique messageId so that
+/// de-duplication never spares the store any work.
+fn request_body(scenario: Scenario, run_id: &str, first: u64, size: usize) -> String {
+    let message = |n: u64| {
+        format!(
+            r#"{{"type":"track","userId":"user-{user}","event":"Feature Used","properties":{{"feature":"reports","plan":"pro","seats":{seats},"revenue":9.99}},"context":{{"library":{{"name":"@segment/analytics-node","version":"3.1.0"}},"ip":"203.0.113.7"}},"timestamp":"2026-11-29T06:29:22.324Z","integrations":{{}},"messageId":"bench-{run_id}-{n}"}}"#,
+            user = n % 5000,
+            seats = n % 50,
+        )
+    };
+    match scenario {
+        Scenario::Single => message(first),
+        Scenario::Batch => {
+            let mut body = String::with_capacity(size * 330 + 64);
+            body.push_str(r#"{"batch":["#);
+            for i in 0..size as u64 {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&message(first + i));
+            }
+            body.push_str(r#"],"sentAt":"2026-11-29T06:29:22.329Z"}"#);
+            body
+        }
+    }
+}
+
+fn report(target: &str, scenario: Scenario, m: &Measurement) {
+    let name = match scenario {
+        Scenario::Batch => "batch",
+        Scenario::Single => "single",
+    };
+    eprintln!(
+        "{name:>6} {target:>8}: {:>9.0} events/s {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+        m.events_per_second(),
+        m.requests_per_second(),
+        m.ms(0.5),
+        m.ms(0.99),
+        m.errors
+    );
+}
+
+async fn wait_ready(client: &reqwest::Client, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(response) = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("server on port {port} did not become ready")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Events in the benchmark's store, read with the sqlite3 command when available: proof that
+/// what was acknowledged was stored.
+fn count_stored(db: &Path) -> anyhow::Result<Option<u64>> {
+    let output = Command::new("sqlite3")
+        .arg(db)
+        .arg("SELECT count(*) FROM events")
+        .output();
+    Ok(output
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok()))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(str::to_owned))
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cores} cores ({cpu}), {memory_gib:.0} GiB")
+}
+
+const BEGIN: &str = "<!-- ingest:begin (written by junction-bench ingest) -->";
+const END: &str = "<!-- ingest:end -->";
+
+fn render(
+    args: &IngestArgs,
+    rows: &[(Scenario, usize, usize, Measurement, Measurement)],
+    stored: Option<u64>,
+) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("{BEGIN}\n"));
+    out.push_str(&format!(
+        "Measured {} on {}; {} s per scenario and target after a 1 s warm-up; client, ceiling and Junction share the machine.\n\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        machine(),
+        args.seconds
+    ));
+    out.push_str(
+        "| scenario | target | events/s | requests/s | p50 | p99 | ratio to ceiling (events/s) |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+    for (scenario, connections, size, ceiling, junction) in rows {
+        let name = match scenario {
+            Scenario::Batch => {
+                format!("`POST /v1/batch`, {size} messages/request, {connections} connections")
+            }
+            Scenario::Single => {
+                format!("`POST /hooks/segment`, 1 event/request, {connections} connections")
+            }
+        };
+        for (target, m) in [
+            ("do-nothing axum (ceiling)", ceiling),
+            ("junction (durable)", junction),
+        ] {
+            let ratio = if std::ptr::eq(m, junction) {
+                format!(
+                    "{:.2}",
+                    junction.events_per_second() / ceiling.events_per_second()
+                )
+            } else {
+                "1".into()
+            };
+            out.push_str(&format!(
+                "| {name} | {target} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {ratio} |\n",
+                m.events_per_second(),
+                m.requests_per_second(),
+                m.ms(0.5),
+                m.ms(0.99),
+            ));
+        }
+    }
+    if let Some(stored) = stored {
+        out.push_str(&format!(
+            "\nEvents in Junction's store after the run (warm-up included): {stored}.\n"
+        ));
+    }
+    out.push_str(END);
+    out.push('\n');
+    out
+}
+
+/// Replaces the ingest section of a Markdown file, or appends it.
+fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let updated = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(begin), Some(end)) if end > begin => {
+            format!(
+                "{}{}{}",
+                &existing[..begin],
+                section,
+                &existing[end + END.len()..].trim_start_matches('\n')
+            )
+        }
+        _ => format!("{existing}\n{section}"),
+    };
+    std::fs::write(path, updated)?;
+    Ok(())
+}

@@ -89,7 +89,15 @@ async fn sigkill_loses_no_acknowledged_message_and_stores_none_twice() {
             })
             .collect();
         // Let traffic build up, then pull the plug mid-stream.
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        let target = outcome.lock().await.acked.len() + 20 * BATCH * CLIENTS;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while outcome.lock().await.acked.len() < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: traffic did not build up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         server.kill();
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.store(true, Ordering::Relaxed);

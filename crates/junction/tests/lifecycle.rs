@@ -54,7 +54,14 @@ async fn sigterm_finishes_in_flight_requests_and_keeps_every_acknowledged_event(
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::Relaxed) < 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "traffic did not build up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let status = server.terminate();
     assert!(
         status.success(),
