@@ -58,6 +58,9 @@ struct IngestArgs {
     /// Concurrent connections for the single-event webhook scenario.
     #[arg(long, default_value_t = 64)]
     single_connections: usize,
+    /// Run only this scenario (batch or single); both by default.
+    #[arg(long)]
+    only: Option<String>,
     /// Replace the ingest section of this Markdown file with the results.
     #[arg(long)]
     write: Option<PathBuf>,
@@ -178,6 +181,14 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     ];
     let mut rows = Vec::new();
     for (scenario, connections, size) in scenarios {
+        let name = if scenario == Scenario::Batch {
+            "batch"
+        } else {
+            "single"
+        };
+        if args.only.as_deref().is_some_and(|only| only != name) {
+            continue;
+        }
         let ceiling = run(
             &client,
             ceiling_port,

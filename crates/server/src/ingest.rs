@@ -159,12 +159,12 @@ async fn commit(
         envelope.rejected.iter().map(|r| r.kind.clone()).collect();
     let receipt = state
         .store()
-        .append(AppendBatch {
+        .append(AppendBatch::new(
             source,
             received_at,
-            events: envelope.messages,
-            rejected: envelope.rejected,
-        })
+            envelope.messages,
+            envelope.rejected,
+        ))
         .await?;
     count_outcomes(&kinds, &receipt, &rejected_kinds);
     Ok(receipt)

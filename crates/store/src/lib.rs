@@ -16,7 +16,7 @@ pub use query::{EventQuery, Page, RejectedQuery};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use junction_model::{Message, RejectedMessage};
+use junction_model::{Message, MessageType, RejectedMessage};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,11 +63,56 @@ pub struct AppendBatch {
     /// de-duplication is per source.
     pub source: String,
     pub received_at: DateTime<Utc>,
-    pub events: Vec<Message>,
+    pub events: Vec<NewEvent>,
     pub rejected: Vec<RejectedMessage>,
 }
 
+/// An event ready to be written: its indexed fields and its body already as JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub message_id: String,
+    pub kind: MessageType,
+    pub identity: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub event: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    pub body: String,
+}
+
+impl From<Message> for NewEvent {
+    fn from(message: Message) -> Self {
+        NewEvent {
+            identity: message.identity().to_owned(),
+            // A JSON object with string keys and finite numbers always serialises.
+            body: serde_json::to_string(&message.body).unwrap_or_default(),
+            message_id: message.message_id,
+            kind: message.kind,
+            user_id: message.user_id,
+            anonymous_id: message.anonymous_id,
+            event: message.event,
+            timestamp: message.timestamp,
+        }
+    }
+}
+
 impl AppendBatch {
+    /// Prepares a request's messages for the store. Serialising here, on the caller's thread,
+    /// keeps that work off the single writer.
+    pub fn new(
+        source: impl Into<String>,
+        received_at: DateTime<Utc>,
+        messages: Vec<Message>,
+        rejected: Vec<RejectedMessage>,
+    ) -> Self {
+        AppendBatch {
+            source: source.into(),
+            received_at,
+            events: messages.into_iter().map(NewEvent::from).collect(),
+            rejected,
+        }
+    }
+
     /// Rows this batch writes, the unit the group commit is sized in.
     pub fn rows(&self) -> usize {
         self.events.len() + self.rejected.len()

@@ -2,6 +2,8 @@
 //! writer thread ([`writer`]); reads use a small pool of read-only connections, which WAL lets
 //! run alongside the writer (and alongside other processes, such as the `junction events` CLI).
 
+mod checkpoint;
+mod identity_index;
 mod schema;
 mod writer;
 
@@ -50,9 +52,14 @@ impl SqliteStore {
         .map_err(|e| StoreError::Pool(e.to_string()))??;
 
         let (commands, receiver) = mpsc::channel(WRITE_QUEUE);
-        let writer = Writer::new(conn, options.dedupe_window);
+        let checkpointer =
+            checkpoint::Checkpointer::start(&path).map_err(|source| StoreError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let writer = Writer::new(conn, options.dedupe_window, checkpointer)?;
         std::thread::Builder::new()
-            .name("junction-store-writer".into())
+            .name("junction-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|source| StoreError::Io {
                 path: path.display().to_string(),
@@ -148,15 +155,24 @@ impl Store for SqliteStore {
         let limit = page_size(query.limit).map_err(StoreError::InvalidQuery)?;
         let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
         let mut args: Vec<SqlValue> = Vec::new();
-        for (column, value) in [
-            ("type", query.kind),
-            ("user_id", query.user_id),
-            ("anonymous_id", query.anonymous_id),
-            ("message_id", query.message_id),
-        ] {
+        // Each filter is written so that it can use an index (see schema.rs).
+        let filters: [(Option<String>, fn(&str) -> String); 4] = [
+            (query.kind, |p| format!("type = {p}")),
+            (query.user_id, |p| {
+                format!("{} AND user_id = {p}", identity_index::events_of(p))
+            }),
+            (query.anonymous_id, |p| {
+                format!("{} AND anonymous_id = {p}", identity_index::events_of(p))
+            }),
+            (query.message_id, |p| {
+                format!("seq IN (SELECT seq FROM message_ids WHERE message_id = {p})")
+            }),
+        ];
+        for (value, condition) in filters {
             if let Some(value) = value {
                 args.push(SqlValue::Text(value));
-                sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+                sql.push_str(" AND ");
+                sql.push_str(&condition(&format!("?{}", args.len())));
             }
         }
         if let Some(before) = before {
@@ -197,8 +213,9 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE identity = ?1 AND seq > ?2
-                 ORDER BY seq LIMIT ?3"
+                "SELECT {EVENT_COLUMNS} FROM events WHERE {} AND identity = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+                identity_index::events_of("?1")
             ))?;
             let rows = statement
                 .query_map(params![identity, after_seq, limit], event_from_row)?

@@ -16,12 +16,7 @@ fn batch(source: &str, received_at: DateTime<Utc>, messages: serde_json::Value) 
         received_at,
     )
     .unwrap();
-    AppendBatch {
-        source: source.into(),
-        received_at,
-        events: envelope.messages,
-        rejected: envelope.rejected,
-    }
+    AppendBatch::new(source, received_at, envelope.messages, envelope.rejected)
 }
 
 async fn open(dir: &tempfile::TempDir) -> SqliteStore {
@@ -352,4 +347,199 @@ async fn store_urls_are_checked() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn id_filters_find_events_through_either_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    store
+        .append(batch("web", at(0), json!([
+            {"type": "page", "anonymousId": "a1", "messageId": "anon-only"},
+            {"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "both"},
+            {"type": "track", "userId": "u1", "event": "E", "messageId": "user-only"},
+            {"type": "track", "userId": "a1", "event": "E", "messageId": "user-named-like-anon"},
+        ])))
+        .await
+        .unwrap();
+    let ids = |page: Page<StoredEvent>| {
+        page.items
+            .into_iter()
+            .map(|e| e.message_id)
+            .collect::<Vec<_>>()
+    };
+    let by_anonymous = store
+        .events(EventQuery {
+            anonymous_id: Some("a1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(by_anonymous), ["both", "anon-only"]);
+    let by_user = store
+        .events(EventQuery {
+            user_id: Some("u1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(by_user), ["user-only", "both"]);
+    let by_user_a1 = store
+        .events(EventQuery {
+            user_id: Some("a1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(by_user_a1), ["user-named-like-anon"]);
+}
+
+/// Ingest speed depends on few indexes; reads must still not scan the whole log.
+#[tokio::test]
+async fn filtered_reads_use_indexes_not_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.db");
+    let store = SqliteStore::open(&path, StoreOptions::default())
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let conn = Connection::open(&path).unwrap();
+    for condition in [
+        format!(
+            "{} AND user_id = 'u'",
+            super::identity_index::events_of("'u'")
+        ),
+        format!(
+            "{} AND anonymous_id = 'a'",
+            super::identity_index::events_of("'a'")
+        ),
+        "seq IN (SELECT seq FROM message_ids WHERE message_id = 'm')".to_owned(),
+    ] {
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE {condition} ORDER BY seq DESC LIMIT 10"
+        );
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join(" | ");
+        for table in ["events", "message_ids", "identity_index"] {
+            assert!(
+                !plan.contains(&format!("SCAN {table}")),
+                "{condition}: {plan}"
+            );
+        }
+    }
+}
+
+fn index_progress(path: &std::path::Path) -> (i64, i64) {
+    let conn = Connection::open(path).unwrap();
+    conn.query_row(
+        "SELECT (SELECT upto FROM index_progress), (SELECT coalesce(max(seq), 0) FROM events)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+async fn wait_until_indexed(path: &std::path::Path) {
+    for _ in 0..500 {
+        let (upto, last) = index_progress(path);
+        if upto == last {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the identity index did not catch up: {:?}",
+        index_progress(path)
+    );
+}
+
+/// Lookups by id are exact whether the identity index has caught up or not, including while
+/// it is being rebuilt after a restart.
+#[tokio::test]
+async fn id_lookups_are_exact_with_or_without_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lag.db");
+    let mut store = SqliteStore::open(&path, StoreOptions::default())
+        .await
+        .unwrap();
+    let messages: Vec<_> = (0..5000)
+        .map(|i| {
+            json!({"type": "track", "event": "E", "userId": format!("u{}", i % 50),
+                        "anonymousId": format!("a{}", i % 7), "messageId": format!("m{i}")})
+        })
+        .collect();
+    for chunk in messages.chunks(1000) {
+        store
+            .append(batch("web", at(0), json!(chunk)))
+            .await
+            .unwrap();
+    }
+    async fn lookups(store: &SqliteStore) -> Vec<Vec<i64>> {
+        let mut found = Vec::new();
+        for query in [
+            EventQuery {
+                user_id: Some("u7".into()),
+                limit: Some(1000),
+                ..Default::default()
+            },
+            EventQuery {
+                anonymous_id: Some("a3".into()),
+                limit: Some(1000),
+                ..Default::default()
+            },
+            EventQuery {
+                user_id: Some("a3".into()),
+                ..Default::default()
+            },
+        ] {
+            let page = store.events(query).await.unwrap();
+            found.push(page.items.iter().map(|e| e.seq).collect::<Vec<_>>());
+        }
+        found.push(
+            store
+                .identity_events("u7", 2500, 1000)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect(),
+        );
+        found
+    }
+    wait_until_indexed(&path).await;
+    let indexed = lookups(&store).await;
+    assert_eq!(indexed[0].len(), 100);
+    assert_eq!(indexed[1].len(), 714); // i % 7 == 3 for i < 5000
+    assert!(indexed[2].is_empty());
+    assert_eq!(indexed[3].len(), 50);
+    assert!(indexed[3].windows(2).all(|w| w[0] < w[1]), "oldest first");
+
+    // Roll the index back while the store is down, as if indexing had stopped at 1234, then as
+    // if it had never run: answers are the same while it catches up, and after.
+    for upto in [1234, 0] {
+        store.close().await.unwrap();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM identity_index WHERE seq > ?1", [upto])
+            .unwrap();
+        conn.execute("UPDATE index_progress SET upto = ?1", [upto])
+            .unwrap();
+        drop(conn);
+        store = SqliteStore::open(&path, StoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            lookups(&store).await,
+            indexed,
+            "index rolled back to {upto}"
+        );
+        wait_until_indexed(&path).await;
+        assert_eq!(lookups(&store).await, indexed, "index rebuilt from {upto}");
+    }
 }

@@ -5,7 +5,13 @@
 //! ingest at the disk's fsync rate; sharing the commit among every request that arrived while
 //! the previous one was on disk keeps the same durability at a fraction of the cost, with no
 //! artificial delay (a lone request is committed at once).
+//!
+//! Appends always come first. The identity index (identity_index.rs) is extended only after
+//! the writer has been idle for [`IDLE_BEFORE_INDEXING`], or, so that lookups never have to
+//! scan more than a bounded tail, on every commit once it trails by [`MAX_INDEX_LAG`] events.
 
+use super::checkpoint::Checkpointer;
+use super::identity_index;
 use crate::{AppendBatch, AppendReceipt, Appended, StoreError};
 use rusqlite::{Connection, TransactionBehavior, params};
 use std::time::{Duration, Instant};
@@ -14,8 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 /// Upper bound on rows in one transaction, so one commit never holds the replies of many
 /// requests for long.
 const MAX_ROWS_PER_COMMIT: usize = 5_000;
-/// How often expired `messageId`s are forgotten.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Quiet time after which the writer spends itself on the identity index.
+const IDLE_BEFORE_INDEXING: Duration = Duration::from_millis(5);
+/// The most events the identity index may trail by; past it, each commit also indexes a step.
+/// A lookup scans at most this many events (about a second on this project's test machine).
+pub(crate) const MAX_INDEX_LAG: i64 = 1_000_000;
 
 pub(crate) enum WriteCommand {
     Append {
@@ -26,30 +35,78 @@ pub(crate) enum WriteCommand {
     Shutdown { reply: oneshot::Sender<()> },
 }
 
+type Pending = (
+    AppendBatch,
+    oneshot::Sender<Result<AppendReceipt, StoreError>>,
+);
+
 pub(crate) struct Writer {
     conn: Connection,
+    checkpointer: Checkpointer,
     dedupe_window_ms: i64,
-    last_prune: Instant,
+    /// The last seq committed, and the last seq the identity index covers.
+    last_seq: i64,
+    indexed_upto: i64,
+    last_commit: Instant,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, dedupe_window: Duration) -> Self {
-        Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        dedupe_window: Duration,
+        checkpointer: Checkpointer,
+    ) -> rusqlite::Result<Self> {
+        let (last_seq, indexed_upto) = identity_index::positions(&conn)?;
+        Ok(Writer {
             conn,
+            checkpointer,
             dedupe_window_ms: i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX),
-            last_prune: Instant::now() - PRUNE_EVERY,
-        }
+            last_seq,
+            indexed_upto,
+            last_commit: Instant::now(),
+        })
     }
 
     /// Runs until a shutdown command arrives or every sender is gone.
     pub(crate) fn run(mut self, mut commands: mpsc::Receiver<WriteCommand>) {
-        let mut group: Vec<(
-            AppendBatch,
-            oneshot::Sender<Result<AppendReceipt, StoreError>>,
-        )> = Vec::new();
-        let mut shutdown = None;
-        while let Some(first) = commands.blocking_recv() {
+        // Only for waiting on the queue with a timeout; all the work happens on this thread.
+        let Ok(waiter) = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        else {
+            tracing::error!("the store writer cannot start its timer");
+            return;
+        };
+        let mut group: Vec<Pending> = Vec::new();
+        loop {
+            let first = match commands.try_recv() {
+                Ok(command) => command,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let quiet = self.last_commit.elapsed();
+                    let wait = if self.index_lag() == 0 {
+                        None
+                    } else if quiet >= IDLE_BEFORE_INDEXING {
+                        self.extend_index();
+                        continue;
+                    } else {
+                        Some(IDLE_BEFORE_INDEXING - quiet)
+                    };
+                    let received = waiter.block_on(async {
+                        match wait {
+                            Some(wait) => tokio::time::timeout(wait, commands.recv()).await.ok(),
+                            None => Some(commands.recv().await),
+                        }
+                    });
+                    match received {
+                        Some(Some(command)) => command,
+                        Some(None) => return,
+                        None => continue, // quiet long enough: index on the next turn
+                    }
+                }
+            };
             let mut rows = 0;
+            let mut shutdown = None;
             let mut next = Some(first);
             while let Some(command) = next.take() {
                 match command {
@@ -68,26 +125,49 @@ impl Writer {
             }
             if !group.is_empty() {
                 self.commit_group(&mut group);
+                if self.index_lag() >= MAX_INDEX_LAG {
+                    self.extend_index();
+                }
             }
-            if let Some(reply) = shutdown.take() {
+            if let Some(reply) = shutdown {
                 let _ = reply.send(());
                 return;
             }
-            self.prune_if_due();
         }
     }
 
-    fn commit_group(
-        &mut self,
-        group: &mut Vec<(
-            AppendBatch,
-            oneshot::Sender<Result<AppendReceipt, StoreError>>,
-        )>,
-    ) {
+    fn index_lag(&self) -> i64 {
+        self.last_seq - self.indexed_upto
+    }
+
+    /// One indexing step.
+    fn extend_index(&mut self) {
+        match identity_index::index_step(&mut self.conn, self.indexed_upto) {
+            Ok(upto) => self.indexed_upto = upto,
+            Err(error) => {
+                // Reads stay exact (they scan the unindexed tail); retry after the next commit.
+                tracing::warn!(%error, "extending the identity index failed");
+                self.last_commit = Instant::now();
+            }
+        }
+        metrics::gauge!("junction_store_index_lag_events").set(self.index_lag() as f64);
+    }
+
+    /// Commits a group and answers each request.
+    fn commit_group(&mut self, group: &mut Vec<Pending>) {
         let started = Instant::now();
         let events: usize = group.iter().map(|(batch, _)| batch.events.len()).sum();
         match self.write(group) {
             Ok(receipts) => {
+                self.checkpointer.nudge();
+                self.last_commit = Instant::now();
+                if let Some(Appended::Stored(seq)) = receipts
+                    .iter()
+                    .flat_map(|r| r.events.iter().rev())
+                    .find(|a| matches!(a, Appended::Stored(_)))
+                {
+                    self.last_seq = self.last_seq.max(*seq);
+                }
                 metrics::histogram!("junction_store_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::histogram!("junction_store_commit_events").record(events as f64);
@@ -105,28 +185,31 @@ impl Writer {
         }
     }
 
-    fn write(
-        &mut self,
-        group: &[(
-            AppendBatch,
-            oneshot::Sender<Result<AppendReceipt, StoreError>>,
-        )],
-    ) -> rusqlite::Result<Vec<AppendReceipt>> {
+    fn write(&mut self, group: &[Pending]) -> rusqlite::Result<Vec<AppendReceipt>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut receipts = Vec::with_capacity(group.len());
+        // Holding the write lock (BEGIN IMMEDIATE), this transaction numbers its own events:
+        // the messageId record can then point at its event without a second write.
+        let mut next_seq: i64 = tx.query_row(
+            "SELECT max(coalesce((SELECT max(seq) FROM events), 0),
+                        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)) + 1",
+            [],
+            |row| row.get(0),
+        )?;
         {
-            // A messageId counts as new when unseen, or when last seen before the window.
+            // A messageId counts as new when unseen, or when last stored before the window.
             let mut remember = tx.prepare_cached(
-                "INSERT INTO message_ids (source, message_id, received_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (source, message_id) DO UPDATE SET received_ms = excluded.received_ms
+                "INSERT INTO message_ids (message_id, source, received_ms, seq) VALUES (?1, ?2, ?3, ?5)
+                 ON CONFLICT (message_id, source)
+                 DO UPDATE SET received_ms = excluded.received_ms, seq = excluded.seq
                  WHERE message_ids.received_ms < ?4",
             )?;
             let mut insert_event = tx.prepare_cached(
-                "INSERT INTO events (source, message_id, type, identity, user_id, anonymous_id,
-                                     event, timestamp_ms, received_ms, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO events (seq, source, message_id, type, identity, user_id,
+                                     anonymous_id, event, timestamp_ms, received_ms, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             let mut insert_rejected = tx.prepare_cached(
                 "INSERT INTO rejected (source, received_ms, position, type, message_id, code,
@@ -139,34 +222,33 @@ impl Writer {
                 let mut receipt = AppendReceipt {
                     events: Vec::with_capacity(batch.events.len()),
                 };
-                for message in &batch.events {
+                for event in &batch.events {
                     let fresh = remember.execute(params![
+                        event.message_id,
                         batch.source,
-                        message.message_id,
                         received_ms,
-                        cutoff
+                        cutoff,
+                        next_seq
                     ])?;
                     if fresh == 0 {
                         receipt.events.push(Appended::Duplicate);
                         continue;
                     }
-                    let body = serde_json::to_string(&message.body)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                     insert_event.execute(params![
+                        next_seq,
                         batch.source,
-                        message.message_id,
-                        message.kind.as_str(),
-                        message.identity(),
-                        message.user_id,
-                        message.anonymous_id,
-                        message.event,
-                        message.timestamp.timestamp_millis(),
+                        event.message_id,
+                        event.kind.as_str(),
+                        event.identity,
+                        event.user_id,
+                        event.anonymous_id,
+                        event.event,
+                        event.timestamp.timestamp_millis(),
                         received_ms,
-                        body,
+                        event.body,
                     ])?;
-                    receipt
-                        .events
-                        .push(Appended::Stored(tx.last_insert_rowid()));
+                    receipt.events.push(Appended::Stored(next_seq));
+                    next_seq += 1;
                 }
                 for rejected in &batch.rejected {
                     insert_rejected.execute(params![
@@ -186,30 +268,6 @@ impl Writer {
         }
         tx.commit()?;
         Ok(receipts)
-    }
-
-    /// Forgets messageIds older than the window so the table stays the window's size.
-    fn prune_if_due(&mut self) {
-        if self.last_prune.elapsed() < PRUNE_EVERY {
-            return;
-        }
-        self.last_prune = Instant::now();
-        let cutoff = chrono::Utc::now()
-            .timestamp_millis()
-            .saturating_sub(self.dedupe_window_ms);
-        match self.conn.execute(
-            "DELETE FROM message_ids WHERE received_ms < ?1",
-            params![cutoff],
-        ) {
-            Ok(forgotten) if forgotten > 0 => {
-                tracing::debug!(
-                    forgotten,
-                    "forgot messageIds past the de-duplication window"
-                )
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "could not prune expired messageIds"),
-        }
     }
 }
 
