@@ -58,6 +58,13 @@ struct IngestArgs {
     /// Concurrent connections for the single-event webhook scenario.
     #[arg(long, default_value_t = 64)]
     single_connections: usize,
+    /// Offered loads for the fixed-rate latency runs of the batch scenario, in requests/s.
+    #[arg(long, value_delimiter = ',', default_value = "100,250")]
+    batch_rates: Vec<u64>,
+    /// Offered loads for the fixed-rate latency runs of the single-event scenario, in
+    /// requests/s (1,000/s is the most Segment recommends sending from one workspace).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    single_rates: Vec<u64>,
     /// Run only this scenario (batch or single); both by default.
     #[arg(long)]
     only: Option<String>,
@@ -105,11 +112,40 @@ impl Drop for Process {
 }
 
 #[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// This many connections, each sending its next request when the previous one is answered.
+    Closed(usize),
+    /// Requests started at this fixed rate per second whatever the answers; latency counts from
+    /// the moment each request was due, so a stalled server cannot hide its queue.
+    Rate(u64),
+}
+
+struct Row {
+    scenario: Scenario,
+    connections: usize,
+    size: usize,
+    rates: Vec<u64>,
+    /// Ceiling, then Junction.
+    saturated: Vec<Measurement>,
+    /// Ceiling, then Junction; one measurement per rate.
+    fixed_rate: Vec<Vec<Measurement>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
 enum Scenario {
     /// `POST /v1/batch`, N messages per request.
     Batch,
     /// `POST /hooks/segment`, one event per request.
     Single,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Batch => "batch",
+            Scenario::Single => "single",
+        }
+    }
 }
 
 struct Measurement {
@@ -176,49 +212,77 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     }
 
     let scenarios = [
-        (Scenario::Batch, args.batch_connections, args.batch_size),
-        (Scenario::Single, args.single_connections, 1),
+        (
+            Scenario::Batch,
+            args.batch_connections,
+            args.batch_size,
+            &args.batch_rates,
+        ),
+        (
+            Scenario::Single,
+            args.single_connections,
+            1,
+            &args.single_rates,
+        ),
     ];
     let mut rows = Vec::new();
-    for (scenario, connections, size) in scenarios {
-        let name = if scenario == Scenario::Batch {
-            "batch"
-        } else {
-            "single"
-        };
-        if args.only.as_deref().is_some_and(|only| only != name) {
+    let mut index_note = None;
+    for (scenario, connections, size, rates) in scenarios {
+        if args
+            .only
+            .as_deref()
+            .is_some_and(|only| only != scenario.name())
+        {
             continue;
         }
-        let ceiling = run(
-            &client,
-            ceiling_port,
+        let mut row = Row {
             scenario,
             connections,
             size,
-            args.seconds,
-        )
-        .await;
-        let junction = run(
-            &client,
-            junction_port,
-            scenario,
-            connections,
-            size,
-            args.seconds,
-        )
-        .await;
-        report("ceiling", scenario, &ceiling);
-        report("junction", scenario, &junction);
-        if junction.errors > 0 {
-            bail!(
-                "junction refused {} requests during the run",
-                junction.errors
-            );
+            rates: rates.clone(),
+            saturated: Vec::new(),
+            fixed_rate: Vec::new(),
+        };
+        for (target, port) in [("ceiling", ceiling_port), ("junction", junction_port)] {
+            let saturated = run(
+                &client,
+                port,
+                scenario,
+                Load::Closed(connections),
+                size,
+                args.seconds,
+            )
+            .await;
+            report(target, scenario, "saturated", &saturated);
+            if scenario == Scenario::Batch && target == "junction" {
+                index_note = Some(index_catch_up(&client, port).await?);
+            }
+            let mut errors = saturated.errors;
+            let mut fixed_rate = Vec::new();
+            for &rate in rates {
+                let fixed = run(
+                    &client,
+                    port,
+                    scenario,
+                    Load::Rate(rate),
+                    size,
+                    args.seconds,
+                )
+                .await;
+                report(target, scenario, &format!("{rate} req/s"), &fixed);
+                errors += fixed.errors;
+                fixed_rate.push(fixed);
+            }
+            if target == "junction" && errors > 0 {
+                bail!("junction refused {errors} requests during the run");
+            }
+            row.saturated.push(saturated);
+            row.fixed_rate.push(fixed_rate);
         }
-        rows.push((scenario, connections, size, ceiling, junction));
+        rows.push(row);
     }
     let stored = count_stored(&data.path().join("bench.db"))?;
-    let markdown = render(&args, &rows, stored);
+    let markdown = render(&args, &rows, stored, index_note.as_deref());
     println!("\n{markdown}");
     if let Some(path) = &args.write {
         write_section(path, &markdown)?;
@@ -231,7 +295,7 @@ async fn run(
     client: &reqwest::Client,
     port: u16,
     scenario: Scenario,
-    connections: usize,
+    load: Load,
     size: usize,
     seconds: u64,
 ) -> Measurement {
@@ -239,74 +303,173 @@ async fn run(
         Scenario::Batch => format!("http://127.0.0.1:{port}/v1/batch"),
         Scenario::Single => format!("http://127.0.0.1:{port}/hooks/segment"),
     };
-    let measuring = Arc::new(AtomicBool::new(false));
+    let sender = Sender {
+        client: client.clone(),
+        url,
+        scenario,
+        size,
+        ids: Arc::new(AtomicU64::new(0)),
+        run_id: format!("{port}-{}", chrono::Utc::now().timestamp_micros()),
+        measuring: Arc::new(AtomicBool::new(false)),
+    };
     let stop = Arc::new(AtomicBool::new(false));
-    let ids = Arc::new(AtomicU64::new(0));
-    let run_id = format!("{port}-{}", chrono::Utc::now().timestamp_micros());
-    let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let (client, url, measuring, stop, ids, run_id) = (
-                client.clone(),
-                url.clone(),
-                measuring.clone(),
-                stop.clone(),
-                ids.clone(),
-                run_id.clone(),
-            );
-            tokio::spawn(async move {
-                let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-                let (mut requests, mut errors) = (0u64, 0u64);
+    let workers: Vec<tokio::task::JoinHandle<Tally>> = match load {
+        Load::Closed(connections) => (0..connections)
+            .map(|_| {
+                let (sender, stop) = (sender.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut tally = Tally::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        sender.send(Instant::now(), &mut tally).await;
+                    }
+                    tally
+                })
+            })
+            .collect(),
+        Load::Rate(rate) => {
+            let (sender, stop) = (sender.clone(), stop.clone());
+            vec![tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut in_flight = tokio::task::JoinSet::new();
+                let mut total = Tally::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let first = ids.fetch_add(size as u64, Ordering::Relaxed);
-                    let body = request_body(scenario, &run_id, first, size);
-                    let started = Instant::now();
-                    let sent = client
-                        .post(&url)
-                        .basic_auth(WRITE_KEY, Some(""))
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    let ok = match sent {
-                        Ok(response) => {
-                            let ok = response.status().is_success();
-                            let _ = response.bytes().await;
-                            ok
-                        }
-                        Err(_) => false,
-                    };
-                    if measuring.load(Ordering::Relaxed) {
-                        latency.saturating_record(started.elapsed().as_micros() as u64);
-                        requests += 1;
-                        errors += u64::from(!ok);
+                    let due = ticks.tick().await.into_std();
+                    let sender = sender.clone();
+                    in_flight.spawn(async move {
+                        let mut tally = Tally::new();
+                        sender.send(due, &mut tally).await;
+                        tally
+                    });
+                    while let Some(Ok(done)) = in_flight.try_join_next() {
+                        total.merge(done);
                     }
                 }
-                (requests, errors, latency)
-            })
-        })
-        .collect();
+                while let Some(Ok(done)) = in_flight.join_next().await {
+                    total.merge(done);
+                }
+                total
+            })]
+        }
+    };
     tokio::time::sleep(Duration::from_secs(1)).await; // warm-up: connections, caches
-    measuring.store(true, Ordering::Relaxed);
+    sender.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    measuring.store(false, Ordering::Relaxed);
+    sender.measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let mut total = Measurement {
-        requests: 0,
-        events: 0,
-        errors: 0,
-        elapsed,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
-    };
+    let mut total = Tally::new();
     for worker in workers {
-        let (requests, errors, latency) = worker.await.expect("worker");
-        total.requests += requests;
-        total.errors += errors;
-        total.latency_us.add(latency).expect("same bounds");
+        total.merge(worker.await.expect("worker"));
     }
-    total.events = (total.requests - total.errors) * size as u64;
-    total
+    Measurement {
+        requests: total.requests,
+        events: (total.requests - total.errors) * size as u64,
+        errors: total.errors,
+        elapsed,
+        latency_us: total.latency_us,
+    }
+}
+
+#[derive(Clone)]
+struct Sender {
+    client: reqwest::Client,
+    url: String,
+    scenario: Scenario,
+    size: usize,
+    ids: Arc<AtomicU64>,
+    run_id: String,
+    measuring: Arc<AtomicBool>,
+}
+
+impl Sender {
+    /// Sends one request; counts it when it started inside the measured window.
+    async fn send(&self, due: Instant, tally: &mut Tally) {
+        let first = self.ids.fetch_add(self.size as u64, Ordering::Relaxed);
+        let body = request_body(self.scenario, &self.run_id, first, self.size);
+        let counted = self.measuring.load(Ordering::Relaxed);
+        let sent = self
+            .client
+            .post(&self.url)
+            .basic_auth(WRITE_KEY, Some(""))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let ok = match sent {
+            Ok(response) => {
+                let ok = response.status().is_success();
+                let _ = response.bytes().await;
+                ok
+            }
+            Err(_) => false,
+        };
+        if counted {
+            tally
+                .latency_us
+                .saturating_record(due.elapsed().as_micros() as u64);
+            tally.requests += 1;
+            tally.errors += u64::from(!ok);
+        }
+    }
+}
+
+struct Tally {
+    requests: u64,
+    errors: u64,
+    latency_us: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            requests: 0,
+            errors: 0,
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latency_us.add(other.latency_us).expect("same bounds");
+    }
+}
+
+/// Reads how far the identity index trails after the saturated batch run, and how long it
+/// takes to catch up once the load stops.
+async fn index_catch_up(client: &reqwest::Client, port: u16) -> anyhow::Result<String> {
+    let lag = || async {
+        let text = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok::<f64, anyhow::Error>(
+            text.lines()
+                .find_map(|l| l.strip_prefix("junction_store_index_lag_events "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0),
+        )
+    };
+    let started = Instant::now();
+    let behind = lag().await?;
+    while lag().await? > 0.0 {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("the identity index did not catch up within 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    eprintln!(
+        "identity index: {behind:.0} events behind after the saturated batch run, caught up in {took:.1} s"
+    );
+    Ok(format!(
+        "After the saturated batch run the identity index trailed the log by {behind:.0} events and caught up {took:.1} s after the load stopped ({:.0} events/s of indexing while idle).",
+        behind / took.max(0.001)
+    ))
 }
 
 /// Realistic messages (the shape analytics-node sends), each with a unique messageId so that
@@ -336,13 +499,10 @@ fn request_body(scenario: Scenario, run_id: &str, first: u64, size: usize) -> St
     }
 }
 
-fn report(target: &str, scenario: Scenario, m: &Measurement) {
-    let name = match scenario {
-        Scenario::Batch => "batch",
-        Scenario::Single => "single",
-    };
+fn report(target: &str, scenario: Scenario, load: &str, m: &Measurement) {
     eprintln!(
-        "{name:>6} {target:>8}: {:>9.0} events/s {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+        "{:>6} {target:>8} {load:>12}: {:>9.0} events/s {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+        scenario.name(),
         m.events_per_second(),
         m.requests_per_second(),
         m.ms(0.5),
@@ -415,42 +575,46 @@ const END: &str = "<!-- ingest:end -->";
 
 fn render(
     args: &IngestArgs,
-    rows: &[(Scenario, usize, usize, Measurement, Measurement)],
+    rows: &[Row],
     stored: Option<u64>,
+    index_note: Option<&str>,
 ) -> String {
     let mut out = String::new();
     out.push_str(&format!("{BEGIN}\n"));
     out.push_str(&format!(
-        "Measured {} on {}; {} s per scenario and target after a 1 s warm-up; client, ceiling and Junction share the machine.\n\n",
+        "Measured {} on {}; {} s per run after a 1 s warm-up; the client, the ceiling and Junction share the machine.\n\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         machine(),
         args.seconds
     ));
+    out.push_str("**Throughput at saturation** (closed loop: each connection sends its next request when the last is answered)\n\n");
     out.push_str(
-        "| scenario | target | events/s | requests/s | p50 | p99 | ratio to ceiling (events/s) |\n",
+        "| scenario | target | events/s | requests/s | p50 | p99 | Junction / ceiling |\n",
     );
     out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
-    for (scenario, connections, size, ceiling, junction) in rows {
-        let name = match scenario {
-            Scenario::Batch => {
-                format!("`POST /v1/batch`, {size} messages/request, {connections} connections")
-            }
-            Scenario::Single => {
-                format!("`POST /hooks/segment`, 1 event/request, {connections} connections")
-            }
+    for row in rows {
+        let name = match row.scenario {
+            Scenario::Batch => format!(
+                "`POST /v1/batch`, {} messages/request, {} connections",
+                row.size, row.connections
+            ),
+            Scenario::Single => format!(
+                "`POST /hooks/segment`, 1 event/request, {} connections",
+                row.connections
+            ),
         };
-        for (target, m) in [
-            ("do-nothing axum (ceiling)", ceiling),
-            ("junction (durable)", junction),
-        ] {
-            let ratio = if std::ptr::eq(m, junction) {
+        let (ceiling, junction) = (&row.saturated[0], &row.saturated[1]);
+        for (target, m, ratio) in [
+            ("do-nothing axum (ceiling)", ceiling, String::new()),
+            (
+                "junction (durable)",
+                junction,
                 format!(
                     "{:.2}",
                     junction.events_per_second() / ceiling.events_per_second()
-                )
-            } else {
-                "1".into()
-            };
+                ),
+            ),
+        ] {
             out.push_str(&format!(
                 "| {name} | {target} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {ratio} |\n",
                 m.events_per_second(),
@@ -460,9 +624,40 @@ fn render(
             ));
         }
     }
+    out.push_str("\n**Latency at a fixed offered load** (open loop: requests start on schedule whatever the answers; latency counts from when each was due)\n\n");
+    out.push_str(
+        "| scenario | offered load | target | achieved requests/s | p50 | p99 | p99.9 |\n",
+    );
+    out.push_str("|---|---|---|---:|---:|---:|---:|\n");
+    for row in rows {
+        for (i, rate) in row.rates.iter().enumerate() {
+            let (name, offered) = match row.scenario {
+                Scenario::Batch => (
+                    "`POST /v1/batch`",
+                    format!("{rate} req/s = {} events/s", rate * row.size as u64),
+                ),
+                Scenario::Single => ("`POST /hooks/segment`", format!("{rate} req/s")),
+            };
+            for (target, m) in [
+                ("ceiling", &row.fixed_rate[0][i]),
+                ("junction", &row.fixed_rate[1][i]),
+            ] {
+                out.push_str(&format!(
+                    "| {name} | {offered} | {target} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |\n",
+                    m.requests_per_second(),
+                    m.ms(0.5),
+                    m.ms(0.99),
+                    m.ms(0.999),
+                ));
+            }
+        }
+    }
+    if let Some(note) = index_note {
+        out.push_str(&format!("\n{note}\n"));
+    }
     if let Some(stored) = stored {
         out.push_str(&format!(
-            "\nEvents in Junction's store after the run (warm-up included): {stored}.\n"
+            "\nEvents in Junction's store after the run (warm-ups included): {stored}.\n"
         ));
     }
     out.push_str(END);

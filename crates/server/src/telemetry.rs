@@ -5,7 +5,9 @@
 //! - `events_total{type,outcome}` with outcome `accepted`, `duplicate` or `rejected`;
 //! - `ingest_request_messages`: messages per request (batch sizes);
 //! - `store_commit_seconds`, `store_commit_events`: group-commit latency and size;
-//!   `store_commit_failures_total`.
+//!   `store_commit_failures_total`;
+//! - `store_index_lag_events`: events the identity index has yet to cover (lookups by user
+//!   scan that many at most).
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};

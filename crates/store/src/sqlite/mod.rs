@@ -2,7 +2,6 @@
 //! writer thread ([`writer`]); reads use a small pool of read-only connections, which WAL lets
 //! run alongside the writer (and alongside other processes, such as the `junction events` CLI).
 
-mod checkpoint;
 mod identity_index;
 mod schema;
 mod writer;
@@ -52,12 +51,7 @@ impl SqliteStore {
         .map_err(|e| StoreError::Pool(e.to_string()))??;
 
         let (commands, receiver) = mpsc::channel(WRITE_QUEUE);
-        let checkpointer =
-            checkpoint::Checkpointer::start(&path).map_err(|source| StoreError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
-        let writer = Writer::new(conn, options.dedupe_window, checkpointer)?;
+        let writer = Writer::new(conn, options.dedupe_window)?;
         std::thread::Builder::new()
             .name("junction-writer".into())
             .spawn(move || writer.run(receiver))

@@ -10,7 +10,6 @@
 //! the writer has been idle for [`IDLE_BEFORE_INDEXING`], or, so that lookups never have to
 //! scan more than a bounded tail, on every commit once it trails by [`MAX_INDEX_LAG`] events.
 
-use super::checkpoint::Checkpointer;
 use super::identity_index;
 use crate::{AppendBatch, AppendReceipt, Appended, StoreError};
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -42,7 +41,6 @@ type Pending = (
 
 pub(crate) struct Writer {
     conn: Connection,
-    checkpointer: Checkpointer,
     dedupe_window_ms: i64,
     /// The last seq committed, and the last seq the identity index covers.
     last_seq: i64,
@@ -51,15 +49,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(
-        conn: Connection,
-        dedupe_window: Duration,
-        checkpointer: Checkpointer,
-    ) -> rusqlite::Result<Self> {
+    pub(crate) fn new(conn: Connection, dedupe_window: Duration) -> rusqlite::Result<Self> {
         let (last_seq, indexed_upto) = identity_index::positions(&conn)?;
         Ok(Writer {
             conn,
-            checkpointer,
             dedupe_window_ms: i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX),
             last_seq,
             indexed_upto,
@@ -159,7 +152,6 @@ impl Writer {
         let events: usize = group.iter().map(|(batch, _)| batch.events.len()).sum();
         match self.write(group) {
             Ok(receipts) => {
-                self.checkpointer.nudge();
                 self.last_commit = Instant::now();
                 if let Some(Appended::Stored(seq)) = receipts
                     .iter()
@@ -168,6 +160,7 @@ impl Writer {
                 {
                     self.last_seq = self.last_seq.max(*seq);
                 }
+                metrics::gauge!("junction_store_index_lag_events").set(self.index_lag() as f64);
                 metrics::histogram!("junction_store_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::histogram!("junction_store_commit_events").record(events as f64);
