@@ -188,3 +188,100 @@ async fn the_cli_reads_the_events_and_rejections_the_server_stored() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn json_logs_are_structured_and_never_show_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("junction.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "store: sqlite://{}\nsegment:\n  write_keys: [wk-secret-123]\n  shared_secret: hook-secret-456\nadmin:\n  token: admin-secret-789\n",
+            dir.path().join("j.db").display()
+        ),
+    )
+    .unwrap();
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_junction"))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let mut ready = false;
+    for _ in 0..200 {
+        if http
+            .get(url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "junction did not start");
+    // A good key, a wrong key, a bad signature, a wrong admin token: none may be echoed.
+    let body = json!({"batch": [{"type": "track", "userId": "u", "event": "E"}]});
+    http.post(url("/v1/batch"))
+        .basic_auth("wk-secret-123", Some(""))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    http.post(url("/v1/batch"))
+        .basic_auth("wk-wrong-000", Some(""))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    http.post(url("/hooks/segment"))
+        .header("X-Signature", "00")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    http.get(url("/api/events"))
+        .bearer_auth("admin-secret-789")
+        .send()
+        .await
+        .unwrap();
+    http.get(url("/api/events"))
+        .bearer_auth("admin-wrong-000")
+        .send()
+        .await
+        .unwrap();
+    // SAFETY: kill(2) with a pid we own.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8(output.stderr).unwrap();
+    assert!(logs.lines().count() > 3, "{logs}");
+    for line in logs.lines() {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(logs.contains("listening"), "{logs}");
+    for secret in [
+        "wk-secret-123",
+        "hook-secret-456",
+        "admin-secret-789",
+        "wk-wrong-000",
+        "admin-wrong-000",
+    ] {
+        assert!(!logs.contains(secret), "{secret} appears in the logs");
+    }
+}
