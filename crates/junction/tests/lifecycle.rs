@@ -202,7 +202,7 @@ async fn json_logs_are_structured_and_never_show_secrets() {
     )
     .unwrap();
     let port = common::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_junction"))
+    let child = Command::new(env!("CARGO_BIN_EXE_junction"))
         .args([
             "--log-format",
             "json",

@@ -17,6 +17,25 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// One Tracking API message.
+    pub const MESSAGE: Limit = Limit {
+        bytes: junction_model::limits::MAX_MESSAGE_BYTES,
+        field: "message",
+        what: "message",
+    };
+    /// A Tracking API batch request.
+    pub const BATCH: Limit = Limit {
+        bytes: junction_model::limits::MAX_BATCH_BYTES,
+        field: "batch",
+        what: "batch request body",
+    };
+    /// A Segment webhook delivery (one event or an array of them).
+    pub const WEBHOOK: Limit = Limit {
+        bytes: junction_model::parse::MAX_WEBHOOK_BYTES,
+        field: "body",
+        what: "webhook body",
+    };
+
     fn exceeded(&self) -> ApiError {
         RequestError::TooLarge {
             field: self.field,

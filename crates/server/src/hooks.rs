@@ -14,7 +14,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::Utc;
-use junction_model::parse::MAX_WEBHOOK_BYTES;
 use junction_model::{first_array_element, parse_webhook};
 use serde_json::Value;
 
@@ -27,16 +26,7 @@ pub async fn segment(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let received_at = Utc::now();
-    let bytes = body::read(
-        &headers,
-        body,
-        Limit {
-            bytes: MAX_WEBHOOK_BYTES,
-            field: "body",
-            what: "webhook body",
-        },
-    )
-    .await?;
+    let bytes = body::read(&headers, body, Limit::WEBHOOK).await?;
     if let Some(secret) = &state.inner.shared_secret {
         let presented = headers
             .get("x-signature")

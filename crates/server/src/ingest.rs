@@ -14,7 +14,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use junction_model::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
 use junction_model::{Envelope, MessageType, parse_batch, parse_single};
 use junction_store::{AppendBatch, AppendReceipt, Appended};
 use serde_json::{Value, json};
@@ -36,16 +35,7 @@ pub async fn single(
     };
     let received_at = Utc::now();
     let header_key = authenticate_header(&state, &headers)?;
-    let bytes = body::read(
-        &headers,
-        body,
-        Limit {
-            bytes: MAX_MESSAGE_BYTES,
-            field: "message",
-            what: "message",
-        },
-    )
-    .await?;
+    let bytes = body::read(&headers, body, Limit::MESSAGE).await?;
     let envelope = parse_single(&bytes, kind, received_at)?;
     let source = source_for(&state, header_key, &envelope)?;
     store_single(&state, source, received_at, envelope).await
@@ -58,16 +48,7 @@ pub async fn batch(
 ) -> Result<Json<Value>, ApiError> {
     let received_at = Utc::now();
     let header_key = authenticate_header(&state, &headers)?;
-    let bytes = body::read(
-        &headers,
-        body,
-        Limit {
-            bytes: MAX_BATCH_BYTES,
-            field: "batch",
-            what: "batch request body",
-        },
-    )
-    .await?;
+    let bytes = body::read(&headers, body, Limit::BATCH).await?;
     let envelope = parse_batch(&bytes, received_at)?;
     let source = source_for(&state, header_key, &envelope)?;
     store_batch(&state, source, received_at, envelope).await
