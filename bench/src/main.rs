@@ -65,6 +65,10 @@ struct IngestArgs {
     /// requests/s (1,000/s is the most Segment recommends sending from one workspace).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     single_rates: Vec<u64>,
+    /// Random messageIds (as analytics-python's uuid4 ids) instead of time-ordered ones (as
+    /// analytics-node's): every de-duplication record then lands on a random page.
+    #[arg(long)]
+    random_ids: bool,
     /// Run only this scenario (batch or single); both by default.
     #[arg(long)]
     only: Option<String>,
@@ -243,6 +247,11 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             saturated: Vec::new(),
             fixed_rate: Vec::new(),
         };
+        let ids = if args.random_ids {
+            Ids::Random
+        } else {
+            Ids::Ordered
+        };
         for (target, port) in [("ceiling", ceiling_port), ("junction", junction_port)] {
             let saturated = run(
                 &client,
@@ -250,6 +259,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                 scenario,
                 Load::Closed(connections),
                 size,
+                ids,
                 args.seconds,
             )
             .await;
@@ -266,6 +276,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                     scenario,
                     Load::Rate(rate),
                     size,
+                    ids,
                     args.seconds,
                 )
                 .await;
@@ -297,6 +308,7 @@ async fn run(
     scenario: Scenario,
     load: Load,
     size: usize,
+    ids: Ids,
     seconds: u64,
 ) -> Measurement {
     let url = match scenario {
@@ -308,6 +320,7 @@ async fn run(
         url,
         scenario,
         size,
+        id_style: ids,
         ids: Arc::new(AtomicU64::new(0)),
         run_id: format!("{port}-{}", chrono::Utc::now().timestamp_micros()),
         measuring: Arc::new(AtomicBool::new(false)),
@@ -378,6 +391,7 @@ struct Sender {
     url: String,
     scenario: Scenario,
     size: usize,
+    id_style: Ids,
     ids: Arc<AtomicU64>,
     run_id: String,
     measuring: Arc<AtomicBool>,
@@ -387,7 +401,7 @@ impl Sender {
     /// Sends one request; counts it when it started inside the measured window.
     async fn send(&self, due: Instant, tally: &mut Tally) {
         let first = self.ids.fetch_add(self.size as u64, Ordering::Relaxed);
-        let body = request_body(self.scenario, &self.run_id, first, self.size);
+        let body = request_body(self.scenario, self.id_style, &self.run_id, first, self.size);
         let counted = self.measuring.load(Ordering::Relaxed);
         let sent = self
             .client
@@ -472,12 +486,37 @@ async fn index_catch_up(client: &reqwest::Client, port: u16) -> anyhow::Result<S
     ))
 }
 
+/// How benchmark messageIds are shaped.
+#[derive(Clone, Copy, PartialEq)]
+enum Ids {
+    /// `bench-<run>-<n>`: increasing, like analytics-node's time-prefixed ids.
+    Ordered,
+    /// 32 hex digits spread uniformly, like analytics-python's uuid4 ids.
+    Random,
+}
+
+/// splitmix64: a fixed, well-spread permutation, so random ids stay unique.
+fn spread(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// Realistic messages (the shape analytics-node sends), each with a unique messageId so that
 /// de-duplication never spares the store any work.
-fn request_body(scenario: Scenario, run_id: &str, first: u64, size: usize) -> String {
+fn request_body(scenario: Scenario, ids: Ids, run_id: &str, first: u64, size: usize) -> String {
     let message = |n: u64| {
+        let message_id = match ids {
+            Ids::Ordered => format!("bench-{run_id}-{n}"),
+            Ids::Random => format!(
+                "{:016x}{:016x}",
+                spread(n),
+                spread(n ^ run_id.len() as u64 ^ 0x5bd1_e995)
+            ),
+        };
         format!(
-            r#"{{"type":"track","userId":"user-{user}","event":"Feature Used","properties":{{"feature":"reports","plan":"pro","seats":{seats},"revenue":9.99}},"context":{{"library":{{"name":"@segment/analytics-node","version":"3.1.0"}},"ip":"203.0.113.7"}},"timestamp":"2026-11-29T06:29:22.324Z","integrations":{{}},"messageId":"bench-{run_id}-{n}"}}"#,
+            r#"{{"type":"track","userId":"user-{user}","event":"Feature Used","properties":{{"feature":"reports","plan":"pro","seats":{seats},"revenue":9.99}},"context":{{"library":{{"name":"@segment/analytics-node","version":"3.1.0"}},"ip":"203.0.113.7"}},"timestamp":"2026-11-29T06:29:22.324Z","integrations":{{}},"messageId":"{message_id}"}}"#,
             user = n % 5000,
             seats = n % 50,
         )
