@@ -46,6 +46,8 @@ pub(crate) struct Writer {
     last_seq: i64,
     indexed_upto: i64,
     last_commit: Instant,
+    /// After a failed indexing step, when to try again.
+    index_retry_at: Instant,
 }
 
 impl Writer {
@@ -57,6 +59,7 @@ impl Writer {
             last_seq,
             indexed_upto,
             last_commit: Instant::now(),
+            index_retry_at: Instant::now(),
         })
     }
 
@@ -79,6 +82,8 @@ impl Writer {
                     let quiet = self.last_commit.elapsed();
                     let wait = if self.index_lag() == 0 {
                         None
+                    } else if Instant::now() < self.index_retry_at {
+                        Some(self.index_retry_at - Instant::now())
                     } else if quiet >= IDLE_BEFORE_INDEXING {
                         self.extend_index();
                         continue;
@@ -135,12 +140,17 @@ impl Writer {
 
     /// One indexing step.
     fn extend_index(&mut self) {
+        if Instant::now() < self.index_retry_at {
+            return;
+        }
         match identity_index::index_step(&mut self.conn, self.indexed_upto) {
+            // No progress means the log ends at `upto`: nothing is waiting to be indexed.
+            Ok(upto) if upto == self.indexed_upto => self.last_seq = upto,
             Ok(upto) => self.indexed_upto = upto,
             Err(error) => {
-                // Reads stay exact (they scan the unindexed tail); retry after the next commit.
-                tracing::warn!(%error, "extending the identity index failed");
-                self.last_commit = Instant::now();
+                // Reads stay exact (they scan the unindexed tail); try again a little later.
+                tracing::warn!(%error, "extending the identity index failed; retrying in 1 s");
+                self.index_retry_at = Instant::now() + Duration::from_secs(1);
             }
         }
         metrics::gauge!("junction_store_index_lag_events").set(self.index_lag() as f64);
