@@ -42,6 +42,30 @@ pub enum Command {
     /// Read the log of refused messages.
     #[command(subcommand)]
     Rejected(RejectedCommand),
+    /// Run an emulator of a service Junction talks to, for tests and demos.
+    #[command(subcommand)]
+    Emulate(EmulateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EmulateCommand {
+    /// An in-memory Intercom workspace with Intercom's 409s, search lag and rate limits.
+    Intercom(EmulateIntercomArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EmulateIntercomArgs {
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// The bearer token accepted; any token when absent.
+    #[arg(long, env = "JUNCTION_EMULATOR_TOKEN")]
+    pub token: Option<String>,
+    /// Requests allowed per 10-second window.
+    #[arg(long, default_value_t = 1_666)]
+    pub rate_limit: u32,
+    /// How long a new contact stays invisible to search, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub search_lag_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod emulate;
 mod logs;
 mod read;
 mod serve;
@@ -38,6 +39,9 @@ fn main() -> ExitCode {
             }
             Command::Events(command) => read::events(command, load).await,
             Command::Rejected(command) => read::rejected(command, load).await,
+            Command::Emulate(cli::EmulateCommand::Intercom(args)) => {
+                emulate::intercom(args).await.map_err(Failure::Runtime)
+            }
         }
     });
     match result {

@@ -30,7 +30,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGTERM (what process managers send) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -285,3 +285,51 @@ async fn json_logs_are_structured_and_never_show_secrets() {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }
 }
+
+#[tokio::test]
+async fn the_intercom_emulator_runs_from_the_command_line() {
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_junction"))
+        .args([
+            "emulate",
+            "intercom",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--token", "emu-token", "--search-lag-ms", "0"])
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/contacts");
+    let mut created = None;
+    for _ in 0..200 {
+        if let Ok(response) = http
+            .post(&url)
+            .bearer_auth("emu-token")
+            .json(&json!({"external_id": "cli-1"}))
+            .send()
+            .await
+        {
+            created = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let created = created.expect("the emulator answers");
+    assert_eq!(created.status(), 200);
+    let again = http
+        .post(&url)
+        .bearer_auth("emu-token")
+        .json(&json!({"external_id": "cli-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let refused = http.get(&url).bearer_auth("other").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    // SAFETY: kill(2) with a pid we own.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,133 @@
+//! A faithful Intercom emulator: an in-memory workspace served over HTTP with Intercom's paths,
+//! response shapes, status codes and error envelope (`error.list`), so that every test, demo
+//! and benchmark of Junction runs against something that fails the way Intercom fails.
+//!
+//! Behaviours that break naive integrations are reproduced and configurable:
+//! - rate limits in 10-second windows with `X-RateLimit-Limit/Remaining/Reset` and 429
+//!   `rate_limit_exceeded` ([`limits`]);
+//! - search lag: a new or changed contact is invisible to `POST /contacts/search` for a while
+//!   ([`contacts`]);
+//! - 409 `conflict` on creating a contact whose external_id (or, for users, email) exists,
+//!   with the archived variant of the message;
+//! - 401 on a wrong token; unknown custom attributes refused with 400.
+//!
+//! Every request is kept in a journal readable at `GET /_emulator/requests` ([`journal`]).
+//!
+//! Scope so far (issue 3 is in progress): contacts (create, get, update, find by external_id,
+//! search, list, archive, unarchive, delete) and data attributes (list, create).
+
+mod contacts;
+mod data_attributes;
+mod error;
+pub mod journal;
+pub mod limits;
+mod search;
+mod workspace;
+
+use axum::Router;
+use axum::routing::{get, post};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the emulated workspace behaves.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// The bearer token accepted; any token is accepted when `None`.
+    pub token: Option<String>,
+    /// Requests allowed per 10-second window (Intercom's default app limit is 10,000/min,
+    /// about 1,666 per window).
+    pub rate_limit: u32,
+    /// How long a created or updated contact stays invisible to search.
+    pub search_lag: Duration,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            token: None,
+            rate_limit: 1_666,
+            search_lag: Duration::from_millis(1_000),
+        }
+    }
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct Emulator {
+    pub(crate) config: Arc<Mutex<EmulatorConfig>>,
+    pub(crate) workspace: Arc<Mutex<workspace::Workspace>>,
+    pub(crate) limiter: Arc<limits::WindowLimiter>,
+    pub(crate) journal: Arc<journal::Journal>,
+}
+
+impl Emulator {
+    pub fn new(config: EmulatorConfig) -> Self {
+        Emulator {
+            limiter: Arc::new(limits::WindowLimiter::new(config.rate_limit)),
+            config: Arc::new(Mutex::new(config)),
+            workspace: Arc::new(Mutex::new(workspace::Workspace::default())),
+            journal: Arc::new(journal::Journal::default()),
+        }
+    }
+
+    /// The Intercom API routes and the `/_emulator` control routes.
+    pub fn router(&self) -> Router {
+        let api = Router::new()
+            .route("/contacts", post(contacts::create).get(contacts::list))
+            .route("/contacts/search", post(contacts::search))
+            .route(
+                "/contacts/find_by_external_id/{external_id}",
+                get(contacts::find_by_external_id),
+            )
+            .route(
+                "/contacts/{id}",
+                get(contacts::show)
+                    .put(contacts::update)
+                    .delete(contacts::delete),
+            )
+            .route("/contacts/{id}/archive", post(contacts::archive))
+            .route("/contacts/{id}/unarchive", post(contacts::unarchive))
+            .route(
+                "/data_attributes",
+                get(data_attributes::list).post(data_attributes::create),
+            )
+            .fallback(error::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                limits::rate_limit,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                error::authenticate,
+            ));
+        Router::new()
+            .route(
+                "/_emulator/requests",
+                get(journal::list).delete(journal::clear),
+            )
+            .merge(api)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                journal::record,
+            ))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until the task is dropped; returns the bound address.
+    pub async fn spawn(self, listener: tokio::net::TcpListener) -> std::io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let app = self.router();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "the Intercom emulator stopped");
+            }
+        });
+        Ok(addr)
+    }
+
+    /// Changes the search lag of a running emulator.
+    pub fn set_search_lag(&self, lag: Duration) {
+        self.config.lock().expect("config lock").search_lag = lag;
+    }
+}

@@ -1,0 +1,144 @@
+//! The emulated workspace's state: contacts and data attributes, and how Intercom renders them.
+
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub const WORKSPACE_ID: &str = "emul8r";
+
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub id: String,
+    /// "user" or "lead".
+    pub role: String,
+    pub external_id: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+    pub owner_id: Option<i64>,
+    pub unsubscribed_from_emails: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub signed_up_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub custom_attributes: Map<String, Value>,
+    pub archived: bool,
+    /// Deleted contacts are gone from reads but still block re-creation (as "archived"), as
+    /// observed against Intercom.
+    pub deleted: bool,
+    /// Until then, search does not see this contact (Intercom's index lags behind writes).
+    pub searchable_after: Instant,
+}
+
+impl Contact {
+    /// The `contact` object of the 2.14 OpenAPI description.
+    pub fn to_json(&self) -> Value {
+        let list = |kind: &str| {
+            json!({"type": "list", "data": [], "url": format!("/contacts/{}/{kind}", self.id),
+                   "total_count": 0, "has_more": false})
+        };
+        json!({
+            "type": "contact",
+            "id": self.id,
+            "workspace_id": WORKSPACE_ID,
+            "external_id": self.external_id,
+            "role": self.role,
+            "email": self.email,
+            "email_domain": self.email.as_deref().and_then(|e| e.split_once('@')).map(|(_, d)| d),
+            "phone": self.phone,
+            "name": self.name,
+            "owner_id": self.owner_id,
+            "has_hard_bounced": false,
+            "marked_email_as_spam": false,
+            "unsubscribed_from_emails": self.unsubscribed_from_emails,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "signed_up_at": self.signed_up_at,
+            "last_seen_at": self.last_seen_at,
+            "last_replied_at": null,
+            "last_contacted_at": null,
+            "last_email_opened_at": null,
+            "last_email_clicked_at": null,
+            "language_override": null,
+            "browser": null,
+            "browser_version": null,
+            "browser_language": null,
+            "os": null,
+            "custom_attributes": self.custom_attributes,
+            "avatar": self.avatar.as_ref().map(|url| json!({"type": "avatar", "image_url": url})),
+            "tags": list("tags"),
+            "notes": list("notes"),
+            "companies": list("companies"),
+            "location": {"type": "location", "country": null, "region": null, "city": null},
+            "social_profiles": {"type": "list", "data": []},
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DataAttribute {
+    pub id: i64,
+    pub name: String,
+    /// "contact" or "company".
+    pub model: String,
+    /// string, integer, float, boolean or date.
+    pub data_type: String,
+    pub description: String,
+    pub custom: bool,
+    pub created_at: i64,
+}
+
+impl DataAttribute {
+    pub fn to_json(&self) -> Value {
+        let full_name = if self.custom {
+            format!("custom_attributes.{}", self.name)
+        } else {
+            self.name.clone()
+        };
+        json!({
+            "type": "data_attribute",
+            "id": self.id,
+            "model": self.model,
+            "name": self.name,
+            "full_name": full_name,
+            "label": self.name,
+            "description": self.description,
+            "data_type": self.data_type,
+            "api_writable": true,
+            "messenger_writable": false,
+            "ui_writable": true,
+            "custom": self.custom,
+            "archived": false,
+            "created_at": self.created_at,
+            "updated_at": self.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Workspace {
+    pub contacts: BTreeMap<String, Contact>,
+    pub data_attributes: Vec<DataAttribute>,
+    next_id: u64,
+}
+
+impl Workspace {
+    /// A 24-hex-digit id like Intercom's, unique in this workspace.
+    pub fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("6762f0dd1bb69f9f{:08x}", self.next_id)
+    }
+
+    pub fn custom_attribute(&self, model: &str, name: &str) -> Option<&DataAttribute> {
+        self.data_attributes
+            .iter()
+            .find(|a| a.custom && a.model == model && a.name == name)
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

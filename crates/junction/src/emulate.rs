@@ -1,0 +1,22 @@
+//! `junction emulate intercom`: the Intercom emulator as a standalone server, for trying
+//! Junction end to end on a laptop with no Intercom workspace.
+
+use crate::cli::EmulateIntercomArgs;
+use anyhow::Context;
+use junction_emulator::{Emulator, EmulatorConfig};
+use std::time::Duration;
+
+pub async fn intercom(args: EmulateIntercomArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let emulator = Emulator::new(EmulatorConfig {
+        token: args.token,
+        rate_limit: args.rate_limit,
+        search_lag: Duration::from_millis(args.search_lag_ms),
+    });
+    let addr = emulator.spawn(listener).await?;
+    tracing::info!(%addr, "Intercom emulator listening");
+    crate::serve::shutdown_signal().await;
+    Ok(())
+}
