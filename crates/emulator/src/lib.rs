@@ -9,16 +9,21 @@
 //!   ([`contacts`]);
 //! - 409 `conflict` on creating a contact whose external_id (or, for users, email) exists,
 //!   with the archived variant of the message;
-//! - 401 on a wrong token; unknown custom attributes refused with 400.
+//! - 401 on a wrong token; unknown custom attributes refused with 400;
+//! - injected faults: error statuses at a rate, dropped connections, latency, 429 storms
+//!   ([`faults`]).
 //!
-//! Every request is kept in a journal readable at `GET /_emulator/requests` ([`journal`]).
+//! Every request is kept in a journal readable at `GET /_emulator/requests` ([`journal`]), and
+//! the behaviour can be changed while running through `GET|PUT /_emulator/config`.
 //!
 //! Scope so far (issue 3 is in progress): contacts (create, get, update, find by external_id,
 //! search, list, archive, unarchive, delete) and data attributes (list, create).
 
 mod contacts;
+mod control;
 mod data_attributes;
 mod error;
+pub mod faults;
 pub mod journal;
 pub mod limits;
 mod search;
@@ -59,6 +64,7 @@ pub struct Emulator {
     pub(crate) workspace: Arc<Mutex<workspace::Workspace>>,
     pub(crate) limiter: Arc<limits::WindowLimiter>,
     pub(crate) journal: Arc<journal::Journal>,
+    pub(crate) faults: Arc<faults::FaultInjector>,
 }
 
 impl Emulator {
@@ -68,6 +74,7 @@ impl Emulator {
             config: Arc::new(Mutex::new(config)),
             workspace: Arc::new(Mutex::new(workspace::Workspace::default())),
             journal: Arc::new(journal::Journal::default()),
+            faults: Arc::new(faults::FaultInjector::default()),
         }
     }
 
@@ -95,6 +102,10 @@ impl Emulator {
             .fallback(error::not_found)
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
+                faults::inject,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
                 limits::rate_limit,
             ))
             .layer(axum::middleware::from_fn_with_state(
@@ -106,6 +117,7 @@ impl Emulator {
                 "/_emulator/requests",
                 get(journal::list).delete(journal::clear),
             )
+            .route("/_emulator/config", get(control::show).put(control::change))
             .merge(api)
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
@@ -129,5 +141,10 @@ impl Emulator {
     /// Changes the search lag of a running emulator.
     pub fn set_search_lag(&self, lag: Duration) {
         self.config.lock().expect("config lock").search_lag = lag;
+    }
+
+    /// Replaces the injected faults of a running emulator.
+    pub fn set_faults(&self, faults: faults::Faults) {
+        self.faults.set(faults);
     }
 }
