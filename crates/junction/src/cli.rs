@@ -66,6 +66,9 @@ pub struct EmulateIntercomArgs {
     /// How long a new contact stays invisible to search, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub search_lag_ms: u64,
+    /// Share of requests answered with a 500 (0 to 1); more faults through /_emulator/config.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
 }
 
 #[derive(Debug, Args)]
