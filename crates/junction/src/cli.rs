@@ -67,8 +67,16 @@ pub struct EmulateIntercomArgs {
     #[arg(long, default_value_t = 1_000)]
     pub search_lag_ms: u64,
     /// Share of requests answered with a 500 (0 to 1); more faults through /_emulator/config.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     pub fault_rate: f64,
+}
+
+/// A share between 0 and 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("expected a number from 0 to 1, found {text:?}")),
+    }
 }
 
 #[derive(Debug, Args)]

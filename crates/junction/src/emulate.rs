@@ -15,9 +15,6 @@ pub async fn intercom(args: EmulateIntercomArgs) -> anyhow::Result<()> {
         rate_limit: args.rate_limit,
         search_lag: Duration::from_millis(args.search_lag_ms),
     });
-    if !(0.0..=1.0).contains(&args.fault_rate) {
-        anyhow::bail!("--fault-rate must be between 0 and 1");
-    }
     emulator.set_faults(junction_emulator::faults::Faults {
         error_rates: [(500, args.fault_rate)].into(),
         ..Default::default()
