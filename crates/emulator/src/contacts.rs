@@ -200,6 +200,8 @@ pub async fn create(
             .filter(|(_, v)| !v.is_null())
             .collect(),
         archived: false,
+        company_ids: Vec::new(),
+        tag_ids: Vec::new(),
         deleted: false,
         searchable_after: Instant::now() + lag,
     };

@@ -17,16 +17,22 @@
 //! the behaviour can be changed while running through `GET|PUT /_emulator/config`.
 //!
 //! Scope so far (issue 3 is in progress): contacts (create, get, update, find by external_id,
-//! search, list, archive, unarchive, delete) and data attributes (list, create).
+//! search, list, archive, unarchive, delete), companies (upsert, get, lookup, attach, detach),
+//! tags (create, list, tag and untag a contact), data events, admins (`/me`, list) and data
+//! attributes (list, create). Conversations, messages and notes are still to come.
 
+mod admins;
+mod companies;
 mod contacts;
 mod control;
 mod data_attributes;
 mod error;
+mod events;
 pub mod faults;
 pub mod journal;
 pub mod limits;
 mod search;
+mod tags;
 mod workspace;
 
 use axum::Router;
@@ -95,6 +101,25 @@ impl Emulator {
             )
             .route("/contacts/{id}/archive", post(contacts::archive))
             .route("/contacts/{id}/unarchive", post(contacts::unarchive))
+            .route(
+                "/contacts/{id}/companies",
+                post(companies::attach).get(companies::of_contact),
+            )
+            .route(
+                "/contacts/{id}/companies/{company_id}",
+                axum::routing::delete(companies::detach),
+            )
+            .route("/contacts/{id}/tags", post(tags::tag_contact))
+            .route(
+                "/contacts/{id}/tags/{tag_id}",
+                axum::routing::delete(tags::untag_contact),
+            )
+            .route("/companies", post(companies::upsert).get(companies::lookup))
+            .route("/companies/{id}", get(companies::show))
+            .route("/tags", post(tags::create).get(tags::list))
+            .route("/events", post(events::submit).get(events::list))
+            .route("/me", get(admins::me))
+            .route("/admins", get(admins::list))
             .route(
                 "/data_attributes",
                 get(data_attributes::list).post(data_attributes::create),

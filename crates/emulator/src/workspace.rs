@@ -24,6 +24,8 @@ pub struct Contact {
     pub last_seen_at: Option<i64>,
     pub custom_attributes: Map<String, Value>,
     pub archived: bool,
+    pub company_ids: Vec<String>,
+    pub tag_ids: Vec<String>,
     /// Deleted contacts are gone from reads but still block re-creation (as "archived"), as
     /// observed against Intercom.
     pub deleted: bool,
@@ -67,13 +69,81 @@ impl Contact {
             "os": null,
             "custom_attributes": self.custom_attributes,
             "avatar": self.avatar.as_ref().map(|url| json!({"type": "avatar", "image_url": url})),
-            "tags": list("tags"),
+            "tags": refs(&self.id, "tags", "tag", &self.tag_ids),
             "notes": list("notes"),
-            "companies": list("companies"),
+            "companies": refs(&self.id, "companies", "company", &self.company_ids),
             "location": {"type": "location", "country": null, "region": null, "city": null},
             "social_profiles": {"type": "list", "data": []},
         })
     }
+}
+
+/// A contact's list of linked objects, as Intercom renders it (references, not whole objects).
+fn refs(contact_id: &str, kind: &str, item_type: &str, ids: &[String]) -> Value {
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"type": item_type, "id": id, "url": format!("/{kind}/{id}")}))
+        .collect();
+    json!({"type": "list", "data": data, "url": format!("/contacts/{contact_id}/{kind}"),
+           "total_count": ids.len(), "has_more": false})
+}
+
+#[derive(Debug, Clone)]
+pub struct Company {
+    pub id: String,
+    pub company_id: String,
+    pub name: Option<String>,
+    pub plan: Option<String>,
+    pub size: Option<i64>,
+    pub website: Option<String>,
+    pub industry: Option<String>,
+    pub monthly_spend: Option<i64>,
+    pub remote_created_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub custom_attributes: Map<String, Value>,
+    pub user_count: usize,
+}
+
+impl Company {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "type": "company",
+            "id": self.id,
+            "company_id": self.company_id,
+            "app_id": WORKSPACE_ID,
+            "name": self.name,
+            "plan": self.plan.as_ref().map(|name| json!({"type": "plan", "id": format!("plan-{name}"), "name": name})).unwrap_or(json!({})),
+            "remote_created_at": self.remote_created_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_request_at": null,
+            "size": self.size,
+            "website": self.website,
+            "industry": self.industry,
+            "monthly_spend": self.monthly_spend,
+            "session_count": 0,
+            "user_count": self.user_count,
+            "custom_attributes": self.custom_attributes,
+            "tags": {"type": "tag.list", "tags": []},
+            "segments": {"type": "segment.list", "segments": []},
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tag {
+    pub id: String,
+    pub name: String,
+}
+
+/// A data event as received (`POST /events`).
+#[derive(Debug, Clone)]
+pub struct DataEvent {
+    pub contact_id: String,
+    pub event_name: String,
+    pub created_at: i64,
+    pub metadata: Map<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +189,9 @@ impl DataAttribute {
 #[derive(Debug, Default)]
 pub struct Workspace {
     pub contacts: BTreeMap<String, Contact>,
+    pub companies: BTreeMap<String, Company>,
+    pub tags: Vec<Tag>,
+    pub events: Vec<DataEvent>,
     pub data_attributes: Vec<DataAttribute>,
     next_id: u64,
 }
@@ -128,6 +201,11 @@ impl Workspace {
     pub fn new_id(&mut self) -> String {
         self.next_id += 1;
         format!("6762f0dd1bb69f9f{:08x}", self.next_id)
+    }
+
+    /// A live contact by Intercom id.
+    pub fn contact_mut(&mut self, id: &str) -> Option<&mut Contact> {
+        self.contacts.get_mut(id).filter(|c| !c.deleted)
     }
 
     pub fn custom_attribute(&self, model: &str, name: &str) -> Option<&DataAttribute> {
