@@ -78,6 +78,7 @@ struct IngestArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    junction_intercom::install_tls_provider();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -15,7 +15,7 @@ impl Api {
         let addr = emulator.spawn(listener).await.unwrap();
         Api {
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: http(),
         }
     }
 
@@ -227,4 +227,10 @@ async fn the_token_belongs_to_one_admin() {
     let (_, admins) = api.get("/admins").await;
     assert_eq!(me["type"], "admin");
     assert_eq!(admins["admins"][0]["id"], me["id"]);
+}
+
+/// reqwest is built with `rustls-no-provider` in this workspace: install one before building a client.
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -17,7 +17,7 @@ async fn start(config: EmulatorConfig) -> (Api, Emulator) {
     let addr = emulator.clone().spawn(listener).await.unwrap();
     let api = Api {
         base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        http: http(),
         token: "tok",
     };
     (api, emulator)
@@ -475,4 +475,10 @@ async fn the_journal_keeps_every_request_without_credentials() {
         .await
         .unwrap();
     assert!(journal.is_empty());
+}
+
+/// reqwest is built with `rustls-no-provider` in this workspace: install one before building a client.
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -30,7 +30,7 @@ async fn list(http: &reqwest::Client, base: &str) -> Result<(u16, Value), reqwes
 #[tokio::test]
 async fn error_rates_are_honoured_with_intercom_error_bodies() {
     let (base, emulator) = start().await;
-    let http = reqwest::Client::new();
+    let http = http();
     emulator.set_faults(Faults {
         error_rates: BTreeMap::from([(500, 0.10), (503, 0.05)]),
         ..Faults::default()
@@ -56,7 +56,7 @@ async fn error_rates_are_honoured_with_intercom_error_bodies() {
 #[tokio::test]
 async fn dropped_connections_fail_the_request_mid_reply() {
     let (base, emulator) = start().await;
-    let http = reqwest::Client::new();
+    let http = http();
     emulator.set_faults(Faults {
         reset_rate: 1.0,
         ..Faults::default()
@@ -71,7 +71,7 @@ async fn dropped_connections_fail_the_request_mid_reply() {
 #[tokio::test]
 async fn the_control_endpoint_starts_a_429_storm_and_changes_limits() {
     let (base, _) = start().await;
-    let http = reqwest::Client::new();
+    let http = http();
     let changed: Value = http
         .put(format!("{base}/_emulator/config"))
         .json(&json!({"rate_limit": 7, "search_lag_ms": 0, "faults": {"storm_seconds": 1, "latency_ms": 5}}))
@@ -118,4 +118,10 @@ async fn the_control_endpoint_starts_a_429_storm_and_changes_limits() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
+}
+
+/// reqwest is built with `rustls-no-provider` in this workspace: install one before building a client.
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -29,7 +29,7 @@ async fn send_until_stopped(
     stop: Arc<AtomicBool>,
     outcome: Arc<Mutex<Outcome>>,
 ) {
-    let http = reqwest::Client::new();
+    let http = common::http();
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         let ids: Vec<String> = (0..BATCH)
@@ -142,7 +142,7 @@ async fn sigkill_loses_no_acknowledged_message_and_stores_none_twice() {
 
     // Clients retry what was never acknowledged (as the SDKs do); whatever the server had
     // already committed before dying is recognised by messageId and not stored again.
-    let http = reqwest::Client::new();
+    let http = common::http();
     let unacked: Vec<Vec<String>> = outcome.lock().await.unacked_batches.drain(..).collect();
     for ids in &unacked {
         post_batch(&http, &server.url("/v1/batch"), ids)

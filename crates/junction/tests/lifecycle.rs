@@ -28,7 +28,7 @@ async fn sigterm_finishes_in_flight_requests_and_keeps_every_acknowledged_event(
         .map(|client| {
             let (url, stop, acked) = (server.url("/v1/track"), stop.clone(), acked.clone());
             tokio::spawn(async move {
-                let http = reqwest::Client::new();
+                let http = common::http();
                 let mut ids = Vec::new();
                 for n in 0.. {
                     if stop.load(Ordering::Relaxed) {
@@ -130,7 +130,7 @@ fn configuration_errors_exit_2_naming_file_line_and_expectation() {
 async fn the_cli_reads_the_events_and_rejections_the_server_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;
-    let reply: Value = reqwest::Client::new()
+    let reply: Value = common::http()
         .post(server.url("/v1/batch"))
         .basic_auth(WRITE_KEY, Some(""))
         .json(&json!({"batch": [
@@ -215,7 +215,7 @@ async fn json_logs_are_structured_and_never_show_secrets() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = common::http();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let mut ready = false;
     for _ in 0..200 {
@@ -300,7 +300,7 @@ async fn the_intercom_emulator_runs_from_the_command_line() {
         .env("RUST_LOG", "error")
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = common::http();
     let url = format!("http://127.0.0.1:{port}/contacts");
     let mut created = None;
     for _ in 0..200 {

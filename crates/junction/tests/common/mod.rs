@@ -45,7 +45,7 @@ impl Server {
             port,
             dir: dir.to_path_buf(),
             config,
-            client: reqwest::Client::new(),
+            client: http(),
         };
         server.spawn().await;
         server
@@ -158,6 +158,12 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An HTTP client for tests (after installing the TLS provider reqwest is built to expect).
+pub fn http() -> reqwest::Client {
+    junction_intercom::install_tls_provider();
+    reqwest::Client::new()
 }
 
 pub fn free_port() -> u16 {

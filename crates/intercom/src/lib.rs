@@ -1,0 +1,29 @@
+//! Junction's Intercom REST API client.
+//!
+//! - [`IntercomClient`]: base URL (US, EU, AU or the emulator), bearer token, pinned
+//!   `Intercom-Version`; TLS through rustls with the Mozilla roots compiled in.
+//! - [`IntercomError`]: every failure sorted into the class that decides what delivery does
+//!   (retry, wait for the window, stop the workspace, adopt the existing contact, follow a merge,
+//!   or dead-letter).
+//! - [`RateGate`]: one budget per workspace token, fed by `X-RateLimit-*` headers, so requests
+//!   never go into an exhausted window.
+//!
+//! Issue 3 is in progress: contact operations are here; companies, tags, events, conversations,
+//! messages, notes, identity resolution and attribute safety are still to come.
+
+mod client;
+pub mod contacts;
+mod error;
+mod rate;
+
+pub use client::{IntercomClient, IntercomConfig};
+pub use error::IntercomError;
+pub use rate::RateGate;
+
+/// Makes rustls with *ring* the process-wide TLS provider, which any other `reqwest::Client` in
+/// the process then uses. reqwest is built with `rustls-no-provider` (so the binary carries one
+/// TLS stack, not two); a client built without a provider in place would panic. Safe to call
+/// more than once.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

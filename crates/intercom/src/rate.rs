@@ -1,0 +1,110 @@
+//! The rate gate: one budget per Intercom workspace token, shared by every request.
+//!
+//! Intercom allows N requests per 10-second window and says so on every response
+//! (`X-RateLimit-Limit`, `-Remaining`, `-Reset` in Unix seconds). The gate counts down the
+//! remaining budget locally as requests leave (so concurrent callers cannot overspend it
+//! between two responses), corrects itself from each response, and makes callers wait for the
+//! reset once the window is spent: no request is sent into an exhausted window, and after a 429
+//! nobody sends until the reset (no retry storm).
+
+use reqwest::header::HeaderMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Slack added after the announced reset, since the server's second and ours may differ.
+const RESET_MARGIN: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+pub struct RateGate {
+    window: Mutex<Window>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    limit: Option<u32>,
+    remaining: Option<u32>,
+    /// Unix seconds.
+    reset: Option<u64>,
+    /// A request is out while nothing is known of the window: the others wait for its answer.
+    probing: bool,
+}
+
+/// How often waiting callers look again while the first request probes the window.
+const PROBE_POLL: Duration = Duration::from_millis(10);
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RateGate {
+    /// Waits until a request may be sent, and counts it.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut window = self.window.lock().expect("rate gate lock");
+                let now_ms = unix_now_ms();
+                if let Some(reset) = window.reset
+                    && now_ms >= reset * 1000
+                {
+                    // A new window: the full budget is back.
+                    window.remaining = window.limit;
+                    window.reset = None;
+                }
+                match (window.remaining, window.reset) {
+                    (Some(0), Some(reset)) => {
+                        Duration::from_millis(reset * 1000 - now_ms) + RESET_MARGIN
+                    }
+                    (Some(remaining), _) => {
+                        window.remaining = Some(remaining - 1);
+                        return;
+                    }
+                    // Nothing known yet: one request goes first and its response tells.
+                    (None, _) if !window.probing => {
+                        window.probing = true;
+                        return;
+                    }
+                    (None, _) => PROBE_POLL,
+                }
+            };
+            tracing::debug!(?wait, "Intercom rate window spent; waiting for its reset");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A request got no response at all: if it was the probe, let another one try.
+    pub fn observe_no_response(&self) {
+        self.window.lock().expect("rate gate lock").probing = false;
+    }
+
+    /// Learns the window from a response's headers (429s included).
+    pub fn observe(&self, status: u16, headers: &HeaderMap) {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let mut window = self.window.lock().expect("rate gate lock");
+        window.probing = false;
+        if let Some(limit) = number("x-ratelimit-limit") {
+            window.limit = Some(limit as u32);
+        }
+        if let Some(reset) = number("x-ratelimit-reset") {
+            if window.reset != Some(reset) {
+                // A response from a newer window resets what we counted locally.
+                window.remaining = None;
+            }
+            window.reset = Some(reset);
+        }
+        if let Some(remaining) = number("x-ratelimit-remaining") {
+            let remaining = remaining as u32;
+            // Requests still in flight were already counted; keep the lower figure.
+            window.remaining = Some(window.remaining.map_or(remaining, |r| r.min(remaining)));
+        }
+        if status == 429 {
+            window.remaining = Some(0);
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The client against the Intercom emulator: operations, every error class as Intercom
+//! produces it, and the rate gate keeping a burst inside the window.
+
+use junction_emulator::faults::Faults;
+use junction_emulator::{Emulator, EmulatorConfig};
+use junction_intercom::{IntercomClient, IntercomConfig, IntercomError};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+async fn emulator(config: EmulatorConfig) -> (String, Emulator) {
+    let emulator = Emulator::new(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = emulator.clone().spawn(listener).await.unwrap();
+    (format!("http://{addr}"), emulator)
+}
+
+fn config() -> EmulatorConfig {
+    EmulatorConfig {
+        token: Some("secret-token".into()),
+        rate_limit: 10_000,
+        search_lag: Duration::ZERO,
+    }
+}
+
+fn client(base: &str, token: &str) -> IntercomClient {
+    IntercomClient::new(IntercomConfig::new(base, token)).unwrap()
+}
+
+#[tokio::test]
+async fn contact_operations_round_trip() {
+    let (base, _) = emulator(config()).await;
+    let intercom = client(&base, "secret-token");
+    let created = intercom
+        .create_contact(&json!({"external_id": "u1", "email": "u1@example.com", "name": "Ann"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (created.role.as_str(), created.external_id.as_deref()),
+        ("user", Some("u1"))
+    );
+    let updated = intercom
+        .update_contact(&created.id, &json!({"name": "Ann B"}))
+        .await
+        .unwrap();
+    assert_eq!(updated.raw["name"], "Ann B");
+    assert_eq!(
+        intercom.get_contact(&created.id).await.unwrap().id,
+        created.id
+    );
+    assert_eq!(
+        intercom
+            .find_user_by_external_id("u1")
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(created.id.clone())
+    );
+    assert_eq!(
+        intercom.find_user_by_external_id("nobody").await.unwrap(),
+        None
+    );
+    let page = intercom
+        .search_contacts(
+            &json!({"field": "email", "operator": "=", "value": "u1@example.com"}),
+            50,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.total_count, page.contacts[0].id.clone(), page.next),
+        (1, created.id, None)
+    );
+}
+
+#[tokio::test]
+async fn every_error_class_comes_out_of_real_responses() {
+    let (base, emulator) = emulator(config()).await;
+    let intercom = client(&base, "secret-token");
+    let existing = intercom
+        .create_contact(&json!({"external_id": "dup"}))
+        .await
+        .unwrap();
+
+    let conflict = intercom
+        .create_contact(&json!({"external_id": "dup"}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        conflict,
+        IntercomError::Conflict {
+            existing_id: existing.id.clone(),
+            archived: false
+        }
+    );
+    intercom
+        .call(
+            reqwest::Method::POST,
+            &format!("/contacts/{}/archive", existing.id),
+            None,
+        )
+        .await
+        .unwrap();
+    let archived = intercom
+        .create_contact(&json!({"external_id": "dup"}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        archived,
+        IntercomError::Conflict {
+            existing_id: existing.id.clone(),
+            archived: true
+        }
+    );
+    intercom.unarchive_contact(&existing.id).await.unwrap();
+
+    let wrong = client(&base, "wrong-token")
+        .get_contact(&existing.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(wrong, IntercomError::Credentials { status: 401, ref code, .. } if code == "unauthorized"),
+        "{wrong:?}"
+    );
+    assert!(!wrong.to_string().contains("wrong-token"));
+
+    let invalid = intercom
+        .create_contact(&json!({"external_id": "x", "custom_attributes": {"nope": 1}}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(invalid, IntercomError::Permanent { status: 400, ref code, ref message } if code == "parameter_invalid" && message.contains("'nope'")),
+        "{invalid:?}"
+    );
+    let missing = intercom
+        .get_contact("000000000000000000000000")
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        missing,
+        IntercomError::Permanent { status: 404, .. }
+    ));
+
+    emulator.set_faults(Faults {
+        error_rates: BTreeMap::from([(500, 1.0)]),
+        ..Faults::default()
+    });
+    let server = intercom.get_contact(&existing.id).await.unwrap_err();
+    assert!(
+        server.is_retryable()
+            && matches!(
+                server,
+                IntercomError::Retryable {
+                    status: Some(500),
+                    ..
+                }
+            )
+    );
+    emulator.set_faults(Faults {
+        reset_rate: 1.0,
+        ..Faults::default()
+    });
+    let dropped = intercom.get_contact(&existing.id).await.unwrap_err();
+    assert!(
+        matches!(dropped, IntercomError::Retryable { status: None, .. }),
+        "{dropped:?}"
+    );
+    emulator.set_faults(Faults::default());
+    assert!(intercom.get_contact(&existing.id).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_429_names_the_reset_and_the_gate_waits_for_it() {
+    let (base, emulator) = emulator(config()).await;
+    let intercom = client(&base, "secret-token");
+    intercom
+        .call(reqwest::Method::GET, "/me", None)
+        .await
+        .unwrap();
+    emulator.set_faults(Faults {
+        storm_seconds: 60,
+        ..Faults::default()
+    });
+    let limited = intercom
+        .call(reqwest::Method::GET, "/me", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(limited, IntercomError::RateLimited { reset: Some(_) }),
+        "{limited:?}"
+    );
+    assert!(limited.is_retryable());
+}
+
+/// With 5 requests allowed per 10-second window, a burst of 8 concurrent calls is spread over
+/// two windows: nothing is sent into a spent window, so Intercom never answers 429.
+#[tokio::test]
+async fn a_burst_stays_inside_the_window() {
+    let (base, _) = emulator(EmulatorConfig {
+        rate_limit: 5,
+        ..config()
+    })
+    .await;
+    let intercom = client(&base, "secret-token");
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let intercom = intercom.clone();
+            tokio::spawn(async move { intercom.call(reqwest::Method::GET, "/admins", None).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().expect("no call is refused");
+    }
+    junction_intercom::install_tls_provider();
+    let journal: Vec<Value> = reqwest::get(format!("{base}/_emulator/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(journal.len(), 8);
+    assert!(
+        journal.iter().all(|entry| entry["status"] == 200),
+        "{journal:?}"
+    );
+    assert!(
+        journal
+            .iter()
+            .all(|entry| entry["intercom_version"] == "2.14")
+    );
+}
