@@ -8,17 +8,22 @@
 //! - [`RateGate`]: one budget per workspace token, fed by `X-RateLimit-*` headers, so requests
 //!   never go into an exhausted window.
 //!
-//! Issue 3 is in progress: contact operations are here; companies, tags, events, conversations,
-//! messages, notes, identity resolution and attribute safety are still to come.
+//! - [`ContactResolver`]: the one contact for a Segment identity (identity map, external_id,
+//!   email, create, adopt on 409), serialised per identity.
+//!
+//! Issue 3 is in progress: contact operations and resolution are here; companies, tags,
+//! events, conversations, messages, notes, lead merging and attribute safety are still to come.
 
 mod client;
 pub mod contacts;
 mod error;
 mod rate;
+pub mod resolve;
 
 pub use client::{IntercomClient, IntercomConfig};
 pub use error::IntercomError;
 pub use rate::RateGate;
+pub use resolve::{ContactResolver, Identity, Resolution, ResolveError, ResolvedBy};
 
 /// Makes rustls with *ring* the process-wide TLS provider, which any other `reqwest::Client` in
 /// the process then uses. reqwest is built with `rustls-no-provider` (so the binary carries one

@@ -168,6 +168,32 @@ pub struct StoredEvent {
     pub body: serde_json::Value,
 }
 
+/// A Segment-side id of a person.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdentityKey {
+    UserId(String),
+    AnonymousId(String),
+    /// Compared case-insensitively (stored lower-cased).
+    Email(String),
+}
+
+impl IdentityKey {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IdentityKey::UserId(_) => "user_id",
+            IdentityKey::AnonymousId(_) => "anonymous_id",
+            IdentityKey::Email(_) => "email",
+        }
+    }
+
+    pub fn value(&self) -> String {
+        match self {
+            IdentityKey::UserId(v) | IdentityKey::AnonymousId(v) => v.clone(),
+            IdentityKey::Email(v) => v.to_lowercase(),
+        }
+    }
+}
+
 /// A refused message, kept so that nothing is dropped silently.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -211,6 +237,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Refused messages, newest first.
     async fn rejected(&self, query: RejectedQuery) -> Result<Page<RejectedRecord>, StoreError>;
+
+    /// The Intercom contact a Segment id is known to belong to, in one Intercom workspace.
+    async fn identity_lookup(
+        &self,
+        workspace: &str,
+        key: &IdentityKey,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Records that these ids belong to this contact (replacing what they pointed to).
+    async fn identity_remember(
+        &self,
+        workspace: &str,
+        keys: &[IdentityKey],
+        contact_id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets every id pointing at a contact that no longer exists (404) or was merged (410).
+    async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError>;
 
     /// Succeeds when the store can serve reads and writes (for `/readyz`).
     async fn check(&self) -> Result<(), StoreError>;

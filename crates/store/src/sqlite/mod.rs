@@ -6,6 +6,7 @@ mod identity_index;
 mod schema;
 mod writer;
 
+use crate::IdentityKey;
 use crate::query::{page_size, parse_cursor};
 use crate::{
     AppendBatch, AppendReceipt, EventQuery, Page, RejectedQuery, RejectedRecord, Store, StoreError,
@@ -75,6 +76,16 @@ impl SqliteStore {
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         Ok(SqliteStore { commands, readers })
+    }
+
+    /// Runs a small write on the writer thread, in order with appends, and waits for its commit.
+    async fn write(&self, job: writer::Job) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.commands
+            .send(WriteCommand::Job { job, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read<T: Send + 'static>(
@@ -238,6 +249,60 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(Page::from_rows(rows, limit, |r| r.id))
+    }
+
+    async fn identity_lookup(
+        &self,
+        workspace: &str,
+        key: &IdentityKey,
+    ) -> Result<Option<String>, StoreError> {
+        let (workspace, kind, value) = (workspace.to_owned(), key.kind(), key.value());
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT contact_id FROM identity_map WHERE workspace = ?1 AND kind = ?2 AND value = ?3",
+            )?;
+            let mut rows = statement.query_map(params![workspace, kind, value], |r| r.get(0))?;
+            Ok(rows.next().transpose()?)
+        })
+        .await
+    }
+
+    async fn identity_remember(
+        &self,
+        workspace: &str,
+        keys: &[IdentityKey],
+        contact_id: &str,
+    ) -> Result<(), StoreError> {
+        let workspace = workspace.to_owned();
+        let contact_id = contact_id.to_owned();
+        let rows: Vec<(&'static str, String)> =
+            keys.iter().map(|k| (k.kind(), k.value())).collect();
+        self.write(Box::new(move |tx| {
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO identity_map (workspace, kind, value, contact_id, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (workspace, kind, value)
+                 DO UPDATE SET contact_id = excluded.contact_id, updated_ms = excluded.updated_ms",
+            )?;
+            for (kind, value) in &rows {
+                upsert.execute(params![workspace, kind, value, contact_id, now])?;
+            }
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError> {
+        let (workspace, contact_id) = (workspace.to_owned(), contact_id.to_owned());
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM identity_map WHERE workspace = ?1 AND contact_id = ?2",
+                params![workspace, contact_id],
+            )?;
+            Ok(())
+        }))
+        .await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -61,6 +61,19 @@ const MIGRATIONS: &[&str] = &[
         body         TEXT    NOT NULL
     );
     "#,
+    // 2: the identity map: which Intercom contact a Segment id (userId, anonymousId, email)
+    // belongs to, per Intercom workspace.
+    r#"
+    CREATE TABLE identity_map (
+        workspace  TEXT    NOT NULL,
+        kind       TEXT    NOT NULL,  -- user_id, anonymous_id or email
+        value      TEXT    NOT NULL,
+        contact_id TEXT    NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (workspace, kind, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX identity_map_by_contact ON identity_map (workspace, contact_id);
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.

@@ -543,3 +543,71 @@ async fn id_lookups_are_exact_with_or_without_the_index() {
         assert_eq!(lookups(&store).await, indexed, "index rebuilt from {upto}");
     }
 }
+
+#[tokio::test]
+async fn the_identity_map_remembers_per_workspace_and_survives_restarts() {
+    use crate::IdentityKey::{AnonymousId, Email, UserId};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let keys = [
+        UserId("u1".into()),
+        AnonymousId("a1".into()),
+        Email("Ann@Example.com".into()),
+    ];
+    store.identity_remember("ws1", &keys, "c1").await.unwrap();
+    assert_eq!(
+        store
+            .identity_lookup("ws1", &UserId("u1".into()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c1")
+    );
+    assert_eq!(
+        store
+            .identity_lookup("ws1", &Email("ann@example.COM".into()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c1")
+    );
+    assert_eq!(
+        store
+            .identity_lookup("ws2", &UserId("u1".into()))
+            .await
+            .unwrap(),
+        None
+    );
+    // A later mapping replaces an earlier one (a lead that became another contact).
+    store
+        .identity_remember("ws1", &[AnonymousId("a1".into())], "c2")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .identity_lookup("ws1", &AnonymousId("a1".into()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c2")
+    );
+    store.identity_forget("ws1", "c1").await.unwrap();
+    assert_eq!(
+        store
+            .identity_lookup("ws1", &UserId("u1".into()))
+            .await
+            .unwrap(),
+        None
+    );
+    store.close().await.unwrap();
+    drop(store);
+    let reopened = open(&dir).await;
+    assert_eq!(
+        reopened
+            .identity_lookup("ws1", &AnonymousId("a1".into()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c2")
+    );
+}

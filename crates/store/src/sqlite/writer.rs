@@ -30,9 +30,17 @@ pub(crate) enum WriteCommand {
         batch: AppendBatch,
         reply: oneshot::Sender<Result<AppendReceipt, StoreError>>,
     },
+    /// A small write of its own (identity map and other state), run in its own transaction
+    /// after everything queued before it.
+    Job {
+        job: Job,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Everything queued before this is committed; then the writer stops.
     Shutdown { reply: oneshot::Sender<()> },
 }
+
+pub(crate) type Job = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send>;
 
 type Pending = (
     AppendBatch,
@@ -105,12 +113,17 @@ impl Writer {
             };
             let mut rows = 0;
             let mut shutdown = None;
+            let mut job = None;
             let mut next = Some(first);
             while let Some(command) = next.take() {
                 match command {
                     WriteCommand::Append { batch, reply } => {
                         rows += batch.rows();
                         group.push((batch, reply));
+                    }
+                    WriteCommand::Job { job: work, reply } => {
+                        job = Some((work, reply));
+                        break;
                     }
                     WriteCommand::Shutdown { reply } => {
                         shutdown = Some(reply);
@@ -127,11 +140,23 @@ impl Writer {
                     self.extend_index();
                 }
             }
+            if let Some((work, reply)) = job {
+                let _ = reply.send(self.run_job(work));
+            }
             if let Some(reply) = shutdown {
                 let _ = reply.send(());
                 return;
             }
         }
+    }
+
+    fn run_job(&mut self, job: Job) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        job(&tx)?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn index_lag(&self) -> i64 {

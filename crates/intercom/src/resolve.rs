@@ -1,0 +1,225 @@
+//! Contact resolution: the one Intercom contact for a Segment identity, never created twice.
+//!
+//! Order, per identity and serialised (so concurrent events for one new user create one
+//! contact): the identity map in the store → `find_by_external_id` (users) → search by email,
+//! accepted only when exactly one contact matches → create. A create that Intercom answers with
+//! 409 (its search lags behind creates, or another writer got there first) adopts the existing
+//! contact, unarchiving it when needed. A remembered id that is gone (404) or merged (410) is
+//! forgotten and resolved again. Every path ends by updating the contact with the event's fields
+//! and remembering every id of the identity.
+
+use crate::contacts::Contact;
+use crate::{IntercomClient, IntercomError};
+use junction_store::{IdentityKey, Store, StoreError};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+/// The Segment ids of one person.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub email: Option<String>,
+}
+
+impl Identity {
+    fn keys(&self) -> Vec<IdentityKey> {
+        let mut keys = Vec::new();
+        if let Some(id) = &self.user_id {
+            keys.push(IdentityKey::UserId(id.clone()));
+        }
+        if let Some(id) = &self.anonymous_id {
+            keys.push(IdentityKey::AnonymousId(id.clone()));
+        }
+        if let Some(email) = &self.email {
+            keys.push(IdentityKey::Email(email.clone()));
+        }
+        keys
+    }
+
+    /// What serialises resolutions: the strongest id the identity has.
+    fn lock_key(&self) -> Option<String> {
+        self.keys()
+            .first()
+            .map(|k| format!("{}:{}", k.kind(), k.value()))
+    }
+
+    /// The identity fields Intercom needs on a create or an update: a userId makes the contact
+    /// a user (converting a lead) with that external_id.
+    fn contact_fields(&self, creating: bool) -> Map<String, Value> {
+        let mut fields = Map::new();
+        match &self.user_id {
+            Some(user_id) => {
+                fields.insert("role".into(), "user".into());
+                fields.insert("external_id".into(), user_id.clone().into());
+            }
+            None if creating => {
+                fields.insert("role".into(), "lead".into());
+            }
+            None => {}
+        }
+        if let Some(email) = &self.email {
+            fields.insert("email".into(), email.clone().into());
+        }
+        fields
+    }
+}
+
+/// How a contact was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedBy {
+    IdentityMap,
+    ExternalId,
+    Email,
+    Created,
+    /// Created by someone else first: adopted from Intercom's 409.
+    Conflict,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub contact: Contact,
+    pub resolved_by: ResolvedBy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Intercom(#[from] IntercomError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the identity has no userId, anonymousId or email")]
+    NoIdentity,
+}
+
+pub struct ContactResolver {
+    client: IntercomClient,
+    store: Arc<dyn Store>,
+    /// The Intercom workspace the identity map is kept for.
+    workspace: String,
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl ContactResolver {
+    pub fn new(
+        client: IntercomClient,
+        store: Arc<dyn Store>,
+        workspace: impl Into<String>,
+    ) -> Self {
+        ContactResolver {
+            client,
+            store,
+            workspace: workspace.into(),
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_for(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().expect("resolver locks");
+        if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if locks.len() > 10_000 {
+            locks.retain(|_, lock| lock.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(key, Arc::downgrade(&lock));
+        lock
+    }
+
+    /// Finds or creates the identity's contact and sets `fields` on it.
+    pub async fn upsert(
+        &self,
+        identity: &Identity,
+        fields: &Map<String, Value>,
+    ) -> Result<Resolution, ResolveError> {
+        let lock = self.lock_for(identity.lock_key().ok_or(ResolveError::NoIdentity)?);
+        let _serialised = lock.lock().await;
+        let (contact, resolved_by) = self.find_or_create(identity, fields).await?;
+        self.store
+            .identity_remember(&self.workspace, &identity.keys(), &contact.id)
+            .await?;
+        Ok(Resolution {
+            contact,
+            resolved_by,
+        })
+    }
+
+    async fn find_or_create(
+        &self,
+        identity: &Identity,
+        fields: &Map<String, Value>,
+    ) -> Result<(Contact, ResolvedBy), ResolveError> {
+        for key in identity.keys() {
+            let Some(id) = self.store.identity_lookup(&self.workspace, &key).await? else {
+                continue;
+            };
+            match self.update(&id, identity, fields).await {
+                Ok(contact) => return Ok((contact, ResolvedBy::IdentityMap)),
+                Err(IntercomError::Permanent { status: 404, .. }) => {
+                    self.store.identity_forget(&self.workspace, &id).await?;
+                }
+                Err(IntercomError::Gone { canonical }) => {
+                    self.store.identity_forget(&self.workspace, &id).await?;
+                    if let Some(surviving) = canonical {
+                        let contact = self.update(&surviving, identity, fields).await?;
+                        return Ok((contact, ResolvedBy::IdentityMap));
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+            break;
+        }
+        if let Some(user_id) = &identity.user_id
+            && let Some(found) = self.client.find_user_by_external_id(user_id).await?
+        {
+            return Ok((
+                self.update(&found.id, identity, fields).await?,
+                ResolvedBy::ExternalId,
+            ));
+        }
+        if let Some(email) = &identity.email {
+            let query = serde_json::json!({"field": "email", "operator": "=", "value": email});
+            let page = self.client.search_contacts(&query, 2, None).await?;
+            // Several contacts may share an email (leads do); only a single match is safe.
+            if page.total_count == 1
+                && let Some(found) = page.contacts.first()
+            {
+                return Ok((
+                    self.update(&found.id, identity, fields).await?,
+                    ResolvedBy::Email,
+                ));
+            }
+        }
+        let mut body = fields.clone();
+        body.extend(identity.contact_fields(true));
+        match self.client.create_contact(&Value::Object(body)).await {
+            Ok(contact) => Ok((contact, ResolvedBy::Created)),
+            Err(IntercomError::Conflict {
+                existing_id,
+                archived,
+            }) => {
+                if archived {
+                    self.client.unarchive_contact(&existing_id).await?;
+                }
+                Ok((
+                    self.update(&existing_id, identity, fields).await?,
+                    ResolvedBy::Conflict,
+                ))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        identity: &Identity,
+        fields: &Map<String, Value>,
+    ) -> Result<Contact, IntercomError> {
+        let mut body = fields.clone();
+        body.extend(identity.contact_fields(false));
+        self.client.update_contact(id, &Value::Object(body)).await
+    }
+}

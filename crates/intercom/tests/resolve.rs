@@ -1,0 +1,280 @@
+//! No duplicate contacts: resolution against the emulator, with Intercom's search lag and
+//! 409s, under concurrency.
+
+use junction_emulator::{Emulator, EmulatorConfig};
+use junction_intercom::{ContactResolver, Identity, IntercomClient, IntercomConfig, ResolvedBy};
+use junction_store::{Store, StoreOptions};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Setup {
+    base: String,
+    resolver: Arc<ContactResolver>,
+    _dir: tempfile::TempDir,
+}
+
+/// The emulator with its default search lag (1 s), a fresh store, a resolver.
+async fn setup() -> Setup {
+    let emulator = Emulator::new(EmulatorConfig {
+        search_lag: Duration::from_secs(1),
+        ..EmulatorConfig::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", emulator.spawn(listener).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = junction_store::open(
+        &format!("sqlite://{}", dir.path().join("j.db").display()),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = IntercomClient::new(IntercomConfig::new(&base, "token")).unwrap();
+    Setup {
+        base,
+        resolver: Arc::new(ContactResolver::new(client, store, "ws")),
+        _dir: dir,
+    }
+}
+
+fn user(id: &str) -> Identity {
+    Identity {
+        user_id: Some(id.into()),
+        ..Identity::default()
+    }
+}
+
+fn fields(value: Value) -> Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+async fn journal(base: &str) -> Vec<Value> {
+    junction_intercom::install_tls_provider();
+    reqwest::get(format!("{base}/_emulator/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn contacts(base: &str) -> Vec<Value> {
+    junction_intercom::install_tls_provider();
+    let list: Value = reqwest::Client::new()
+        .get(format!("{base}/contacts?per_page=150"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["data"].as_array().unwrap().clone()
+}
+
+fn count(journal: &[Value], method: &str, path: &str, status: u64) -> usize {
+    journal
+        .iter()
+        .filter(|e| e["method"] == method && e["path"] == path && e["status"] == status)
+        .count()
+}
+
+#[tokio::test]
+async fn fifty_concurrent_resolutions_of_a_new_user_create_one_contact() {
+    let s = setup().await;
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let resolver = s.resolver.clone();
+            tokio::spawn(async move {
+                resolver
+                    .upsert(&user("new-user"), &fields(json!({"name": format!("v{n}")})))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap().contact.id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every resolution found the same contact");
+    assert_eq!(contacts(&s.base).await.len(), 1);
+    assert_eq!(count(&journal(&s.base).await, "POST", "/contacts", 200), 1);
+}
+
+#[tokio::test]
+async fn steady_state_costs_one_call() {
+    let s = setup().await;
+    let first = s
+        .resolver
+        .upsert(&user("u1"), &fields(json!({"name": "Ann"})))
+        .await
+        .unwrap();
+    assert_eq!(first.resolved_by, ResolvedBy::Created);
+    let before = journal(&s.base).await.len();
+    let again = s
+        .resolver
+        .upsert(&user("u1"), &fields(json!({"name": "Ann B"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.resolved_by, again.contact.id.clone()),
+        (ResolvedBy::IdentityMap, first.contact.id)
+    );
+    let calls = &journal(&s.base).await[before..];
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["method"], "PUT");
+}
+
+/// A user created out of band moments ago: search cannot see it yet, the create gets 409, and
+/// the resolver adopts the existing contact instead of failing or duplicating.
+#[tokio::test]
+async fn a_409_from_a_lagging_search_adopts_the_existing_contact() {
+    let s = setup().await;
+    let outside = IntercomClient::new(IntercomConfig::new(&s.base, "token")).unwrap();
+    let existing = outside
+        .create_contact(&json!({"email": "race@example.com", "role": "user"}))
+        .await
+        .unwrap();
+    let identity = Identity {
+        user_id: Some("u7".into()),
+        email: Some("race@example.com".into()),
+        ..Identity::default()
+    };
+    let resolution = s
+        .resolver
+        .upsert(&identity, &fields(json!({"name": "Racer"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (resolution.resolved_by, resolution.contact.id.clone()),
+        (ResolvedBy::Conflict, existing.id.clone())
+    );
+    assert_eq!(resolution.contact.external_id.as_deref(), Some("u7"));
+    let log = journal(&s.base).await;
+    assert_eq!(count(&log, "POST", "/contacts", 409), 1);
+    assert_eq!(contacts(&s.base).await.len(), 1);
+    // The 409 taught the identity map: the next event costs one call.
+    let next = s
+        .resolver
+        .upsert(&identity, &fields(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(next.resolved_by, ResolvedBy::IdentityMap);
+}
+
+#[tokio::test]
+async fn an_archived_contact_is_unarchived_and_reused() {
+    let s = setup().await;
+    let outside = IntercomClient::new(IntercomConfig::new(&s.base, "token")).unwrap();
+    let existing = outside
+        .create_contact(&json!({"external_id": "back"}))
+        .await
+        .unwrap();
+    outside
+        .call(
+            reqwest::Method::POST,
+            &format!("/contacts/{}/archive", existing.id),
+            None,
+        )
+        .await
+        .unwrap();
+    let resolution = s
+        .resolver
+        .upsert(&user("back"), &fields(json!({"name": "Returning"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (resolution.resolved_by, resolution.contact.id.clone()),
+        (ResolvedBy::Conflict, existing.id.clone())
+    );
+    let log = journal(&s.base).await;
+    assert_eq!(
+        count(
+            &log,
+            "POST",
+            &format!("/contacts/{}/unarchive", existing.id),
+            200
+        ),
+        1
+    );
+    assert!(
+        outside
+            .find_user_by_external_id("back")
+            .await
+            .unwrap()
+            .is_some(),
+        "active again"
+    );
+}
+
+#[tokio::test]
+async fn a_remembered_contact_that_was_deleted_is_resolved_again() {
+    let s = setup().await;
+    let first = s
+        .resolver
+        .upsert(&user("gone"), &fields(json!({})))
+        .await
+        .unwrap();
+    let outside = IntercomClient::new(IntercomConfig::new(&s.base, "token")).unwrap();
+    outside
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/contacts/{}", first.contact.id),
+            None,
+        )
+        .await
+        .unwrap();
+    // Intercom keeps a deleted contact's details: re-creating it meets a 409 "archived", and
+    // the deleted contact cannot be unarchived. That is a permanent failure to report (and, with
+    // delivery, to dead-letter), never a silent duplicate.
+    let error = s
+        .resolver
+        .upsert(&user("gone"), &fields(json!({})))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("404 not_found"), "{error}");
+    assert!(contacts(&s.base).await.is_empty());
+    let log = journal(&s.base).await;
+    assert_eq!(
+        count(&log, "PUT", &format!("/contacts/{}", first.contact.id), 404),
+        1,
+        "the stale id was tried once"
+    );
+    assert_eq!(count(&log, "POST", "/contacts", 409), 1);
+}
+
+#[tokio::test]
+async fn an_anonymous_visitor_with_an_email_becomes_a_lead_then_a_user() {
+    let s = setup().await;
+    let visitor = Identity {
+        anonymous_id: Some("anon-1".into()),
+        email: Some("lead@example.com".into()),
+        ..Identity::default()
+    };
+    let lead = s
+        .resolver
+        .upsert(&visitor, &fields(json!({"name": "Lee"})))
+        .await
+        .unwrap();
+    assert_eq!(lead.contact.role, "lead");
+    let signed_up = Identity {
+        user_id: Some("u-lee".into()),
+        ..visitor
+    };
+    let user = s
+        .resolver
+        .upsert(&signed_up, &fields(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            user.contact.id.clone(),
+            user.contact.role.as_str(),
+            user.contact.external_id.as_deref()
+        ),
+        (lead.contact.id, "user", Some("u-lee"))
+    );
+    assert_eq!(contacts(&s.base).await.len(), 1);
+}
