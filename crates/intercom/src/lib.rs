@@ -17,6 +17,7 @@
 mod client;
 pub mod contacts;
 mod error;
+pub mod operations;
 mod rate;
 pub mod resolve;
 

@@ -230,3 +230,74 @@ async fn a_burst_stays_inside_the_window() {
             .all(|entry| entry["intercom_version"] == "2.14")
     );
 }
+
+#[tokio::test]
+async fn companies_tags_events_and_admins() {
+    let (base, _) = emulator(config()).await;
+    let intercom = client(&base, "secret-token");
+    let contact = intercom
+        .create_contact(&json!({"external_id": "u1"}))
+        .await
+        .unwrap();
+    let company = intercom
+        .upsert_company(&json!({"company_id": "g1", "name": "Acme", "size": 42}))
+        .await
+        .unwrap();
+    assert_eq!(company.company_id, "g1");
+    assert_eq!(
+        intercom
+            .upsert_company(&json!({"company_id": "g1", "plan": "pro"}))
+            .await
+            .unwrap(),
+        company
+    );
+    intercom
+        .attach_contact_to_company(&contact.id, &company.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        intercom.get_contact(&contact.id).await.unwrap().raw["companies"]["total_count"],
+        1
+    );
+    intercom
+        .detach_contact_from_company(&contact.id, &company.id)
+        .await
+        .unwrap();
+
+    let churn = intercom.tag_id("churn-risk").await.unwrap();
+    assert_eq!(intercom.tag_id("Churn-Risk").await.unwrap(), churn);
+    intercom.tag_contact(&contact.id, &churn).await.unwrap();
+    assert_eq!(
+        intercom.get_contact(&contact.id).await.unwrap().raw["tags"]["total_count"],
+        1
+    );
+    intercom.untag_contact(&contact.id, &churn).await.unwrap();
+
+    let metadata = json!({"plan": "pro", "price": {"amount": 999, "currency": "usd"}});
+    intercom
+        .submit_event(
+            &contact.id,
+            "Plan Upgraded",
+            1_800_000_000,
+            metadata.as_object().unwrap(),
+        )
+        .await
+        .unwrap();
+    let too_many: serde_json::Map<String, Value> =
+        (0..11).map(|i| (format!("k{i}"), json!(i))).collect();
+    let refused = intercom
+        .submit_event(&contact.id, "E", 1, &too_many)
+        .await
+        .unwrap_err();
+    assert!(!refused.is_retryable() && refused.to_string().contains("at most 10"));
+    assert!(matches!(
+        intercom
+            .submit_event("missing", "E", 1, &serde_json::Map::new())
+            .await
+            .unwrap_err(),
+        IntercomError::Permanent { status: 404, .. }
+    ));
+
+    assert_eq!(intercom.me().await.unwrap()["type"], "admin");
+    assert_eq!(intercom.admins().await.unwrap().len(), 1);
+}

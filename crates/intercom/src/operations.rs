@@ -1,0 +1,133 @@
+//! Companies, tags, data events and admins: thin typed calls over [`IntercomClient::call`].
+
+use crate::{IntercomClient, IntercomError};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The ids Junction keeps of a company.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanyRef {
+    /// Intercom's id (used to attach contacts).
+    pub id: String,
+    /// Your id for it (Segment's groupId).
+    pub company_id: String,
+}
+
+/// Intercom's data events take at most this many metadata keys and ignore the rest.
+pub const MAX_EVENT_METADATA_KEYS: usize = 10;
+
+impl IntercomClient {
+    /// `POST /companies`: creates or updates the company with this `company_id`.
+    pub async fn upsert_company(&self, fields: &Value) -> Result<CompanyRef, IntercomError> {
+        let company = self.call(Method::POST, "/companies", Some(fields)).await?;
+        match (company["id"].as_str(), company["company_id"].as_str()) {
+            (Some(id), Some(company_id)) => Ok(CompanyRef {
+                id: id.to_owned(),
+                company_id: company_id.to_owned(),
+            }),
+            _ => Err(IntercomError::Retryable {
+                status: None,
+                detail: "company response without id".into(),
+            }),
+        }
+    }
+
+    pub async fn attach_contact_to_company(
+        &self,
+        contact_id: &str,
+        company_id: &str,
+    ) -> Result<(), IntercomError> {
+        self.call(
+            Method::POST,
+            &format!("/contacts/{contact_id}/companies"),
+            Some(&json!({ "id": company_id })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn detach_contact_from_company(
+        &self,
+        contact_id: &str,
+        company_id: &str,
+    ) -> Result<(), IntercomError> {
+        self.call(
+            Method::DELETE,
+            &format!("/contacts/{contact_id}/companies/{company_id}"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /tags` creates the tag or returns the existing one of that name; its id.
+    pub async fn tag_id(&self, name: &str) -> Result<String, IntercomError> {
+        let tag = self
+            .call(Method::POST, "/tags", Some(&json!({ "name": name })))
+            .await?;
+        tag["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| IntercomError::Retryable {
+                status: None,
+                detail: "tag response without id".into(),
+            })
+    }
+
+    pub async fn tag_contact(&self, contact_id: &str, tag_id: &str) -> Result<(), IntercomError> {
+        self.call(
+            Method::POST,
+            &format!("/contacts/{contact_id}/tags"),
+            Some(&json!({ "id": tag_id })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn untag_contact(&self, contact_id: &str, tag_id: &str) -> Result<(), IntercomError> {
+        self.call(
+            Method::DELETE,
+            &format!("/contacts/{contact_id}/tags/{tag_id}"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /events` for a contact by Intercom id (leads can only be addressed that way).
+    /// Metadata is checked before sending: at most ten keys (Intercom would silently drop the
+    /// rest), no nesting except rich links `{url, value}` and money `{amount, currency}`.
+    pub async fn submit_event(
+        &self,
+        contact_id: &str,
+        event_name: &str,
+        created_at: i64,
+        metadata: &serde_json::Map<String, Value>,
+    ) -> Result<(), IntercomError> {
+        if metadata.len() > MAX_EVENT_METADATA_KEYS {
+            return Err(IntercomError::Permanent {
+                status: 400,
+                code: "junction_metadata_too_large".into(),
+                message: format!(
+                    "{} metadata keys; Intercom keeps at most {MAX_EVENT_METADATA_KEYS}",
+                    metadata.len()
+                ),
+            });
+        }
+        let body = json!({"event_name": event_name, "created_at": created_at, "id": contact_id, "metadata": metadata});
+        self.call(Method::POST, "/events", Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /me`: the admin the token belongs to (checks credentials).
+    pub async fn me(&self) -> Result<Value, IntercomError> {
+        self.call(Method::GET, "/me", None).await
+    }
+
+    /// `GET /admins`.
+    pub async fn admins(&self) -> Result<Vec<Value>, IntercomError> {
+        let list = self.call(Method::GET, "/admins", None).await?;
+        Ok(list["admins"].as_array().cloned().unwrap_or_default())
+    }
+}
