@@ -12,6 +12,10 @@
 //!   dedupe_window: 7d
 //! admin:
 //!   token: ${JUNCTION_ADMIN_TOKEN:-}
+//! intercom:
+//!   base_url: https://api.intercom.io   # or api.eu / api.au, or the emulator
+//!   token: ${INTERCOM_TOKEN}
+//!   version: "2.14"
 //! ```
 
 use serde::Deserialize;
@@ -33,6 +37,8 @@ pub struct Config {
     pub segment: SegmentConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub intercom: IntercomSection,
 }
 
 impl Default for Config {
@@ -42,7 +48,63 @@ impl Default for Config {
             store: StoreUrl::default(),
             segment: SegmentConfig::default(),
             admin: AdminConfig::default(),
+            intercom: IntercomSection::default(),
         }
+    }
+}
+
+/// The Intercom workspace Junction writes to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntercomSection {
+    /// `https://api.intercom.io` (US, the default), `https://api.eu.intercom.io`,
+    /// `https://api.au.intercom.io`, or an emulator such as `http://127.0.0.1:8090`.
+    #[serde(default = "default_intercom_url", deserialize_with = "http_url")]
+    pub base_url: String,
+    /// The workspace's access token (keep it in the environment: `${INTERCOM_TOKEN}`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The pinned `Intercom-Version` header.
+    #[serde(default = "default_intercom_version")]
+    pub version: String,
+}
+
+impl Default for IntercomSection {
+    fn default() -> Self {
+        IntercomSection {
+            base_url: default_intercom_url(),
+            token: None,
+            version: default_intercom_version(),
+        }
+    }
+}
+
+impl IntercomSection {
+    /// The client configuration, when a token is configured.
+    pub fn client_config(&self) -> Option<junction_intercom::IntercomConfig> {
+        let token = self.token.clone().filter(|t| !t.is_empty())?;
+        let mut config = junction_intercom::IntercomConfig::new(self.base_url.clone(), token);
+        config.version = self.version.clone();
+        Some(config)
+    }
+}
+
+fn default_intercom_url() -> String {
+    "https://api.intercom.io".into()
+}
+
+fn default_intercom_version() -> String {
+    "2.14".into()
+}
+
+fn http_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(url.trim_end_matches('/').to_owned())
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected an http:// or https:// URL, found {url:?}"
+        )))
     }
 }
 
@@ -504,6 +566,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!error.contains("wk-from-env"), "{error}");
+    }
+
+    #[test]
+    fn the_intercom_section_names_the_workspace() {
+        let config = parse("").unwrap();
+        assert_eq!(config.intercom.base_url, "https://api.intercom.io");
+        assert!(
+            config.intercom.client_config().is_none(),
+            "no token, no client"
+        );
+        let config = parse("intercom:\n  base_url: https://api.eu.intercom.io/\n  token: ${KEY}\n  version: \"2.16\"\n").unwrap();
+        let client = config.intercom.client_config().unwrap();
+        assert_eq!(
+            (client.base_url.as_str(), client.version.as_str()),
+            ("https://api.eu.intercom.io", "2.16")
+        );
+        assert!(
+            !format!("{client:?}").contains("wk-from-env"),
+            "the token is never printed"
+        );
+        let error = parse("intercom:\n  base_url: api.intercom.io\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("junction.yaml:2:") && error.contains("intercom.base_url"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -18,6 +18,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if settings.admin_token.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "admin.token is not set: /api is open to anyone who can reach this address");
     }
+    match config.intercom.client_config() {
+        Some(intercom) => {
+            let client = junction_intercom::IntercomClient::new(intercom)
+                .context("configuring the Intercom client")?;
+            // Report bad credentials at start-up, not at the first event; never block on it.
+            tokio::spawn(async move {
+                match client.me().await {
+                    Ok(me) => tracing::info!(
+                        admin = me["email"].as_str().unwrap_or("?"),
+                        workspace = me["app"]["id_code"].as_str().unwrap_or("?"),
+                        "Intercom credentials accepted"
+                    ),
+                    Err(error) => tracing::error!(%error, "Intercom credentials check failed"),
+                }
+            });
+        }
+        None => tracing::warn!("intercom.token is not set: nothing will be sent to Intercom"),
+    }
     let store = junction_store::open(&config.store.0, config.store_options())
         .await
         .with_context(|| format!("opening the store {}", config.store.0))?;

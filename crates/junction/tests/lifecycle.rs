@@ -333,3 +333,62 @@ async fn the_intercom_emulator_runs_from_the_command_line() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// `serve` checks the Intercom token at start-up and says so, without printing it.
+#[tokio::test]
+async fn intercom_credentials_are_checked_at_start_up() {
+    use junction_emulator::{Emulator, EmulatorConfig};
+    let emulator = Emulator::new(EmulatorConfig {
+        token: Some("right-token-123".into()),
+        ..EmulatorConfig::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let intercom = emulator.spawn(listener).await.unwrap();
+    for (token, expected) in [
+        ("right-token-123", "Intercom credentials accepted"),
+        ("wrong-token-456", "Intercom credentials check failed"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("junction.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "store: sqlite://{}\nintercom:\n  base_url: http://{intercom}\n  token: {token}\n",
+                dir.path().join("j.db").display()
+            ),
+        )
+        .unwrap();
+        let port = common::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_junction"))
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let http = common::http();
+        for _ in 0..200 {
+            if http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await; // the check runs beside start-up
+        // SAFETY: kill(2) with a pid we own.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let logs = String::from_utf8(child.wait_with_output().unwrap().stderr).unwrap();
+        assert!(logs.contains(expected), "{logs}");
+        assert!(!logs.contains(token), "the token appears in the logs");
+    }
+}
