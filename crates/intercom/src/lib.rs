@@ -11,15 +11,20 @@
 //! - [`ContactResolver`]: the one contact for a Segment identity (identity map, external_id,
 //!   email, create, adopt on 409), serialised per identity.
 //!
-//! Issue 3 is in progress: contact operations and resolution are here; companies, tags,
-//! events, conversations, messages, notes, lead merging and attribute safety are still to come.
+//! - [`attributes`]: Segment traits made safe for Intercom (types, unknown attributes, nesting,
+//!   nulls, the 250-attribute limit).
+//!
+//! Issue 3 is in progress: still to come are conversations, messages, notes, assignment, lead
+//! merging, contract validation against the OpenAPI description, and adaptive concurrency.
 
+pub mod attributes;
 mod client;
 pub mod contacts;
 mod error;
 pub mod operations;
 mod rate;
 pub mod resolve;
+pub mod timestamps;
 
 pub use client::{IntercomClient, IntercomConfig};
 pub use error::IntercomError;

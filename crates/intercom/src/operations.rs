@@ -131,3 +131,38 @@ impl IntercomClient {
         Ok(list["admins"].as_array().cloned().unwrap_or_default())
     }
 }
+
+impl IntercomClient {
+    /// `GET /data_attributes?model=contact`: custom contact attributes and their types.
+    pub async fn contact_attributes(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::attributes::AttributeType>, IntercomError>
+    {
+        let list = self
+            .call(Method::GET, "/data_attributes?model=contact", None)
+            .await?;
+        Ok(list["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["custom"].as_bool() == Some(true))
+            .filter_map(|a| {
+                let name = a["name"].as_str()?.to_owned();
+                let data_type = crate::attributes::AttributeType::parse(a["data_type"].as_str()?)?;
+                Some((name, data_type))
+            })
+            .collect())
+    }
+
+    /// `POST /data_attributes` for a contact attribute.
+    pub async fn create_contact_attribute(
+        &self,
+        name: &str,
+        data_type: crate::attributes::AttributeType,
+    ) -> Result<(), IntercomError> {
+        let body = json!({"name": name, "model": "contact", "data_type": data_type.as_str()});
+        self.call(Method::POST, "/data_attributes", Some(&body))
+            .await
+            .map(|_| ())
+    }
+}

@@ -301,3 +301,39 @@ async fn companies_tags_events_and_admins() {
     assert_eq!(intercom.me().await.unwrap()["type"], "admin");
     assert_eq!(intercom.admins().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn traits_with_new_attributes_are_written_after_creating_them() {
+    use junction_intercom::attributes::{AttributeCatalog, AttributePolicy};
+    let (base, _) = emulator(config()).await;
+    let intercom = client(&base, "secret-token");
+    let catalog = AttributeCatalog::new(intercom.clone());
+    let traits = json!({"email": "t@example.com", "plan": "pro", "seats": 12, "address": {"city": "Lyon"}, "createdAt": "2024-01-01T00:00:00Z"});
+    let prepared = catalog
+        .prepare(traits.as_object().unwrap(), AttributePolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(prepared.to_create.len(), 3);
+    let mut body = prepared.fields.clone();
+    body.insert("external_id".into(), "t1".into());
+    let contact = intercom.create_contact(&Value::Object(body)).await.unwrap();
+    assert_eq!(
+        contact.raw["custom_attributes"],
+        json!({"plan": "pro", "seats": 12, "address_city": "Lyon"})
+    );
+    assert_eq!(contact.raw["signed_up_at"], 1_704_067_200);
+    // The second time, the catalog knows them: nothing to create, and a string seat count is coerced.
+    let again = catalog
+        .prepare(
+            json!({"seats": "13"}).as_object().unwrap(),
+            AttributePolicy::default(),
+        )
+        .await
+        .unwrap();
+    assert!(again.to_create.is_empty());
+    let updated = intercom
+        .update_contact(&contact.id, &Value::Object(again.fields))
+        .await
+        .unwrap();
+    assert_eq!(updated.raw["custom_attributes"]["seats"], 13);
+}
