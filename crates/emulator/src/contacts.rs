@@ -133,6 +133,7 @@ fn clash<'a>(
 ) -> Option<&'a Contact> {
     workspace.contacts.values().find(|c| {
         Some(c.id.as_str()) != except
+            && c.merged_into.is_none()
             && ((external_id.is_some() && c.external_id.as_deref() == external_id)
                 || (role == "user"
                     && c.role == "user"
@@ -202,6 +203,7 @@ pub async fn create(
         archived: false,
         company_ids: Vec::new(),
         tag_ids: Vec::new(),
+        merged_into: None,
         deleted: false,
         searchable_after: Instant::now() + lag,
     };
@@ -211,11 +213,14 @@ pub async fn create(
 }
 
 fn live<'a>(workspace: &'a mut Workspace, id: &str) -> Result<&'a mut Contact, IntercomError> {
-    workspace
-        .contacts
-        .get_mut(id)
-        .filter(|c| !c.deleted)
-        .ok_or_else(|| IntercomError::not_found("User Not Found"))
+    match workspace.contacts.get_mut(id) {
+        Some(contact) if contact.deleted => Err(IntercomError::not_found("User Not Found")),
+        Some(contact) => match &contact.merged_into {
+            Some(into) => Err(IntercomError::merged(into)),
+            None => Ok(contact),
+        },
+        None => Err(IntercomError::not_found("User Not Found")),
+    }
 }
 
 pub async fn show(State(emulator): State<Emulator>, Path(id): Path<String>) -> Reply {
@@ -361,7 +366,11 @@ fn page(matching: Vec<&Contact>, paging: &Paging) -> Result<Value, IntercomError
 
 pub async fn list(State(emulator): State<Emulator>, Query(paging): Query<Paging>) -> Reply {
     let workspace = emulator.workspace.lock().expect("workspace lock");
-    let contacts: Vec<&Contact> = workspace.contacts.values().filter(|c| !c.deleted).collect();
+    let contacts: Vec<&Contact> = workspace
+        .contacts
+        .values()
+        .filter(|c| !c.deleted && c.merged_into.is_none())
+        .collect();
     page(contacts, &paging).map(Json)
 }
 
@@ -386,7 +395,11 @@ pub async fn search(
     let mut matching = Vec::new();
     for contact in workspace.contacts.values() {
         // The index is eventually consistent: new contacts appear only after the lag.
-        if contact.deleted || contact.archived || contact.searchable_after > now {
+        if contact.deleted
+            || contact.archived
+            || contact.merged_into.is_some()
+            || contact.searchable_after > now
+        {
             continue;
         }
         if search::matches(query, &contact.to_json()).map_err(IntercomError::invalid)? {
@@ -420,4 +433,39 @@ pub async fn delete(State(emulator): State<Emulator>, Path(id): Path<String>) ->
     Ok(Json(
         json!({"type": "contact", "id": contact.id, "external_id": contact.external_id, "deleted": true}),
     ))
+}
+
+/// `POST /contacts/merge {from: lead, into: user}`: the lead disappears into the user; its
+/// custom attributes fill the user's gaps.
+pub async fn merge(
+    State(emulator): State<Emulator>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Reply {
+    let body = body_object(body)?;
+    let (Some(from), Some(into)) = (
+        body.get("from").and_then(Value::as_str).map(str::to_owned),
+        body.get("into").and_then(Value::as_str).map(str::to_owned),
+    ) else {
+        return Err(IntercomError::invalid("from and into are required"));
+    };
+    let mut workspace = emulator.workspace.lock().expect("workspace lock");
+    let lead = live(&mut workspace, &from)?.clone();
+    if lead.role != "lead" {
+        return Err(IntercomError::invalid("from must be a lead"));
+    }
+    let user = live(&mut workspace, &into)?;
+    if user.role != "user" {
+        return Err(IntercomError::invalid("into must be a user"));
+    }
+    for (name, value) in lead.custom_attributes {
+        user.custom_attributes.entry(name).or_insert(value);
+    }
+    if user.email.is_none() {
+        user.email = lead.email;
+    }
+    user.updated_at = unix_now();
+    let rendered = user.to_json();
+    let merged = workspace.contacts.get_mut(&from).expect("checked above");
+    merged.merged_into = Some(into);
+    Ok(Json(rendered))
 }

@@ -14,6 +14,8 @@ pub struct IntercomError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// A `Link` header to send with the error (merged contacts).
+    pub link: Option<String>,
 }
 
 impl IntercomError {
@@ -22,11 +24,24 @@ impl IntercomError {
             status,
             code,
             message: message.into(),
+            link: None,
         }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
         IntercomError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A merged contact: 410 `contact_merged` with a `Link` to the surviving contact (what
+    /// Intercom 2.16 answers; earlier versions answer 404).
+    pub fn merged(into: &str) -> Self {
+        let mut error = IntercomError::new(
+            StatusCode::GONE,
+            "contact_merged",
+            "Contact has been merged",
+        );
+        error.link = Some(format!("</contacts/{into}>; rel=\"canonical\""));
+        error
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -41,7 +56,14 @@ impl IntoResponse for IntercomError {
             "request_id": uuid::Uuid::new_v4().to_string(),
             "errors": [{ "code": self.code, "message": self.message }],
         });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(link) = self
+            .link
+            .and_then(|l| axum::http::HeaderValue::from_str(&l).ok())
+        {
+            response.headers_mut().insert(header::LINK, link);
+        }
+        response
     }
 }
 
@@ -79,4 +101,24 @@ pub async fn authenticate(
         .into_response(),
         _ => next.run(request).await,
     }
+}
+
+/// Intercom answers a merged contact with 410 from version 2.16 on, with 404 before; the
+/// handlers speak 2.16 and this turns their 410s into 404s for older versions (2.14 when the
+/// header is absent, like a workspace left on its default).
+pub async fn version_compat(request: Request, next: Next) -> Response {
+    let version = request
+        .headers()
+        .get("intercom-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (major, minor) = v.trim().split_once('.')?;
+            Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?))
+        })
+        .unwrap_or((2, 14));
+    let response = next.run(request).await;
+    if response.status() == StatusCode::GONE && version < (2, 16) {
+        return IntercomError::not_found("User Not Found").into_response();
+    }
+    response
 }

@@ -9,6 +9,8 @@
 //!   ([`contacts`]);
 //! - 409 `conflict` on creating a contact whose external_id (or, for users, email) exists,
 //!   with the archived variant of the message;
+//! - merged contacts: 410 with a `Link` to the survivor for `Intercom-Version` 2.16+, 404
+//!   before, as Intercom does;
 //! - 401 on a wrong token; unknown custom attributes refused with 400;
 //! - injected faults: error statuses at a rate, dropped connections, latency, 429 storms
 //!   ([`faults`]).
@@ -89,6 +91,7 @@ impl Emulator {
         let api = Router::new()
             .route("/contacts", post(contacts::create).get(contacts::list))
             .route("/contacts/search", post(contacts::search))
+            .route("/contacts/merge", post(contacts::merge))
             .route(
                 "/contacts/find_by_external_id/{external_id}",
                 get(contacts::find_by_external_id),
@@ -125,6 +128,7 @@ impl Emulator {
                 get(data_attributes::list).post(data_attributes::create),
             )
             .fallback(error::not_found)
+            .layer(axum::middleware::from_fn(error::version_compat))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 faults::inject,

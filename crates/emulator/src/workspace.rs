@@ -26,6 +26,8 @@ pub struct Contact {
     pub archived: bool,
     pub company_ids: Vec<String>,
     pub tag_ids: Vec<String>,
+    /// Set when this lead was merged into another contact.
+    pub merged_into: Option<String>,
     /// Deleted contacts are gone from reads but still block re-creation (as "archived"), as
     /// observed against Intercom.
     pub deleted: bool,

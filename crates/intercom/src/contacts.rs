@@ -114,6 +114,22 @@ impl IntercomClient {
         })
     }
 
+    /// `POST /contacts/merge`: the lead `from` disappears into the user `into`.
+    pub async fn merge_lead_into_user(
+        &self,
+        lead_id: &str,
+        user_id: &str,
+    ) -> Result<Contact, IntercomError> {
+        contact(
+            self.call(
+                Method::POST,
+                "/contacts/merge",
+                Some(&json!({"from": lead_id, "into": user_id})),
+            )
+            .await?,
+        )
+    }
+
     pub async fn unarchive_contact(&self, id: &str) -> Result<(), IntercomError> {
         self.call(Method::POST, &format!("/contacts/{id}/unarchive"), None)
             .await

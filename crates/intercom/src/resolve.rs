@@ -5,8 +5,9 @@
 //! accepted only when exactly one contact matches → create. A create that Intercom answers with
 //! 409 (its search lags behind creates, or another writer got there first) adopts the existing
 //! contact, unarchiving it when needed. A remembered id that is gone (404) or merged (410) is
-//! forgotten and resolved again. Every path ends by updating the contact with the event's fields
-//! and remembering every id of the identity.
+//! forgotten and resolved again. A remembered lead whose visitor turns out to be an existing
+//! user (the update answers 409) is merged into that user. Every path ends by updating the
+//! contact with the event's fields and remembering every id of the identity.
 
 use crate::contacts::Contact;
 use crate::{IntercomClient, IntercomError};
@@ -75,6 +76,8 @@ pub enum ResolvedBy {
     Created,
     /// Created by someone else first: adopted from Intercom's 409.
     Conflict,
+    /// A remembered lead was merged into the user the identity turned out to be.
+    Merged,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +160,20 @@ impl ContactResolver {
             };
             match self.update(&id, identity, fields).await {
                 Ok(contact) => return Ok((contact, ResolvedBy::IdentityMap)),
+                // The remembered contact is a lead, and the user it turned out to be exists
+                // already: fold the lead into the user.
+                Err(IntercomError::Conflict {
+                    existing_id,
+                    archived,
+                }) if existing_id != id => {
+                    if archived {
+                        self.client.unarchive_contact(&existing_id).await?;
+                    }
+                    self.client.merge_lead_into_user(&id, &existing_id).await?;
+                    self.store.identity_forget(&self.workspace, &id).await?;
+                    let contact = self.update(&existing_id, identity, fields).await?;
+                    return Ok((contact, ResolvedBy::Merged));
+                }
                 Err(IntercomError::Permanent { status: 404, .. }) => {
                     self.store.identity_forget(&self.workspace, &id).await?;
                 }

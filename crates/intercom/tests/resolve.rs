@@ -278,3 +278,86 @@ async fn an_anonymous_visitor_with_an_email_becomes_a_lead_then_a_user() {
     );
     assert_eq!(contacts(&s.base).await.len(), 1);
 }
+
+/// A visitor known as a lead logs in as a user who already exists: the lead is merged into the
+/// user, one contact remains, and the merged lead answers 404 to 2.14 clients (410 from 2.16).
+#[tokio::test]
+async fn a_lead_that_turns_out_to_be_an_existing_user_is_merged_into_it() {
+    let s = setup().await;
+    let visitor = Identity {
+        anonymous_id: Some("anon-9".into()),
+        email: Some("v@example.com".into()),
+        ..Identity::default()
+    };
+    let lead = s
+        .resolver
+        .upsert(&visitor, &fields(json!({"name": "Visitor"})))
+        .await
+        .unwrap();
+    assert_eq!(lead.contact.role, "lead");
+    let outside = IntercomClient::new(IntercomConfig::new(&s.base, "token")).unwrap();
+    let user = outside
+        .create_contact(&json!({"external_id": "u-9", "name": "Existing"}))
+        .await
+        .unwrap();
+
+    // The userId is not in the map yet; the anonymousId points at the lead, whose conversion to
+    // user u-9 meets a 409 naming the existing user: merge.
+    let logged_in = Identity {
+        user_id: Some("u-9".into()),
+        anonymous_id: Some("anon-9".into()),
+        email: None,
+    };
+    let resolved = s
+        .resolver
+        .upsert(&logged_in, &fields(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (resolved.resolved_by, resolved.contact.id.clone()),
+        (ResolvedBy::Merged, user.id.clone())
+    );
+    assert_eq!(
+        resolved.contact.email.as_deref(),
+        Some("v@example.com"),
+        "the lead's email moved to the user"
+    );
+    assert_eq!(contacts(&s.base).await.len(), 1);
+
+    let gone_214 = outside.get_contact(&lead.contact.id).await.unwrap_err();
+    assert!(
+        matches!(
+            gone_214,
+            junction_intercom::IntercomError::Permanent { status: 404, .. }
+        ),
+        "{gone_214:?}"
+    );
+    let mut config_216 = IntercomConfig::new(&s.base, "token");
+    config_216.version = "2.16".into();
+    let gone_216 = IntercomClient::new(config_216)
+        .unwrap()
+        .get_contact(&lead.contact.id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        gone_216,
+        junction_intercom::IntercomError::Gone {
+            canonical: Some(user.id.clone())
+        }
+    );
+
+    // The visitor's next anonymous-only event lands on the user.
+    let anonymous_again = Identity {
+        anonymous_id: Some("anon-9".into()),
+        ..Identity::default()
+    };
+    let again = s
+        .resolver
+        .upsert(&anonymous_again, &fields(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.resolved_by, again.contact.id),
+        (ResolvedBy::IdentityMap, user.id)
+    );
+}
