@@ -21,12 +21,14 @@
 //! Scope so far (issue 3 is in progress): contacts (create, get, update, find by external_id,
 //! search, list, archive, unarchive, delete), companies (upsert, get, lookup, attach, detach),
 //! tags (create, list, tag and untag a contact), data events, admins (`/me`, list) and data
-//! attributes (list, create). Conversations, messages and notes are still to come.
+//! attributes (list, create), conversations (create, reply, note, assign, close, open),
+//! admin-initiated messages and notes on contacts.
 
 mod admins;
 mod companies;
 mod contacts;
 mod control;
+mod conversations;
 mod data_attributes;
 mod error;
 mod events;
@@ -121,6 +123,18 @@ impl Emulator {
             .route("/companies/{id}", get(companies::show))
             .route("/tags", post(tags::create).get(tags::list))
             .route("/events", post(events::submit).get(events::list))
+            .route(
+                "/conversations",
+                post(conversations::create).get(conversations::list),
+            )
+            .route("/conversations/{id}", get(conversations::show))
+            .route("/conversations/{id}/reply", post(conversations::reply))
+            .route("/conversations/{id}/parts", post(conversations::parts))
+            .route("/messages", post(conversations::message))
+            .route(
+                "/contacts/{id}/notes",
+                post(conversations::note).get(conversations::notes),
+            )
             .route("/me", get(admins::me))
             .route("/admins", get(admins::list))
             .route(

@@ -133,6 +133,84 @@ impl Company {
     }
 }
 
+/// One entry of a conversation: the opening message, a reply, a note, an assignment…
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub id: String,
+    /// comment, note, assignment, close, open
+    pub part_type: String,
+    pub body: Option<String>,
+    /// ("admin" | "user" | "team", id)
+    pub author: (String, String),
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub id: String,
+    pub contact_id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// customer_initiated or admin_initiated
+    pub delivered_as: String,
+    pub source_body: String,
+    pub source_author: (String, String),
+    pub subject: Option<String>,
+    pub admin_assignee_id: Option<String>,
+    pub team_assignee_id: Option<String>,
+    pub open: bool,
+    pub parts: Vec<Part>,
+}
+
+impl Conversation {
+    /// The `conversation` object (the fields Junction and its tests read, in Intercom's shape).
+    pub fn to_json(&self) -> Value {
+        let parts: Vec<Value> = self
+            .parts
+            .iter()
+            .map(|p| {
+                json!({"type": "conversation_part", "id": p.id, "part_type": p.part_type, "body": p.body,
+                       "created_at": p.created_at, "updated_at": p.created_at, "notified_at": p.created_at,
+                       "assigned_to": null, "author": {"type": p.author.0, "id": p.author.1}, "attachments": [],
+                       "redacted": false})
+            })
+            .collect();
+        json!({
+            "type": "conversation",
+            "id": self.id,
+            "title": self.subject,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "waiting_since": null,
+            "snoozed_until": null,
+            "open": self.open,
+            "state": if self.open { "open" } else { "closed" },
+            "read": false,
+            "priority": "not_priority",
+            "admin_assignee_id": self.admin_assignee_id.as_ref().and_then(|id| id.parse::<i64>().ok()),
+            "team_assignee_id": self.team_assignee_id,
+            "tags": {"type": "tag.list", "tags": []},
+            "source": {"type": "conversation", "id": format!("{}-source", self.id), "delivered_as": self.delivered_as,
+                       "subject": self.subject.clone().unwrap_or_default(), "body": self.source_body,
+                       "author": {"type": self.source_author.0, "id": self.source_author.1}, "attachments": [],
+                       "redacted": false},
+            "contacts": {"type": "contact.list", "contacts": [{"type": "contact", "id": self.contact_id}]},
+            "teammates": {"type": "admin.list", "teammates": []},
+            "custom_attributes": {},
+            "conversation_parts": {"type": "conversation_part.list", "conversation_parts": parts, "total_count": self.parts.len()},
+        })
+    }
+}
+
+/// A note on a contact.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub id: String,
+    pub contact_id: String,
+    pub body: String,
+    pub created_at: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Tag {
     pub id: String,
@@ -194,6 +272,10 @@ pub struct Workspace {
     pub companies: BTreeMap<String, Company>,
     pub tags: Vec<Tag>,
     pub events: Vec<DataEvent>,
+    pub conversations: BTreeMap<String, Conversation>,
+    pub notes: Vec<Note>,
+    /// Admin-initiated messages sent, as received.
+    pub messages: Vec<Value>,
     pub data_attributes: Vec<DataAttribute>,
     next_id: u64,
 }

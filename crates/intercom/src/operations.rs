@@ -166,3 +166,123 @@ impl IntercomClient {
             .map(|_| ())
     }
 }
+
+/// Who an admin-initiated message goes to, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageKind {
+    InApp,
+    Email { subject: String },
+}
+
+/// Whom a conversation is assigned to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Assignee {
+    Admin(String),
+    Team(String),
+    Nobody,
+}
+
+impl IntercomClient {
+    /// `POST /conversations` as the contact (a contact-initiated conversation; plain text body).
+    /// Returns the conversation id.
+    pub async fn start_conversation(
+        &self,
+        contact_id: &str,
+        role: &str,
+        body: &str,
+    ) -> Result<String, IntercomError> {
+        let request = json!({"from": {"type": role, "id": contact_id}, "body": body});
+        let message = self
+            .call(Method::POST, "/conversations", Some(&request))
+            .await?;
+        message["conversation_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| IntercomError::Retryable {
+                status: None,
+                detail: "conversation response without conversation_id".into(),
+            })
+    }
+
+    /// An admin's reply (`note = false`) or internal note (`note = true`) on a conversation.
+    pub async fn reply_as_admin(
+        &self,
+        conversation_id: &str,
+        admin_id: &str,
+        body: &str,
+        note: bool,
+    ) -> Result<Value, IntercomError> {
+        let request = json!({"type": "admin", "admin_id": admin_id, "message_type": if note { "note" } else { "comment" }, "body": body});
+        self.call(
+            Method::POST,
+            &format!("/conversations/{conversation_id}/reply"),
+            Some(&request),
+        )
+        .await
+    }
+
+    /// Assigns a conversation (`admin_id` is the admin doing it).
+    pub async fn assign_conversation(
+        &self,
+        conversation_id: &str,
+        admin_id: &str,
+        assignee: &Assignee,
+    ) -> Result<Value, IntercomError> {
+        let (kind, assignee_id) = match assignee {
+            Assignee::Admin(id) => ("admin", id.as_str()),
+            Assignee::Team(id) => ("team", id.as_str()),
+            Assignee::Nobody => ("admin", "0"),
+        };
+        let request = json!({"message_type": "assignment", "type": kind, "admin_id": admin_id, "assignee_id": assignee_id});
+        self.call(
+            Method::POST,
+            &format!("/conversations/{conversation_id}/parts"),
+            Some(&request),
+        )
+        .await
+    }
+
+    /// An admin-initiated message (`POST /messages`); `open_conversation` starts an inbox
+    /// conversation at once instead of waiting for the contact's reply. Note the wire value
+    /// `inapp` (the OpenAPI enum's `in_app` is wrong).
+    pub async fn send_message(
+        &self,
+        admin_id: &str,
+        contact_id: &str,
+        role: &str,
+        kind: &MessageKind,
+        body: &str,
+        open_conversation: bool,
+    ) -> Result<Value, IntercomError> {
+        let mut request = json!({
+            "from": {"type": "admin", "id": admin_id},
+            "to": {"type": role, "id": contact_id},
+            "body": body,
+            "create_conversation_without_contact_reply": open_conversation,
+        });
+        match kind {
+            MessageKind::InApp => request["message_type"] = "inapp".into(),
+            MessageKind::Email { subject } => {
+                request["message_type"] = "email".into();
+                request["subject"] = subject.clone().into();
+                request["template"] = "plain".into();
+            }
+        }
+        self.call(Method::POST, "/messages", Some(&request)).await
+    }
+
+    /// `POST /contacts/{id}/notes`.
+    pub async fn add_note(
+        &self,
+        contact_id: &str,
+        admin_id: &str,
+        body: &str,
+    ) -> Result<Value, IntercomError> {
+        self.call(
+            Method::POST,
+            &format!("/contacts/{contact_id}/notes"),
+            Some(&json!({"body": body, "admin_id": admin_id})),
+        )
+        .await
+    }
+}

@@ -337,3 +337,113 @@ async fn traits_with_new_attributes_are_written_after_creating_them() {
         .unwrap();
     assert_eq!(updated.raw["custom_attributes"]["seats"], 13);
 }
+
+#[tokio::test]
+async fn conversations_messages_notes_and_assignment() {
+    use junction_intercom::operations::{Assignee, MessageKind};
+    let (base, emulator) = emulator(EmulatorConfig {
+        search_lag: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let intercom = client(&base, "secret-token");
+    let admin = intercom.me().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let contact = intercom
+        .create_contact(&json!({"external_id": "c1", "email": "c1@example.com"}))
+        .await
+        .unwrap();
+
+    // Like Intercom, a contact created moments ago cannot be messaged yet: a 404 worth retrying later.
+    let early = intercom
+        .send_message(
+            &admin,
+            &contact.id,
+            "user",
+            &MessageKind::InApp,
+            "Hi",
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        early,
+        IntercomError::Permanent { status: 404, .. }
+    ));
+    emulator.set_search_lag(Duration::ZERO);
+    let sent = intercom
+        .send_message(
+            &admin,
+            &contact.id,
+            "user",
+            &MessageKind::Email {
+                subject: "Welcome".into(),
+            },
+            "Hello",
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (sent["type"].as_str(), sent["message_type"].as_str()),
+        (Some("admin_message"), Some("email"))
+    );
+    assert!(sent["conversation_id"].is_string());
+
+    let conversation = intercom
+        .start_conversation(&contact.id, "user", "I need help")
+        .await
+        .unwrap();
+    intercom
+        .reply_as_admin(&conversation, &admin, "On it", false)
+        .await
+        .unwrap();
+    let noted = intercom
+        .reply_as_admin(&conversation, &admin, "Churn risk: 3 failed payments", true)
+        .await
+        .unwrap();
+    let parts = noted["conversation_parts"]["conversation_parts"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        parts
+            .iter()
+            .map(|p| p["part_type"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["comment", "note"]
+    );
+    let assigned = intercom
+        .assign_conversation(&conversation, &admin, &Assignee::Team("814".into()))
+        .await
+        .unwrap();
+    assert_eq!(assigned["team_assignee_id"], "814");
+    let unassigned = intercom
+        .assign_conversation(&conversation, &admin, &Assignee::Nobody)
+        .await
+        .unwrap();
+    assert_eq!(unassigned["admin_assignee_id"], Value::Null);
+    assert!(matches!(
+        intercom
+            .reply_as_admin(&conversation, "999", "x", false)
+            .await
+            .unwrap_err(),
+        IntercomError::Permanent { status: 404, .. }
+    ));
+
+    let note = intercom
+        .add_note(&contact.id, &admin, "Called them")
+        .await
+        .unwrap();
+    assert_eq!(note["body"], "<p>Called them</p>");
+    let notes = intercom
+        .call(
+            reqwest::Method::GET,
+            &format!("/contacts/{}/notes", contact.id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(notes["total_count"], 1);
+}
