@@ -201,36 +201,9 @@ async fn json_logs_are_structured_and_never_show_secrets() {
         ),
     )
     .unwrap();
-    let port = common::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_junction"))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "debug")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (child, port) = common::spawn_json_logged(&config, "debug").await;
     let http = common::http();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let mut ready = false;
-    for _ in 0..200 {
-        if http
-            .get(url("/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "junction did not start");
     // A good key, a wrong key, a bad signature, a wrong admin token: none may be echoed.
     let body = json!({"batch": [{"type": "track", "userId": "u", "event": "E"}]});
     http.post(url("/v1/batch"))
@@ -261,10 +234,7 @@ async fn json_logs_are_structured_and_never_show_secrets() {
         .send()
         .await
         .unwrap();
-    // SAFETY: kill(2) with a pid we own.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let output = child.wait_with_output().unwrap();
-    let logs = String::from_utf8(output.stderr).unwrap();
+    let logs = common::stop_and_collect_logs(child);
     assert!(logs.lines().count() > 3, "{logs}");
     for line in logs.lines() {
         let entry: Value =
@@ -358,36 +328,9 @@ async fn intercom_credentials_are_checked_at_start_up() {
             ),
         )
         .unwrap();
-        let port = common::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_junction"))
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--config",
-                config.to_str().unwrap(),
-            ])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let http = common::http();
-        for _ in 0..200 {
-            if http
-                .get(format!("http://127.0.0.1:{port}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (child, _) = common::spawn_json_logged(&config, "info").await;
         tokio::time::sleep(Duration::from_millis(300)).await; // the check runs beside start-up
-        // SAFETY: kill(2) with a pid we own.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let logs = String::from_utf8(child.wait_with_output().unwrap().stderr).unwrap();
+        let logs = common::stop_and_collect_logs(child);
         assert!(logs.contains(expected), "{logs}");
         assert!(!logs.contains(token), "the token appears in the logs");
     }

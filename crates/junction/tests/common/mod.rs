@@ -160,6 +160,39 @@ impl Drop for Server {
     }
 }
 
+/// Starts `junction serve` with JSON logs piped back, on a free port, and waits until it is
+/// ready; the logs are read from the child's stderr once it has exited.
+pub async fn spawn_json_logged(config: &Path, rust_log: &str) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_junction"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", rust_log)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the junction binary starts");
+    let http = http();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "junction did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, port)
+}
+
+/// Sends SIGTERM and returns everything the process logged.
+pub fn stop_and_collect_logs(child: Child) -> String {
+    // SAFETY: kill(2) with a pid we own; no memory is touched.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    String::from_utf8(child.wait_with_output().unwrap().stderr).unwrap()
+}
+
 /// An HTTP client for tests (after installing the TLS provider reqwest is built to expect).
 pub fn http() -> reqwest::Client {
     junction_intercom::install_tls_provider();
