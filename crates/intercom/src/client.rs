@@ -20,6 +20,43 @@ pub struct IntercomConfig {
     pub version: String,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// In-process retries of calls that are safe to repeat.
+    pub retry: RetryPolicy,
+}
+
+/// Short, in-process retries of one call (with exponential back-off and full jitter), for
+/// momentary failures: 5xx, timeouts, dropped connections, a 429 (after the window resets).
+/// Only calls that are safe to repeat are retried ([`repeatable`]); delivery keeps its own,
+/// persistent retries for everything else.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether sending a call twice does no harm: reads, updates and upserts, and creates whose
+/// repetition Intercom refuses (409) or de-duplicates (events). Conversations, replies,
+/// messages, notes and merges are not: a retry could repeat them.
+pub fn repeatable(method: &Method, path: &str) -> bool {
+    if *method != Method::POST {
+        return true;
+    }
+    let not_repeatable = path.starts_with("/conversations")
+        || path.starts_with("/messages")
+        || path == "/contacts/merge"
+        || path.ends_with("/notes");
+    !not_repeatable
 }
 
 impl IntercomConfig {
@@ -29,6 +66,7 @@ impl IntercomConfig {
             token: token.into(),
             version: "2.14".into(),
             timeout: Duration::from_secs(15),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -79,9 +117,42 @@ impl IntercomClient {
         &self.gate
     }
 
-    /// Sends one request through the rate gate and returns the JSON body (`Null` for an empty
-    /// one, as `POST /events` answers), or the classified error.
+    /// Sends a request through the rate gate, retrying momentary failures when the call is
+    /// [`repeatable`], and returns the JSON body (`Null` for an empty one, as `POST /events`
+    /// answers) or the classified error.
     pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, IntercomError> {
+        use backon::{ExponentialBuilder, Retryable};
+        if !repeatable(&method, path) || self.config.retry.attempts <= 1 {
+            return self.call_once(method, path, body).await;
+        }
+        let policy = self.config.retry;
+        let backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(policy.min_delay)
+            .with_max_delay(policy.max_delay)
+            .with_max_times(policy.attempts - 1);
+        (|| self.call_once(method.clone(), path, body))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(IntercomError::is_retryable)
+            // After a 429 the rate gate already holds every caller until the reset.
+            .adjust(|error, delay| match error {
+                IntercomError::RateLimited { .. } => Some(Duration::ZERO),
+                _ => delay,
+            })
+            .notify(
+                |error, delay| tracing::debug!(%error, ?delay, path, "retrying an Intercom call"),
+            )
+            .await
+    }
+
+    /// One attempt.
+    async fn call_once(
         &self,
         method: Method,
         path: &str,

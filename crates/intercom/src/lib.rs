@@ -26,7 +26,7 @@ mod rate;
 pub mod resolve;
 pub mod timestamps;
 
-pub use client::{IntercomClient, IntercomConfig};
+pub use client::{IntercomClient, IntercomConfig, RetryPolicy, repeatable};
 pub use error::IntercomError;
 pub use rate::RateGate;
 pub use resolve::{ContactResolver, Identity, Resolution, ResolveError, ResolvedBy};

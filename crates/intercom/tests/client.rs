@@ -173,7 +173,10 @@ async fn every_error_class_comes_out_of_real_responses() {
 #[tokio::test]
 async fn a_429_names_the_reset_and_the_gate_waits_for_it() {
     let (base, emulator) = emulator(config()).await;
-    let intercom = client(&base, "secret-token");
+    // One attempt, so the 429 itself comes back (with retries the gate would wait out the storm).
+    let mut settings = IntercomConfig::new(&base, "secret-token");
+    settings.retry.attempts = 1;
+    let intercom = IntercomClient::new(settings).unwrap();
     intercom
         .call(reqwest::Method::GET, "/me", None)
         .await
@@ -446,4 +449,81 @@ async fn conversations_messages_notes_and_assignment() {
         .await
         .unwrap();
     assert_eq!(notes["total_count"], 1);
+}
+
+/// With 10 % 500s and 5 % dropped connections, every call that is safe to repeat succeeds.
+#[tokio::test]
+async fn momentary_failures_are_ridden_out() {
+    let (base, emulator) = emulator(config()).await;
+    let mut settings = IntercomConfig::new(&base, "secret-token");
+    settings.retry.min_delay = Duration::from_millis(5);
+    settings.retry.max_delay = Duration::from_millis(50);
+    settings.retry.attempts = 8;
+    let intercom = IntercomClient::new(settings).unwrap();
+    let contact = intercom
+        .create_contact(&json!({"external_id": "flaky"}))
+        .await
+        .unwrap();
+    emulator.set_faults(Faults {
+        error_rates: BTreeMap::from([(500, 0.10)]),
+        reset_rate: 0.05,
+        ..Faults::default()
+    });
+    for n in 0..150 {
+        match n % 3 {
+            0 => drop(intercom.get_contact(&contact.id).await.unwrap()),
+            1 => drop(
+                intercom
+                    .update_contact(&contact.id, &json!({"name": format!("v{n}")}))
+                    .await
+                    .unwrap(),
+            ),
+            _ => drop(
+                intercom
+                    .upsert_company(&json!({"company_id": format!("g{n}")}))
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+    let journal: Vec<Value> = {
+        junction_intercom::install_tls_provider();
+        reqwest::get(format!("{base}/_emulator/requests"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let failed = journal.iter().filter(|e| e["status"] != 200).count();
+    assert!(
+        failed > 5,
+        "the faults were injected ({failed} failed attempts)"
+    );
+}
+
+#[test]
+fn only_calls_safe_to_repeat_are_retried() {
+    use junction_intercom::repeatable;
+    use reqwest::Method;
+    for (method, path) in [
+        (Method::GET, "/contacts/1"),
+        (Method::PUT, "/contacts/1"),
+        (Method::POST, "/contacts"),
+        (Method::POST, "/contacts/search"),
+        (Method::POST, "/events"),
+        (Method::POST, "/companies"),
+    ] {
+        assert!(repeatable(&method, path), "{method} {path}");
+    }
+    for path in [
+        "/conversations",
+        "/conversations/1/reply",
+        "/conversations/1/parts",
+        "/messages",
+        "/contacts/1/notes",
+        "/contacts/merge",
+    ] {
+        assert!(!repeatable(&Method::POST, path), "{path}");
+    }
 }
