@@ -120,6 +120,20 @@ async fn the_control_endpoint_starts_a_429_storm_and_changes_limits() {
     assert_eq!(refused.status(), 400);
 }
 
+#[tokio::test]
+async fn injected_latency_delays_every_answer() {
+    let (base, emulator) = start().await;
+    let http = http();
+    emulator.set_faults(Faults {
+        latency_ms: 120,
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(list(&http, &base).await.unwrap().0, 200);
+    // A lower bound only: the emulator sleeps at least this long before answering.
+    assert!(started.elapsed() >= Duration::from_millis(120));
+}
+
 /// reqwest is built with `rustls-no-provider` in this workspace: install one before building a client.
 fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
