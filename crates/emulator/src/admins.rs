@@ -5,7 +5,8 @@ use crate::workspace::WORKSPACE_ID;
 use axum::Json;
 use serde_json::{Value, json};
 
-fn admin() -> Value {
+/// The workspace's one admin, as Intercom renders an `admin`.
+pub(crate) fn admin() -> Value {
     json!({
         "type": "admin",
         "id": ADMIN_ID,

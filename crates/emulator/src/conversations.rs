@@ -270,38 +270,36 @@ pub async fn message(
     }
     let now = unix_now();
     let id = workspace.new_id();
-    let mut conversation_id = Value::Null;
-    if body
+    // Intercom files every admin-initiated message under a conversation; it shows in the inbox
+    // (open) at once only when asked, otherwise once the contact replies.
+    let open_now = body
         .get("create_conversation_without_contact_reply")
         .and_then(Value::as_bool)
-        == Some(true)
-    {
-        let conversation = workspace.new_id();
-        workspace.conversations.insert(
-            conversation.clone(),
-            Conversation {
-                id: conversation.clone(),
-                contact_id: to.clone(),
-                created_at: now,
-                updated_at: now,
-                delivered_as: "admin_initiated".into(),
-                source_body: message.clone(),
-                source_author: ("admin".into(), from.clone()),
-                subject: text(&body, "subject").map(str::to_owned),
-                admin_assignee_id: None,
-                team_assignee_id: None,
-                open: true,
-                parts: Vec::new(),
-            },
-        );
-        conversation_id = conversation.into();
-    }
+        == Some(true);
+    let conversation_id = workspace.new_id();
+    workspace.conversations.insert(
+        conversation_id.clone(),
+        Conversation {
+            id: conversation_id.clone(),
+            contact_id: to.clone(),
+            created_at: now,
+            updated_at: now,
+            delivered_as: "admin_initiated".into(),
+            source_body: message.clone(),
+            source_author: ("admin".into(), from.clone()),
+            subject: text(&body, "subject").map(str::to_owned),
+            admin_assignee_id: None,
+            team_assignee_id: None,
+            open: open_now,
+            parts: Vec::new(),
+        },
+    );
     workspace.messages.push(Value::Object(body.clone()));
-    Ok(Json(
-        json!({"type": "admin_message", "id": id, "created_at": now, "subject": text(&body, "subject").unwrap_or(""),
-                   "body": message, "message_type": message_type, "conversation_id": conversation_id,
-                   "owner": {"type": "admin", "id": ADMIN_ID, "name": "Emulator Admin", "email": "admin@emulator.invalid"}}),
-    ))
+    let mut sent = json!({"type": "admin_message", "id": id, "created_at": now,
+        "subject": text(&body, "subject").unwrap_or(""), "body": message, "message_type": message_type,
+        "owner": {"type": "admin", "id": ADMIN_ID, "name": "Emulator Admin", "email": "admin@emulator.invalid"}});
+    sent["conversation_id"] = conversation_id.into();
+    Ok(Json(sent))
 }
 
 /// `POST /contacts/{id}/notes`.
@@ -336,7 +334,7 @@ pub async fn note(
     });
     Ok(Json(
         json!({"type": "note", "id": id, "created_at": now, "contact": {"type": "contact", "id": contact_id},
-                   "author": {"type": "admin", "id": admin}, "body": html}),
+                   "author": crate::admins::admin(), "body": html}),
     ))
 }
 
@@ -351,7 +349,7 @@ pub async fn notes(State(emulator): State<Emulator>, Path(contact_id): Path<Stri
         .map(|n| {
             json!({"type": "note", "id": n.id, "created_at": n.created_at,
                         "contact": {"type": "contact", "id": n.contact_id}, "body": n.body,
-                        "author": {"type": "admin", "id": ADMIN_ID}})
+                        "author": crate::admins::admin()})
         })
         .collect();
     Ok(Json(

@@ -19,6 +19,8 @@ pub struct JournalEntry {
     pub status: u16,
     /// The request body, parsed when it is JSON.
     pub body: serde_json::Value,
+    /// The response body, parsed when it is JSON (`null` when empty or cut off).
+    pub response: serde_json::Value,
 }
 
 #[derive(Default)]
@@ -60,11 +62,26 @@ pub async fn record(State(emulator): State<Emulator>, request: Request, next: Ne
             .map(str::to_owned),
         status: 0,
         body: parsed,
+        response: serde_json::Value::Null,
     };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     entry.status = response.status().as_u16();
+    let (head, body) = response.into_parts();
+    let response = match axum::body::to_bytes(body, MAX_KEPT_BODY).await {
+        Ok(bytes) => {
+            entry.response = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            Response::from_parts(head, Body::from(bytes))
+        }
+        // An injected dropped connection: keep dropping it.
+        Err(_) => {
+            let cut = futures_util::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("injected connection reset"))
+            });
+            Response::from_parts(head, Body::from_stream(cut))
+        }
+    };
     emulator
         .journal
         .entries

@@ -109,7 +109,7 @@ pub struct Company {
 
 impl Company {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut company = json!({
             "type": "company",
             "id": self.id,
             "company_id": self.company_id,
@@ -129,7 +129,12 @@ impl Company {
             "custom_attributes": self.custom_attributes,
             "tags": {"type": "tag.list", "tags": []},
             "segments": {"type": "segment.list", "segments": []},
-        })
+        });
+        // Intercom leaves out the optional fields a company does not have.
+        if let Some(fields) = company.as_object_mut() {
+            fields.retain(|_, value| !value.is_null());
+        }
+        company
     }
 }
 
@@ -195,7 +200,7 @@ impl Conversation {
                        "author": {"type": self.source_author.0, "id": self.source_author.1}, "attachments": [],
                        "redacted": false},
             "contacts": {"type": "contact.list", "contacts": [{"type": "contact", "id": self.contact_id}]},
-            "teammates": {"type": "admin.list", "teammates": []},
+            "teammates": {"type": "admin.list", "admins": []},
             "custom_attributes": {},
             "conversation_parts": {"type": "conversation_part.list", "conversation_parts": parts, "total_count": self.parts.len()},
         })

@@ -254,8 +254,13 @@ impl IntercomClient {
         body: &str,
         open_conversation: bool,
     ) -> Result<Value, IntercomError> {
+        // The description types admin ids as integers here, although they travel as strings
+        // elsewhere.
+        let from: Value = admin_id
+            .parse::<i64>()
+            .map_or_else(|_| admin_id.into(), Value::from);
         let mut request = json!({
-            "from": {"type": "admin", "id": admin_id},
+            "from": {"type": "admin", "id": from},
             "to": {"type": role, "id": contact_id},
             "body": body,
             "create_conversation_without_contact_reply": open_conversation,
