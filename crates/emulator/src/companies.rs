@@ -189,9 +189,7 @@ pub async fn attach(
     if !workspace.companies.contains_key(&company_id) {
         return Err(company_not_found());
     }
-    let contact = workspace
-        .contact_mut(&contact_id)
-        .ok_or_else(|| IntercomError::not_found("User Not Found"))?;
+    let contact = workspace.live_contact(&contact_id)?;
     if !contact.company_ids.contains(&company_id) {
         if contact.company_ids.len() >= MAX_COMPANIES_PER_CONTACT {
             return Err(IntercomError::new(
@@ -218,9 +216,7 @@ pub async fn detach(
     if !workspace.companies.contains_key(&company_id) {
         return Err(company_not_found());
     }
-    let contact = workspace
-        .contact_mut(&contact_id)
-        .ok_or_else(|| IntercomError::not_found("User Not Found"))?;
+    let contact = workspace.live_contact(&contact_id)?;
     let before = contact.company_ids.len();
     contact.company_ids.retain(|id| id != &company_id);
     let detached = contact.company_ids.len() < before;
@@ -236,11 +232,7 @@ pub async fn detach(
 
 pub async fn of_contact(State(emulator): State<Emulator>, Path(contact_id): Path<String>) -> Reply {
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    let ids = workspace
-        .contact_mut(&contact_id)
-        .ok_or_else(|| IntercomError::not_found("User Not Found"))?
-        .company_ids
-        .clone();
+    let ids = workspace.live_contact(&contact_id)?.company_ids.clone();
     let data: Vec<Value> = ids
         .iter()
         .filter_map(|id| workspace.companies.get(id))

@@ -212,20 +212,9 @@ pub async fn create(
     Ok(Json(rendered))
 }
 
-fn live<'a>(workspace: &'a mut Workspace, id: &str) -> Result<&'a mut Contact, IntercomError> {
-    match workspace.contacts.get_mut(id) {
-        Some(contact) if contact.deleted => Err(IntercomError::not_found("User Not Found")),
-        Some(contact) => match &contact.merged_into {
-            Some(into) => Err(IntercomError::merged(into)),
-            None => Ok(contact),
-        },
-        None => Err(IntercomError::not_found("User Not Found")),
-    }
-}
-
 pub async fn show(State(emulator): State<Emulator>, Path(id): Path<String>) -> Reply {
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    Ok(Json(live(&mut workspace, &id)?.to_json()))
+    Ok(Json(workspace.live_contact(&id)?.to_json()))
 }
 
 pub async fn update(
@@ -235,7 +224,7 @@ pub async fn update(
 ) -> Reply {
     let fields = ContactFields(body_object(body)?);
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    let current = live(&mut workspace, &id)?.clone();
+    let current = workspace.live_contact(&id)?.clone();
     let role = fields
         .string("role")?
         .flatten()
@@ -262,7 +251,7 @@ pub async fn update(
         return Err(conflict(existing));
     }
     let custom_attributes = check_custom_attributes(&workspace, &fields)?;
-    let contact = live(&mut workspace, &id)?;
+    let contact = workspace.live_contact(&id)?;
     contact.role = role;
     contact.external_id = external_id;
     contact.email = email;
@@ -411,7 +400,7 @@ pub async fn search(
 
 fn set_archived(emulator: &Emulator, id: &str, archived: bool) -> Reply {
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    let contact = live(&mut workspace, id)?;
+    let contact = workspace.live_contact(id)?;
     contact.archived = archived;
     Ok(Json(
         json!({"type": "contact", "id": contact.id, "external_id": contact.external_id, "archived": archived}),
@@ -428,7 +417,7 @@ pub async fn unarchive(State(emulator): State<Emulator>, Path(id): Path<String>)
 
 pub async fn delete(State(emulator): State<Emulator>, Path(id): Path<String>) -> Reply {
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    let contact = live(&mut workspace, &id)?;
+    let contact = workspace.live_contact(&id)?;
     contact.deleted = true;
     Ok(Json(
         json!({"type": "contact", "id": contact.id, "external_id": contact.external_id, "deleted": true}),
@@ -449,11 +438,11 @@ pub async fn merge(
         return Err(IntercomError::invalid("from and into are required"));
     };
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    let lead = live(&mut workspace, &from)?.clone();
+    let lead = workspace.live_contact(&from)?.clone();
     if lead.role != "lead" {
         return Err(IntercomError::invalid("from must be a lead"));
     }
-    let user = live(&mut workspace, &into)?;
+    let user = workspace.live_contact(&into)?;
     if user.role != "user" {
         return Err(IntercomError::invalid("into must be a user"));
     }

@@ -6,7 +6,7 @@
 use crate::Emulator;
 use crate::error::IntercomError;
 use crate::tags::ADMIN_ID;
-use crate::workspace::{Contact, Conversation, Note, Part, Workspace, unix_now};
+use crate::workspace::{Conversation, Note, Part, Workspace, unix_now};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -30,14 +30,6 @@ fn text<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
     body.get(field)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-}
-
-fn contact<'a>(workspace: &'a Workspace, id: &str) -> Result<&'a Contact, IntercomError> {
-    workspace
-        .contacts
-        .get(id)
-        .filter(|c| !c.deleted && c.merged_into.is_none())
-        .ok_or_else(|| IntercomError::not_found("User Not Found"))
 }
 
 fn check_admin(id: &str) -> Result<(), IntercomError> {
@@ -66,7 +58,7 @@ pub async fn create(
         .ok_or_else(|| IntercomError::invalid("Body is required"))?
         .to_owned();
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    let role = contact(&workspace, &from)?.role.clone();
+    let role = workspace.live_contact(&from)?.role.clone();
     let now = unix_now();
     let id = workspace.new_id();
     workspace.conversations.insert(
@@ -263,7 +255,7 @@ pub async fn message(
     let to = id_of(body.get("to")).ok_or_else(|| IntercomError::invalid("to is required"))?;
     let lag = emulator.config.lock().expect("config lock").search_lag;
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    let recipient = contact(&workspace, &to)?;
+    let recipient = workspace.live_contact(&to)?;
     // Intercom: a contact created moments ago cannot be messaged yet.
     if recipient.searchable_after > Instant::now() && !lag.is_zero() {
         return Err(IntercomError::not_found("User Not Found"));
@@ -322,7 +314,7 @@ pub async fn note(
         .unwrap_or_else(|| ADMIN_ID.to_owned());
     check_admin(&admin)?;
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    contact(&workspace, &contact_id)?;
+    workspace.live_contact(&contact_id)?;
     let now = unix_now();
     let id = workspace.new_id();
     let html = format!("<p>{message}</p>");
@@ -340,8 +332,8 @@ pub async fn note(
 
 /// `GET /contacts/{id}/notes`.
 pub async fn notes(State(emulator): State<Emulator>, Path(contact_id): Path<String>) -> Reply {
-    let workspace = emulator.workspace.lock().expect("workspace lock");
-    contact(&workspace, &contact_id)?;
+    let mut workspace = emulator.workspace.lock().expect("workspace lock");
+    workspace.live_contact(&contact_id)?;
     let data: Vec<Value> = workspace
         .notes
         .iter()

@@ -3,7 +3,7 @@
 
 use crate::Emulator;
 use crate::error::IntercomError;
-use crate::workspace::{Tag, unix_now};
+use crate::workspace::{Tag, Workspace, unix_now};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -13,6 +13,15 @@ type Reply = Result<Json<Value>, IntercomError>;
 
 /// The admin the emulator acts as (see admins.rs).
 pub const ADMIN_ID: &str = "991267001";
+
+fn tag_by_id(workspace: &Workspace, id: &str) -> Result<Tag, IntercomError> {
+    workspace
+        .tags
+        .iter()
+        .find(|t| t.id == id)
+        .cloned()
+        .ok_or_else(|| IntercomError::not_found("Resource Not Found"))
+}
 
 fn render(tag: &Tag) -> Value {
     json!({"type": "tag", "id": tag.id, "name": tag.name})
@@ -66,15 +75,8 @@ pub async fn tag_contact(
         })
         .ok_or_else(|| IntercomError::invalid("id is required"))?;
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    let tag = workspace
-        .tags
-        .iter()
-        .find(|t| t.id == tag_id)
-        .cloned()
-        .ok_or_else(|| IntercomError::not_found("Resource Not Found"))?;
-    let contact = workspace
-        .contact_mut(&contact_id)
-        .ok_or_else(|| IntercomError::not_found("User Not Found"))?;
+    let tag = tag_by_id(&workspace, &tag_id)?;
+    let contact = workspace.live_contact(&contact_id)?;
     if !contact.tag_ids.contains(&tag.id) {
         contact.tag_ids.push(tag.id.clone());
     }
@@ -89,15 +91,8 @@ pub async fn untag_contact(
     Path((contact_id, tag_id)): Path<(String, String)>,
 ) -> Reply {
     let mut workspace = emulator.workspace.lock().expect("workspace lock");
-    let tag = workspace
-        .tags
-        .iter()
-        .find(|t| t.id == tag_id)
-        .cloned()
-        .ok_or_else(|| IntercomError::not_found("Resource Not Found"))?;
-    let contact = workspace
-        .contact_mut(&contact_id)
-        .ok_or_else(|| IntercomError::not_found("User Not Found"))?;
+    let tag = tag_by_id(&workspace, &tag_id)?;
+    let contact = workspace.live_contact(&contact_id)?;
     contact.tag_ids.retain(|id| id != &tag.id);
     Ok(Json(render(&tag)))
 }

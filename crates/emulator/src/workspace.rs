@@ -1,5 +1,6 @@
 //! The emulated workspace's state: contacts and data attributes, and how Intercom renders them.
 
+use crate::error::IntercomError;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -292,9 +293,17 @@ impl Workspace {
         format!("6762f0dd1bb69f9f{:08x}", self.next_id)
     }
 
-    /// A live contact by Intercom id.
-    pub fn contact_mut(&mut self, id: &str) -> Option<&mut Contact> {
-        self.contacts.get_mut(id).filter(|c| !c.deleted)
+    /// A contact that can still be read or written, by Intercom id: deleted ones are 404, merged
+    /// ones 410 (turned into 404 for versions before 2.16 by `error::version_compat`).
+    pub fn live_contact(&mut self, id: &str) -> Result<&mut Contact, IntercomError> {
+        match self.contacts.get_mut(id) {
+            Some(contact) if contact.deleted => Err(IntercomError::not_found("User Not Found")),
+            Some(contact) => match &contact.merged_into {
+                Some(into) => Err(IntercomError::merged(into)),
+                None => Ok(contact),
+            },
+            None => Err(IntercomError::not_found("User Not Found")),
+        }
     }
 
     pub fn custom_attribute(&self, model: &str, name: &str) -> Option<&DataAttribute> {
