@@ -161,21 +161,9 @@ impl<'de> Deserialize<'de> for StoreUrl {
 
 impl StoreUrl {
     pub fn parse(url: &str) -> Result<StoreUrl, String> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"));
-        match path {
-            Some(path) if !path.is_empty() => Ok(StoreUrl(url.to_owned())),
-            Some(_) => Err("store: expected sqlite://PATH with a file path".into()),
-            None if url.starts_with("postgres://") || url.starts_with("postgresql://") => Err(
-                "store: the PostgreSQL store is not available in this version; use sqlite://PATH"
-                    .into(),
-            ),
-            None => Err(format!(
-                "store: expected sqlite://PATH, found {:?}",
-                url.split("://").next().unwrap_or(url)
-            )),
-        }
+        junction_store::sqlite_path(url)
+            .map(|_| StoreUrl(url.to_owned()))
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -266,27 +266,28 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store a URL names: `sqlite://PATH` (or `sqlite:PATH`). `postgres://…` is reserved
 /// for the scale-out work and refused with a clear reason until then.
 pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(path) = url
+    let path = sqlite_path(url)?;
+    Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?))
+}
+
+/// The database file a store URL names, or why the URL is not one this version can open
+/// (checked when the configuration is read, too).
+pub fn sqlite_path(url: &str) -> Result<&str, StoreError> {
+    let unsupported = |reason: &str| StoreError::Unsupported {
+        url: redact_url(url),
+        reason: reason.into(),
+    };
+    match url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
-        if path.is_empty() {
-            return Err(StoreError::Unsupported {
-                url: url.into(),
-                reason: "expected sqlite://PATH with a file path".into(),
-            });
-        }
-        return Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?));
+        Some("") => Err(unsupported("expected sqlite://PATH with a file path")),
+        Some(path) => Ok(path),
+        None if url.starts_with("postgres://") || url.starts_with("postgresql://") => Err(
+            unsupported("the PostgreSQL store is not available in this version; use sqlite://PATH"),
+        ),
+        None => Err(unsupported("expected sqlite://PATH")),
     }
-    let reason = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        "the PostgreSQL store is not available in this version; use sqlite://PATH"
-    } else {
-        "expected sqlite://PATH"
-    };
-    Err(StoreError::Unsupported {
-        url: redact_url(url),
-        reason: reason.into(),
-    })
 }
 
 /// A URL with any password replaced, fit for an error message.
