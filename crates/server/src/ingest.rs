@@ -34,10 +34,10 @@ pub async fn single(
         ));
     };
     let received_at = Utc::now();
-    let header_key = authenticate_header(&state, &headers)?;
+    let header_source = authenticate_header(&state, &headers)?;
     let bytes = body::read(&headers, body, Limit::MESSAGE).await?;
     let envelope = parse_single(&bytes, kind, received_at)?;
-    let source = source_for(&state, header_key, &envelope)?;
+    let source = source_for(&state, header_source, &envelope)?;
     store_single(&state, source, received_at, envelope).await
 }
 
@@ -47,33 +47,41 @@ pub async fn batch(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let received_at = Utc::now();
-    let header_key = authenticate_header(&state, &headers)?;
+    let header_source = authenticate_header(&state, &headers)?;
     let bytes = body::read(&headers, body, Limit::BATCH).await?;
     let envelope = parse_batch(&bytes, received_at)?;
-    let source = source_for(&state, header_key, &envelope)?;
+    let source = source_for(&state, header_source, &envelope)?;
     store_batch(&state, source, received_at, envelope).await
 }
 
-/// A Basic-auth key is checked before the body is read, so a wrong key costs no parsing.
+/// The source of a Basic-auth key, checked before the body is read so a wrong key costs no
+/// parsing; `None` when the request has no Authorization header.
 fn authenticate_header(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let key = auth::basic_write_key(headers)?;
-    if let Some(key) = &key {
-        state.inner.write_keys.authorize(Some(key))?;
-    }
-    Ok(key)
+    auth::basic_write_key(headers)?
+        .map(|key| {
+            state
+                .inner
+                .write_keys
+                .authorize(Some(&key))
+                .map(str::to_owned)
+        })
+        .transpose()
 }
 
+/// The source the events are recorded under: the header's, else the body `writeKey`'s.
 fn source_for(
     state: &AppState,
-    header_key: Option<String>,
+    header_source: Option<String>,
     envelope: &Envelope,
 ) -> Result<String, ApiError> {
-    let key = header_key.or_else(|| envelope.write_key.clone());
-    state
-        .inner
-        .write_keys
-        .authorize(key.as_deref())
-        .map(str::to_owned)
+    match header_source {
+        Some(source) => Ok(source),
+        None => state
+            .inner
+            .write_keys
+            .authorize(envelope.write_key.as_deref())
+            .map(str::to_owned),
+    }
 }
 
 /// Commits a one-message request and answers for it: 200, or 400 naming the field and rule
