@@ -12,6 +12,8 @@ use std::sync::Mutex;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JournalEntry {
+    /// When the request arrived, Unix milliseconds (tests bucket it into rate-limit windows).
+    pub received_ms: u64,
     pub method: String,
     pub path: String,
     pub query: Option<String>,
@@ -51,7 +53,11 @@ pub async fn record(State(emulator): State<Emulator>, request: Request, next: Ne
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()))
     };
+    let received_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut entry = JournalEntry {
+        received_ms,
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),

@@ -190,4 +190,9 @@ impl Emulator {
     pub fn set_faults(&self, faults: faults::Faults) {
         self.faults.set(faults);
     }
+
+    /// Every request received so far, oldest first (what `GET /_emulator/requests` serves).
+    pub fn journal_entries(&self) -> Vec<journal::JournalEntry> {
+        self.journal.entries()
+    }
 }

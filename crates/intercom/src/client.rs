@@ -1,12 +1,13 @@
 //! The HTTP client: configuration, TLS, headers, the rate gate and error classification.
 
+use crate::concurrency::{AdaptiveConcurrency, ConcurrencySettings, Outcome};
 use crate::error::IntercomError;
 use crate::rate::RateGate;
 use reqwest::Method;
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where and how to reach one Intercom workspace.
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct IntercomConfig {
     pub timeout: Duration,
     /// In-process retries of calls that are safe to repeat.
     pub retry: RetryPolicy,
+    /// How many requests may be in flight at once (adapted to latency within these bounds).
+    pub concurrency: ConcurrencySettings,
 }
 
 /// Short, in-process retries of one call (with exponential back-off and full jitter), for
@@ -33,6 +36,9 @@ pub struct RetryPolicy {
     pub attempts: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// How long a call waits out 429s (each wait lasts until the window resets and is not
+    /// counted as an attempt) before giving up with [`IntercomError::RateLimited`].
+    pub rate_limit_patience: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -41,6 +47,7 @@ impl Default for RetryPolicy {
             attempts: 5,
             min_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(5),
+            rate_limit_patience: Duration::from_secs(300),
         }
     }
 }
@@ -67,6 +74,7 @@ impl IntercomConfig {
             version: "2.14".into(),
             timeout: Duration::from_secs(15),
             retry: RetryPolicy::default(),
+            concurrency: ConcurrencySettings::default(),
         }
     }
 }
@@ -87,6 +95,7 @@ pub struct IntercomClient {
     http: reqwest::Client,
     config: Arc<IntercomConfig>,
     gate: Arc<RateGate>,
+    slots: Arc<AdaptiveConcurrency>,
 }
 
 impl IntercomClient {
@@ -108,6 +117,7 @@ impl IntercomClient {
             .build()?;
         Ok(IntercomClient {
             http,
+            slots: AdaptiveConcurrency::new(config.concurrency),
             config: Arc::new(config),
             gate: Arc::new(RateGate::default()),
         })
@@ -117,19 +127,42 @@ impl IntercomClient {
         &self.gate
     }
 
+    /// The adaptive in-flight limit.
+    pub fn concurrency(&self) -> &AdaptiveConcurrency {
+        &self.slots
+    }
+
     /// Sends a request through the rate gate, retrying momentary failures when the call is
     /// [`repeatable`], and returns the JSON body (`Null` for an empty one, as `POST /events`
-    /// answers) or the classified error.
+    /// answers) or the classified error. 429s on repeatable calls are waited out (the gate
+    /// holds every caller until the window resets) for up to `rate_limit_patience`, without
+    /// using up attempts.
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, IntercomError> {
-        use backon::{ExponentialBuilder, Retryable};
         if !repeatable(&method, path) || self.config.retry.attempts <= 1 {
             return self.call_once(method, path, body).await;
         }
+        let give_up = Instant::now() + self.config.retry.rate_limit_patience;
+        loop {
+            match self.call_with_retries(method.clone(), path, body).await {
+                Err(IntercomError::RateLimited { .. }) if Instant::now() < give_up => continue,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Retries momentary failures with back-off; a 429 ends the attempts (see [`Self::call`]).
+    async fn call_with_retries(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, IntercomError> {
+        use backon::{ExponentialBuilder, Retryable};
         let policy = self.config.retry;
         let backoff = ExponentialBuilder::default()
             .with_jitter()
@@ -139,11 +172,8 @@ impl IntercomClient {
         (|| self.call_once(method.clone(), path, body))
             .retry(backoff)
             .sleep(tokio::time::sleep)
-            .when(IntercomError::is_retryable)
-            // After a 429 the rate gate already holds every caller until the reset.
-            .adjust(|error, delay| match error {
-                IntercomError::RateLimited { .. } => Some(Duration::ZERO),
-                _ => delay,
+            .when(|error| {
+                error.is_retryable() && !matches!(error, IntercomError::RateLimited { .. })
             })
             .notify(
                 |error, delay| tracing::debug!(%error, ?delay, path, "retrying an Intercom call"),
@@ -158,7 +188,9 @@ impl IntercomClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, IntercomError> {
+        let slot = self.slots.acquire().await;
         self.gate.acquire().await;
+        let started = Instant::now();
         let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
         let mut request = self
             .http
@@ -173,13 +205,25 @@ impl IntercomClient {
             Ok(response) => response,
             Err(error) => {
                 self.gate.observe_no_response();
+                slot.finish(Outcome::Overloaded);
                 return Err(transport(error));
             }
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         self.gate.observe(status, &headers);
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                slot.finish(Outcome::Overloaded);
+                return Err(transport(error));
+            }
+        };
+        slot.finish(match status {
+            429 => Outcome::Ignored,
+            500.. => Outcome::Overloaded,
+            _ => Outcome::Answered(started.elapsed()),
+        });
         if !(200..300).contains(&status) {
             return Err(IntercomError::from_response(status, &headers, &bytes));
         }

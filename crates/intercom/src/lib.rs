@@ -14,11 +14,11 @@
 //! - [`attributes`]: Segment traits made safe for Intercom (types, unknown attributes, nesting,
 //!   nulls, the 250-attribute limit).
 //!
-//! Issue 3 is in progress: still to come are conversations, messages, notes, assignment, lead
-//! merging, contract validation against the OpenAPI description, and adaptive concurrency.
+//! - [`concurrency`]: how many requests may be in flight, adapted to latency (AIMD).
 
 pub mod attributes;
 mod client;
+pub mod concurrency;
 pub mod contacts;
 mod error;
 pub mod operations;

@@ -5,7 +5,9 @@
 //! remaining budget locally as requests leave (so concurrent callers cannot overspend it
 //! between two responses), corrects itself from each response, and makes callers wait for the
 //! reset once the window is spent: no request is sent into an exhausted window, and after a 429
-//! nobody sends until the reset (no retry storm).
+//! nobody sends until the reset (no retry storm). The window after a 429 opens with a single
+//! probe: if Intercom is still refusing (a 429 storm), one request per window finds out, not the
+//! whole queue.
 
 use reqwest::header::HeaderMap;
 use std::sync::Mutex;
@@ -27,7 +29,12 @@ struct Window {
     reset: Option<u64>,
     /// A request is out while nothing is known of the window: the others wait for its answer.
     probing: bool,
+    /// The last answer was a 429: the next window starts with one probe, not the full budget.
+    refused: bool,
 }
+
+/// Intercom's rate-limit window.
+const WINDOW_SECONDS: u64 = 10;
 
 /// How often waiting callers look again while the first request probes the window.
 const PROBE_POLL: Duration = Duration::from_millis(10);
@@ -48,14 +55,18 @@ impl RateGate {
                 if let Some(reset) = window.reset
                     && now_ms >= reset * 1000
                 {
-                    // A new window: the full budget is back.
-                    window.remaining = window.limit;
+                    // A new window: the full budget is back, unless Intercom was refusing
+                    // everything, in which case one probe asks first.
+                    window.remaining = if window.refused { None } else { window.limit };
                     window.reset = None;
                 }
                 match (window.remaining, window.reset) {
                     (Some(0), Some(reset)) => {
-                        Duration::from_millis(reset * 1000 - now_ms) + RESET_MARGIN
+                        Duration::from_millis((reset * 1000).saturating_sub(now_ms)) + RESET_MARGIN
                     }
+                    // Spent a fresh window's budget before any answer named its reset: wait
+                    // for the answers.
+                    (Some(0), None) => PROBE_POLL,
                     (Some(remaining), _) => {
                         window.remaining = Some(remaining - 1);
                         return;
@@ -73,9 +84,19 @@ impl RateGate {
         }
     }
 
+    /// The budget left in the current window as far as the gate knows (for metrics and tests).
+    pub fn remaining(&self) -> Option<u32> {
+        self.window.lock().expect("rate gate lock").remaining
+    }
+
     /// A request got no response at all: if it was the probe, let another one try.
     pub fn observe_no_response(&self) {
-        self.window.lock().expect("rate gate lock").probing = false;
+        let mut window = self.window.lock().expect("rate gate lock");
+        window.probing = false;
+        if window.remaining == Some(0) && window.reset.is_none() {
+            // Nobody will answer with this window's reset: ask again with one probe.
+            window.remaining = None;
+        }
     }
 
     /// Learns the window from a response's headers (429s included).
@@ -103,8 +124,13 @@ impl RateGate {
             // Requests still in flight were already counted; keep the lower figure.
             window.remaining = Some(window.remaining.map_or(remaining, |r| r.min(remaining)));
         }
-        if status == 429 {
+        window.refused = status == 429;
+        if window.refused {
             window.remaining = Some(0);
+            if window.reset.is_none() {
+                // A 429 that names no reset: assume Intercom's 10-second window.
+                window.reset = Some(unix_now_ms() / 1000 + WINDOW_SECONDS);
+            }
         }
     }
 }

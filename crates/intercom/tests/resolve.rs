@@ -164,6 +164,49 @@ async fn a_409_from_a_lagging_search_adopts_the_existing_contact() {
     assert_eq!(next.resolved_by, ResolvedBy::IdentityMap);
 }
 
+/// The same race with a contact created out of band first, invisible to the lagging search:
+/// fifty concurrent resolutions meet one 409 between them and all adopt that contact.
+#[tokio::test]
+async fn fifty_concurrent_resolutions_adopt_an_out_of_band_contact_once() {
+    let s = setup().await;
+    let outside = IntercomClient::new(IntercomConfig::new(&s.base, "token")).unwrap();
+    let existing = outside
+        .create_contact(&json!({"email": "crowd@example.com", "role": "user"}))
+        .await
+        .unwrap();
+    let identity = Identity {
+        user_id: Some("crowd".into()),
+        email: Some("crowd@example.com".into()),
+        ..Identity::default()
+    };
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let (resolver, identity) = (s.resolver.clone(), identity.clone());
+            tokio::spawn(async move {
+                resolver
+                    .upsert(&identity, &fields(json!({"name": format!("v{n}")})))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().contact.id, existing.id);
+    }
+    assert_eq!(contacts(&s.base).await.len(), 1);
+    let log = journal(&s.base).await;
+    assert_eq!(
+        count(&log, "POST", "/contacts", 409),
+        1,
+        "one conflict, then the map"
+    );
+    assert_eq!(
+        count(&log, "POST", "/contacts", 200),
+        1,
+        "only the out-of-band create"
+    );
+}
+
 #[tokio::test]
 async fn an_archived_contact_is_unarchived_and_reused() {
     let s = setup().await;

@@ -1,0 +1,109 @@
+//! The rate limit at the scale the product promises: a queue of calls drains at the rate
+//! Intercom allows without a single 429, and a 429 storm is ridden out with one probe per window.
+//!
+//! These run in real time against the emulator's real 10-second windows (about 3.5 minutes for
+//! the first, under a minute for the second): the windows are the behaviour under test.
+
+use junction_emulator::faults::Faults;
+use junction_emulator::journal::JournalEntry;
+use junction_emulator::{Emulator, EmulatorConfig};
+use junction_intercom::{IntercomClient, IntercomConfig};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const LIMIT: u32 = 50;
+const WINDOW_MS: u64 = 10_000;
+
+async fn limited_emulator() -> (String, Emulator) {
+    let emulator = Emulator::new(EmulatorConfig {
+        token: Some("secret-token".into()),
+        rate_limit: LIMIT,
+        search_lag: Duration::ZERO,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = emulator.clone().spawn(listener).await.unwrap();
+    (format!("http://{addr}"), emulator)
+}
+
+/// Requests per emulator window (windows are aligned to the Unix clock), by status.
+fn per_window(journal: &[JournalEntry], status: u16) -> BTreeMap<u64, usize> {
+    let mut windows = BTreeMap::new();
+    for entry in journal.iter().filter(|entry| entry.status == status) {
+        *windows.entry(entry.received_ms / WINDOW_MS).or_default() += 1;
+    }
+    windows
+}
+
+async fn run_calls(intercom: &IntercomClient, calls: usize) {
+    let tasks: Vec<_> = (0..calls)
+        .map(|_| {
+            let intercom = intercom.clone();
+            tokio::spawn(async move { intercom.call(reqwest::Method::GET, "/admins", None).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every call succeeds");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_queued_calls_drain_at_the_allowed_rate_without_a_429() {
+    let (base, emulator) = limited_emulator().await;
+    let intercom = IntercomClient::new(IntercomConfig::new(&base, "secret-token")).unwrap();
+    run_calls(&intercom, 1_000).await;
+
+    let journal = emulator.journal_entries();
+    assert_eq!(journal.len(), 1_000, "one request per call, no retries");
+    assert!(
+        per_window(&journal, 429).is_empty(),
+        "Intercom answered 429: {:?}",
+        per_window(&journal, 429)
+    );
+    let sent = per_window(&journal, 200);
+    let (first, last) = (
+        *sent.keys().next().unwrap(),
+        *sent.keys().next_back().unwrap(),
+    );
+    let windows = last - first + 1;
+    let throughput = 1_000.0 / (windows as f64 * f64::from(LIMIT));
+    println!("1,000 calls in {windows} windows of {LIMIT}: {throughput:.3} of the allowed rate");
+    assert!(
+        throughput >= 0.9,
+        "{windows} windows used for 1,000 calls at {LIMIT} per window ({throughput:.3}): {sent:?}"
+    );
+    assert!(sent.values().all(|&n| n <= LIMIT as usize));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_is_ridden_out_with_one_probe_per_window() {
+    let (base, emulator) = limited_emulator().await;
+    let intercom = IntercomClient::new(IntercomConfig::new(&base, "secret-token")).unwrap();
+    // The gate knows the window before the storm starts, as it would in steady state.
+    run_calls(&intercom, 1).await;
+    emulator.set_faults(Faults {
+        storm_seconds: 25,
+        ..Faults::default()
+    });
+    run_calls(&intercom, 60).await;
+
+    let journal = emulator.journal_entries();
+    let refused = per_window(&journal, 429);
+    let served = per_window(&journal, 200);
+    assert_eq!(served.values().sum::<usize>(), 61, "every call succeeds");
+    let (&storm_began, &in_first) = refused.iter().next().expect("the storm was met");
+    // Requests already in flight when the storm began meet it: at most the in-flight limit.
+    assert!(
+        in_first <= 8,
+        "{in_first} refused in the storm's first window"
+    );
+    let probes: Vec<_> = refused.range(storm_began + 1..).collect();
+    assert!(
+        probes.iter().all(|&(_, &n)| n == 1),
+        "more than one probe in a storm window: {refused:?}"
+    );
+    assert!(
+        probes.len() >= 2,
+        "a 25-second storm spans at least two more windows: {refused:?}"
+    );
+    println!("429s per window: {refused:?}; served per window: {served:?}");
+}
