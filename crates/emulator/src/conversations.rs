@@ -33,7 +33,7 @@ fn text<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
 }
 
 fn check_admin(id: &str) -> Result<(), IntercomError> {
-    if id == ADMIN_ID {
+    if crate::admins::is_admin(id) {
         Ok(())
     } else {
         Err(IntercomError::not_found("Resource Not Found"))

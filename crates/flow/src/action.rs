@@ -1,0 +1,168 @@
+//! What a plan asks delivery to do: fully rendered actions with deterministic ids, and the
+//! durable timers that resume a paused run. Plain data, serialised into the outbox.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+
+/// The Segment ids of the person an action is about; delivery resolves them to one Intercom
+/// contact.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Who {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageChannel {
+    Inapp,
+    Email,
+}
+
+/// One call (or a short fixed sequence of calls) to make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Find or create the contact, then write these traits (through attribute safety) and
+    /// standard fields.
+    Contact {
+        traits: Map<String, Json>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        fields: Map<String, Json>,
+    },
+    /// `POST /companies` (upsert by company_id), then attach the contact.
+    Company {
+        company_id: String,
+        fields: Map<String, Json>,
+        attach: bool,
+    },
+    Tag {
+        name: String,
+    },
+    Untag {
+        name: String,
+    },
+    /// A data event; metadata already within Intercom's rules.
+    Event {
+        name: String,
+        created_at: i64,
+        metadata: Map<String, Json>,
+    },
+    Message {
+        from: String,
+        channel: MessageChannel,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+        body: String,
+        open_conversation: bool,
+    },
+    Conversation {
+        body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assign_admin: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assign_team: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        admin: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    Note {
+        admin: String,
+        body: String,
+    },
+    /// Makes the admin the contact's owner.
+    Owner {
+        admin: String,
+    },
+    Http {
+        method: String,
+        url: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<Json>,
+    },
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Contact { .. } => "contact",
+            Action::Company { .. } => "company",
+            Action::Tag { .. } => "tag",
+            Action::Untag { .. } => "untag",
+            Action::Event { .. } => "event",
+            Action::Message { .. } => "message",
+            Action::Conversation { .. } => "conversation",
+            Action::Note { .. } => "note",
+            Action::Owner { .. } => "owner",
+            Action::Http { .. } => "http",
+        }
+    }
+
+    /// Calls that must not be repeated blindly (each run would make another one).
+    pub fn creates_something(&self) -> bool {
+        matches!(
+            self,
+            Action::Message { .. } | Action::Conversation { .. } | Action::Note { .. }
+        )
+    }
+}
+
+/// What happens to the rest of a run when an action fails for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Skip the run's later actions.
+    #[default]
+    Stop,
+    /// Go on with the run's later actions.
+    Continue,
+    /// Run the actions planned as this one's error branch, then go on.
+    Fallback,
+}
+
+/// An action with its place: which event, workflow and step made it, for whom, and in what
+/// order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedAction {
+    /// `messageId/workflow/step`: the same event, workflow and step always give the same id.
+    pub id: String,
+    /// `messageId/workflow`: the run this action belongs to.
+    pub run: String,
+    pub workflow: String,
+    pub step: String,
+    /// The identity key whose queue this action waits in (userId, else anonymousId).
+    pub identity: String,
+    pub who: Who,
+    pub action: Action,
+    pub on_error: OnError,
+    /// Set on an error-branch action: it runs only if that action fails for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_for: Option<String>,
+}
+
+/// A paused run: the steps after a `wait` resume at `fire_at_ms` unless cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerPlan {
+    /// `messageId/workflow/step`.
+    pub id: String,
+    pub identity: String,
+    pub workflow: String,
+    /// Index of the top-level step to resume at.
+    pub resume_at: usize,
+    pub fire_at_ms: i64,
+    /// Track event names that cancel it.
+    pub cancel_on: Vec<String>,
+    /// The event that started the run (its body).
+    pub event: Json,
+    pub message_id: String,
+    /// Run variables at the pause.
+    pub vars: Map<String, Json>,
+}

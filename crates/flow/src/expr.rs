@@ -1,0 +1,341 @@
+//! Expressions and templates: one language (Jinja2 syntax, through minijinja) for conditions,
+//! mapping values and message bodies, compiled once when workflows load.
+//!
+//! The dialect on top of plain minijinja, for sparse Segment payloads:
+//! - a missing key anywhere in a path is *undefined*, never an error (`event.traits.plan.tier`
+//!   with no `traits` is fine);
+//! - `x is present` is true when `x` is defined and not null (prefer it to `x != null`, which is
+//!   true for an undefined `x`); `null` is a global for `none`;
+//! - filters `unix` (an ISO-8601 date or a number → Unix seconds, an error otherwise) and `cents`
+//!   (a number → whole cents);
+//! - a mapping value that is exactly one `{{ expression }}` keeps its type (number, boolean,
+//!   object, list); any other text renders to a string; other YAML values are taken as written,
+//!   with templates inside objects and lists rendered in place.
+
+use minijinja::value::Serde;
+use minijinja::{Environment, Error, ErrorKind, Expression, Template, UndefinedBehavior, Value};
+use serde_json::Value as Json;
+use std::sync::OnceLock;
+
+/// The environment every workflow shares: filters and tests only, no templates registered by
+/// name, so one process-wide instance serves every load.
+fn environment() -> &'static Environment<'static> {
+    static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
+    ENVIRONMENT.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        // Message bodies are plain text or Intercom's own HTML; escaping is the author's call.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.add_global("null", Value::from(()));
+        env.add_test("present", |value: &Value| {
+            !value.is_undefined() && !value.is_none()
+        });
+        env.add_filter("unix", unix_filter);
+        env.add_filter("cents", |value: Value| -> Result<i64, Error> {
+            let number = number_of(&value).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("cents: {value} is not a number"),
+                )
+            })?;
+            Ok((number * 100.0).round() as i64)
+        });
+        env
+    })
+}
+
+fn number_of(value: &Value) -> Option<f64> {
+    if let Some(n) = value.as_i64() {
+        return Some(n as f64);
+    }
+    match serde_json::to_value(value).ok()? {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn unix_filter(value: Value) -> Result<i64, Error> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("unix: {value} is not a date"),
+        )
+    };
+    if let Some(text) = value.as_str() {
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+            return Ok(at.timestamp());
+        }
+        if let Ok(day) = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+            return Ok(day
+                .and_hms_opt(0, 0, 0)
+                .map_or(0, |t| t.and_utc().timestamp()));
+        }
+        return text.trim().parse::<i64>().map_err(|_| bad());
+    }
+    let number = number_of(&value).ok_or_else(bad)?;
+    // Milliseconds are told apart from seconds by size, as Segment's own destination does.
+    Ok(if number > 1e11 {
+        (number / 1000.0) as i64
+    } else {
+        number as i64
+    })
+}
+
+/// A compile error, with the source text it came from.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CompileError {
+    pub message: String,
+}
+
+/// An evaluation error: the expression and what went wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{source_text}`: {message}")]
+pub struct EvalError {
+    pub source_text: String,
+    pub message: String,
+}
+
+fn compile_error(error: &Error) -> CompileError {
+    let mut message = error.kind().to_string();
+    if let Some(detail) = error.detail() {
+        message = format!("{message}: {detail}");
+    }
+    CompileError { message }
+}
+
+fn eval_error(source: &str, error: &Error) -> EvalError {
+    EvalError {
+        source_text: source.to_owned(),
+        message: compile_error(error).message,
+    }
+}
+
+/// A condition: an expression whose truthiness decides (`{{ }}` around it is allowed).
+#[derive(Debug)]
+pub struct Condition {
+    source: String,
+    expression: Expression<'static, 'static>,
+}
+
+impl Condition {
+    pub fn compile(source: &str) -> Result<Condition, CompileError> {
+        let inner = strip_braces(source).unwrap_or(source).trim();
+        let expression = environment()
+            .compile_expression_owned(inner.to_owned())
+            .map_err(|e| compile_error(&e))?;
+        Ok(Condition {
+            source: source.to_owned(),
+            expression,
+        })
+    }
+
+    pub fn test(&self, context: &Value) -> Result<bool, EvalError> {
+        self.expression
+            .eval(context.clone())
+            .map(|v| v.is_true())
+            .map_err(|e| eval_error(&self.source, &e))
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// `{{ expr }}` and nothing else → `expr`.
+fn strip_braces(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    // `{{ a }} and {{ b }}` is text, not one expression.
+    (!inner.contains("{{") && !inner.contains("}}")).then_some(inner.trim())
+}
+
+/// A mapping value: typed when it is one expression, text when it mixes text and templates,
+/// literal otherwise; objects and lists are rendered member by member.
+#[derive(Debug)]
+pub enum ValueTemplate {
+    Literal(Json),
+    Expression {
+        source: String,
+        expression: Expression<'static, 'static>,
+    },
+    Text {
+        source: &'static str,
+        template: Template<'static, 'static>,
+    },
+    Object(Vec<(String, ValueTemplate)>),
+    Array(Vec<ValueTemplate>),
+}
+
+impl ValueTemplate {
+    pub fn compile(value: &Json) -> Result<ValueTemplate, CompileError> {
+        Ok(match value {
+            Json::String(text) => {
+                if let Some(inner) = strip_braces(text) {
+                    ValueTemplate::Expression {
+                        source: text.clone(),
+                        expression: environment()
+                            .compile_expression_owned(inner.to_owned())
+                            .map_err(|e| compile_error(&e))?,
+                    }
+                } else if text.contains("{{") || text.contains("{%") {
+                    // Compiled templates borrow their source; workflows live as long as the
+                    // process, so the text is kept for good.
+                    let source: &'static str = Box::leak(text.clone().into_boxed_str());
+                    ValueTemplate::Text {
+                        source,
+                        template: environment()
+                            .template_from_str(source)
+                            .map_err(|e| compile_error(&e))?,
+                    }
+                } else {
+                    ValueTemplate::Literal(value.clone())
+                }
+            }
+            Json::Object(members) => ValueTemplate::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), ValueTemplate::compile(v)?)))
+                    .collect::<Result<_, CompileError>>()?,
+            ),
+            Json::Array(items) => {
+                ValueTemplate::Array(items.iter().map(ValueTemplate::compile).collect::<Result<
+                    _,
+                    CompileError,
+                >>(
+                )?)
+            }
+            other => ValueTemplate::Literal(other.clone()),
+        })
+    }
+
+    /// Renders to JSON. An undefined result becomes `null`.
+    pub fn render(&self, context: &Value) -> Result<Json, EvalError> {
+        match self {
+            ValueTemplate::Literal(value) => Ok(value.clone()),
+            ValueTemplate::Expression { source, expression } => {
+                let value = expression
+                    .eval(context.clone())
+                    .map_err(|e| eval_error(source, &e))?;
+                to_json(&value).map_err(|message| EvalError {
+                    source_text: source.clone(),
+                    message,
+                })
+            }
+            ValueTemplate::Text { source, template } => template
+                .render(context.clone())
+                .map(Json::String)
+                .map_err(|e| eval_error(source, &e)),
+            ValueTemplate::Object(members) => {
+                let mut object = serde_json::Map::with_capacity(members.len());
+                for (key, member) in members {
+                    object.insert(key.clone(), member.render(context)?);
+                }
+                Ok(Json::Object(object))
+            }
+            ValueTemplate::Array(items) => items
+                .iter()
+                .map(|item| item.render(context))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Json::Array),
+        }
+    }
+
+    /// Renders to a string (numbers and booleans as text; null as empty).
+    pub fn render_string(&self, context: &Value) -> Result<String, EvalError> {
+        Ok(match self.render(context)? {
+            Json::String(s) => s,
+            Json::Null => String::new(),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// A minijinja value as JSON; undefined becomes null.
+pub fn to_json(value: &Value) -> Result<Json, String> {
+    if value.is_undefined() {
+        return Ok(Json::Null);
+    }
+    serde_json::to_value(value).map_err(|e| e.to_string())
+}
+
+/// JSON as a minijinja value.
+pub fn from_json(value: &Json) -> Value {
+    Value::from(Serde(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(value: Json) -> Value {
+        from_json(&value)
+    }
+
+    #[test]
+    fn one_expression_keeps_its_type_and_text_renders_to_a_string() {
+        let context = ctx(
+            json!({"event": {"properties": {"score": "72", "n": 3, "ok": true, "o": {"a": 1}}}}),
+        );
+        let cases = [
+            (json!("{{ event.properties.score | int }}"), json!(72)),
+            (json!("{{ event.properties.n * 2 }}"), json!(6)),
+            (json!("{{ event.properties.ok }}"), json!(true)),
+            (json!("{{ event.properties.o }}"), json!({"a": 1})),
+            (json!("n={{ event.properties.n }}"), json!("n=3")),
+            (json!("{{ event.missing.deeper }}"), json!(null)),
+            (
+                json!({"text": "score {{ event.properties.score }}", "k": 5}),
+                json!({"text": "score 72", "k": 5}),
+            ),
+            (json!(42), json!(42)),
+        ];
+        for (template, expected) in cases {
+            let compiled = ValueTemplate::compile(&template).unwrap();
+            assert_eq!(compiled.render(&context).unwrap(), expected, "{template}");
+        }
+    }
+
+    #[test]
+    fn the_dialect_handles_missing_and_null_values() {
+        let context = ctx(json!({"traits": {"plan": null, "tier": "pro"}}));
+        for (source, expected) in [
+            ("traits.tier is present", true),
+            ("traits.plan is present", false),
+            ("traits.nothing is present", false),
+            ("traits.plan == null", true),
+            (
+                "{{ traits.tier == 'pro' and not (traits.plan is present) }}",
+                true,
+            ),
+            ("no.such.path is present", false),
+        ] {
+            assert_eq!(
+                Condition::compile(source).unwrap().test(&context).unwrap(),
+                expected,
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_convert_dates_and_money_and_refuse_nonsense() {
+        let context = ctx(
+            json!({"at": "2026-11-29T10:00:00Z", "ms": 1_764_410_400_000_i64, "price": 19.99, "word": "soon"}),
+        );
+        let render = |s: &str| ValueTemplate::compile(&json!(s)).unwrap().render(&context);
+        assert_eq!(render("{{ at | unix }}").unwrap(), json!(1_795_946_400));
+        assert_eq!(render("{{ ms | unix }}").unwrap(), json!(1_764_410_400));
+        assert_eq!(render("{{ price | cents }}").unwrap(), json!(1999));
+        let error = render("{{ word | unix }}").unwrap_err();
+        assert!(error.message.contains("not a date"), "{error}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_at_compile_time() {
+        let error = Condition::compile("traits.plan && traits.tier").unwrap_err();
+        assert!(error.message.contains("syntax error"), "{error}");
+        assert!(ValueTemplate::compile(&json!("{{ unclosed ")).is_err());
+    }
+}

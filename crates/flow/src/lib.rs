@@ -1,0 +1,28 @@
+//! Junction's workflows, pure: no I/O, no clock, no runtime.
+//!
+//! - [`definition`]: the YAML format (and its JSON Schema);
+//! - [`compile`]: a file → a [`Workflow`] with every expression compiled, errors located;
+//! - [`expr`]: the expression and template dialect (minijinja);
+//! - [`profile`]: the per-user state kept between events;
+//! - [`plan`]: an event (or a due timer) + profile → a [`Plan`] of actions and timers;
+//! - [`action`]: the planned actions and timers delivery receives;
+//! - [`templates`]: the ready-made workflows embedded in the binary.
+
+pub mod action;
+pub mod compile;
+pub mod definition;
+pub mod duration;
+pub mod expr;
+pub mod plan;
+pub mod profile;
+pub mod templates;
+
+pub use action::{Action, OnError, PlannedAction, TimerPlan, Who};
+pub use compile::{LoadError, Workflow, load};
+pub use plan::{EventInput, Globals, Plan, Planner, RunSummary};
+pub use profile::Profile;
+
+/// The JSON Schema of workflow files (`junction schema`).
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(definition::WorkflowFile)).expect("a schema is JSON")
+}

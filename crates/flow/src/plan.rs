@@ -1,0 +1,969 @@
+//! Planning: one event (or one due timer) and the user's profile in, a [`Plan`] out — the
+//! actions to deliver, the timers to start or cancel — and the profile brought up to date.
+//! Pure and deterministic: the clock is the event's own timestamp (or the timer's due time),
+//! so the same event and profile always give the same plan.
+
+use crate::action::{Action, MessageChannel, OnError, PlannedAction, TimerPlan, Who};
+use crate::compile::{ErrorBranch, ScoreRule, Step, StepKind, WaitFor, Workflow};
+use crate::expr::{EvalError, ValueTemplate, from_json};
+use crate::profile::{CountState, PendingTimer, Profile, RECENT_EVENTS, RecentEvent, ScoreState};
+use minijinja::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json, json};
+use std::collections::BTreeMap;
+
+/// An event as the planner needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventInput<'a> {
+    pub message_id: &'a str,
+    /// `identify`, `track`, …
+    pub kind: &'a str,
+    /// userId, else anonymousId: whose queue and profile.
+    pub identity: &'a str,
+    /// The message as stored.
+    pub body: &'a Json,
+    /// The event's `timestamp`, Unix ms: the planner's clock.
+    pub timestamp_ms: i64,
+}
+
+/// State shared by all users: round-robin positions and what group calls said of each
+/// company (merged traits), so a workflow can see a company attribute change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Globals {
+    #[serde(default)]
+    pub round_robin: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub companies: BTreeMap<String, Map<String, Json>>,
+}
+
+/// What one event (or timer) asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<PlannedAction>,
+    pub timers: Vec<TimerPlan>,
+    pub cancelled_timers: Vec<String>,
+    pub runs: Vec<RunSummary>,
+}
+
+/// One workflow's run for the event, for the execution log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run: String,
+    pub workflow: String,
+    pub actions: usize,
+    /// The run paused at a `wait`.
+    pub paused: bool,
+    /// Why planning stopped early (an expression failed), with the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("two workflows are named `{0}`; names must be unique")]
+pub struct DuplicateWorkflow(pub String);
+
+/// The loaded workflows.
+#[derive(Debug, Default)]
+pub struct Planner {
+    workflows: Vec<Workflow>,
+}
+
+impl Planner {
+    pub fn new(workflows: Vec<Workflow>) -> Result<Planner, DuplicateWorkflow> {
+        let mut names = std::collections::HashSet::new();
+        for workflow in &workflows {
+            if !names.insert(workflow.name.clone()) {
+                return Err(DuplicateWorkflow(workflow.name.clone()));
+            }
+        }
+        Ok(Planner { workflows })
+    }
+
+    pub fn workflows(&self) -> &[Workflow] {
+        &self.workflows
+    }
+
+    /// Plans one event, updating the user's profile.
+    pub fn plan_event(
+        &self,
+        event: EventInput<'_>,
+        profile: &mut Profile,
+        globals: &mut Globals,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        let name = event_name(event.kind, event.body);
+        absorb(profile, event, name.as_deref(), &mut plan);
+        let matching: Vec<&Workflow> = self
+            .workflows
+            .iter()
+            .filter(|w| w.on.iter().any(|on| on == event.kind))
+            .filter(|w| match (&w.events, &name) {
+                (None, _) => true,
+                (Some(events), Some(name)) => events.iter().any(|e| e == name),
+                (Some(_), None) => false,
+            })
+            .collect();
+        if matching.is_empty() {
+            return plan;
+        }
+        let event_value = from_json(event.body);
+        let company = company_change(event, globals);
+        for workflow in matching {
+            let mut run = Run::new(
+                workflow,
+                event,
+                event_value.clone(),
+                workflow.vars.clone(),
+                event.timestamp_ms,
+                globals,
+                &mut plan,
+            );
+            run.company = company.clone();
+            if let Some(when) = &workflow.when {
+                match when.test(&run.context(profile)) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(error) => {
+                        run.finish(Some(format!("when: {error}")), false);
+                        continue;
+                    }
+                }
+            }
+            let outcome = run.top_level(profile, 0);
+            run.finish_with(outcome);
+        }
+        plan
+    }
+
+    /// Resumes the run a due timer paused. A timer that was cancelled meanwhile (it is no
+    /// longer on the profile) plans nothing.
+    pub fn plan_timer(
+        &self,
+        timer: &TimerPlan,
+        profile: &mut Profile,
+        globals: &mut Globals,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        let before = profile.timers.len();
+        profile.timers.retain(|t| t.id != timer.id);
+        if profile.timers.len() == before {
+            return plan;
+        }
+        let Some(workflow) = self.workflows.iter().find(|w| w.name == timer.workflow) else {
+            plan.runs.push(RunSummary {
+                run: format!("{}/{}", timer.message_id, timer.workflow),
+                workflow: timer.workflow.clone(),
+                actions: 0,
+                paused: false,
+                error: Some("the workflow is no longer loaded".into()),
+            });
+            return plan;
+        };
+        let kind = timer.event["type"].as_str().unwrap_or("track");
+        let event = EventInput {
+            message_id: &timer.message_id,
+            kind,
+            identity: &timer.identity,
+            body: &timer.event,
+            timestamp_ms: timer.fire_at_ms,
+        };
+        let mut run = Run::new(
+            workflow,
+            event,
+            from_json(&timer.event),
+            timer.vars.clone(),
+            timer.fire_at_ms,
+            globals,
+            &mut plan,
+        );
+        let outcome = run.top_level(profile, timer.resume_at);
+        run.finish_with(outcome);
+        plan
+    }
+}
+
+/// For a group call: the company's traits before and after it (merged into `globals`).
+fn company_change(event: EventInput<'_>, globals: &mut Globals) -> Option<(Value, Value)> {
+    if event.kind != "group" {
+        return None;
+    }
+    let group_id = event.body["groupId"].as_str()?;
+    let known = globals.companies.entry(group_id.to_owned()).or_default();
+    let before = from_json(&Json::Object(known.clone()));
+    if let Some(traits) = event.body["traits"].as_object() {
+        for (key, value) in traits {
+            known.insert(key.clone(), value.clone());
+        }
+    }
+    Some((before, from_json(&Json::Object(known.clone()))))
+}
+
+/// `event` for track, `name` for page and screen.
+fn event_name(kind: &str, body: &Json) -> Option<String> {
+    let field = match kind {
+        "track" => "event",
+        "page" | "screen" => "name",
+        _ => return None,
+    };
+    body[field].as_str().map(str::to_owned)
+}
+
+/// Folds the event into the profile: ids, traits, recent activity; cancels waits it ends.
+fn absorb(profile: &mut Profile, event: EventInput<'_>, name: Option<&str>, plan: &mut Plan) {
+    let body = event.body;
+    if let Some(user_id) = body["userId"].as_str() {
+        profile.user_id = Some(user_id.to_owned());
+    }
+    if let Some(anonymous_id) = body["anonymousId"].as_str() {
+        profile
+            .anonymous_id
+            .get_or_insert_with(|| anonymous_id.to_owned());
+    }
+    if event.kind == "identify"
+        && let Some(traits) = body["traits"].as_object()
+    {
+        for (key, value) in traits {
+            profile.traits.insert(key.clone(), value.clone());
+        }
+    }
+    let email = body["traits"]["email"]
+        .as_str()
+        .or_else(|| body["context"]["traits"]["email"].as_str())
+        .filter(|_| event.kind == "identify" || event.kind == "track" || event.kind == "alias")
+        .filter(|e| !e.is_empty());
+    if let Some(email) = email.or_else(|| profile.traits.get("email").and_then(Json::as_str)) {
+        profile.email = Some(email.to_owned());
+    }
+    profile.recent.push_back(RecentEvent {
+        kind: event.kind.to_owned(),
+        name: name.map(str::to_owned),
+        at: event.timestamp_ms,
+    });
+    while profile.recent.len() > RECENT_EVENTS {
+        profile.recent.pop_front();
+    }
+    if event.kind == "track"
+        && let Some(name) = name
+    {
+        profile.timers.retain(|timer| {
+            let cancelled = timer.cancel_on.iter().any(|c| c == name);
+            if cancelled {
+                plan.cancelled_timers.push(timer.id.clone());
+            }
+            !cancelled
+        });
+    }
+}
+
+enum Outcome {
+    Done,
+    Paused,
+    Failed(String),
+}
+
+/// One workflow's run over one event.
+struct Run<'a> {
+    workflow: &'a Workflow,
+    event: EventInput<'a>,
+    event_value: Value,
+    vars: Map<String, Json>,
+    now_ms: i64,
+    who: Option<Who>,
+    /// The expression context, rebuilt after a step changes what it shows.
+    context: Option<Value>,
+    /// For group calls: the company's traits before and after this event.
+    company: Option<(Value, Value)>,
+    globals: &'a mut Globals,
+    plan: &'a mut Plan,
+    first_action: usize,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        workflow: &'a Workflow,
+        event: EventInput<'a>,
+        event_value: Value,
+        vars: Map<String, Json>,
+        now_ms: i64,
+        globals: &'a mut Globals,
+        plan: &'a mut Plan,
+    ) -> Self {
+        let first_action = plan.actions.len();
+        Run {
+            workflow,
+            event,
+            event_value,
+            vars,
+            now_ms,
+            who: None,
+            context: None,
+            company: None,
+            globals,
+            plan,
+            first_action,
+        }
+    }
+
+    fn run_id(&self) -> String {
+        format!("{}/{}", self.event.message_id, self.workflow.name)
+    }
+
+    fn finish(&mut self, error: Option<String>, paused: bool) {
+        let summary = RunSummary {
+            run: self.run_id(),
+            workflow: self.workflow.name.clone(),
+            actions: self.plan.actions.len() - self.first_action,
+            paused,
+            error,
+        };
+        self.plan.runs.push(summary);
+    }
+
+    fn finish_with(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Done => self.finish(None, false),
+            Outcome::Paused => self.finish(None, true),
+            Outcome::Failed(error) => self.finish(Some(error), false),
+        }
+    }
+
+    fn context(&mut self, profile: &Profile) -> Value {
+        if let Some(context) = &self.context {
+            return context.clone();
+        }
+        let context = minijinja::context! {
+            event => self.event_value.clone(),
+            traits => from_json(&Json::Object(profile.traits.clone())),
+            profile => from_json(&profile.view(self.now_ms)),
+            vars => from_json(&Json::Object(self.vars.clone())),
+            now => self.now_ms / 1000,
+            previous_company => self.company.as_ref().map(|(before, _)| before.clone()),
+            company => self.company.as_ref().map(|(_, after)| after.clone()),
+        };
+        self.context = Some(context.clone());
+        context
+    }
+
+    fn who(&mut self, profile: &Profile) -> Who {
+        self.who
+            .get_or_insert_with(|| Who {
+                user_id: self.event.body["userId"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| profile.user_id.clone()),
+                anonymous_id: self.event.body["anonymousId"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| profile.anonymous_id.clone()),
+                email: profile.email.clone(),
+            })
+            .clone()
+    }
+
+    fn top_level(&mut self, profile: &mut Profile, from: usize) -> Outcome {
+        let steps = &self.workflow.steps;
+        for (index, step) in steps.iter().enumerate().skip(from) {
+            if let StepKind::Wait {
+                duration,
+                cancel_on,
+            } = &step.kind
+            {
+                let duration = match duration {
+                    WaitFor::Fixed(span) => *span,
+                    WaitFor::Computed(template) => {
+                        let text = match self.text(template, profile, &step.id, "for") {
+                            Ok(text) => text,
+                            Err(error) => return Outcome::Failed(error),
+                        };
+                        match text.parse::<crate::duration::Span>() {
+                            Ok(span) => span,
+                            Err(error) => {
+                                return Outcome::Failed(format!("step {} for: {error}", step.id));
+                            }
+                        }
+                    }
+                };
+                let id = format!("{}/{}", self.run_id(), step.id);
+                profile.timers.push(PendingTimer {
+                    id: id.clone(),
+                    cancel_on: cancel_on.clone(),
+                });
+                self.plan.timers.push(TimerPlan {
+                    id,
+                    identity: self.event.identity.to_owned(),
+                    workflow: self.workflow.name.clone(),
+                    resume_at: index + 1,
+                    fire_at_ms: self.now_ms + duration.millis(),
+                    cancel_on: cancel_on.clone(),
+                    event: self.event.body.clone(),
+                    message_id: self.event.message_id.to_owned(),
+                    vars: self.vars.clone(),
+                });
+                return Outcome::Paused;
+            }
+            if let Err(error) = self.step(step, &step.id, None, profile) {
+                return Outcome::Failed(error);
+            }
+        }
+        Outcome::Done
+    }
+
+    fn steps(
+        &mut self,
+        steps: &[Step],
+        prefix: &str,
+        standby_for: Option<&str>,
+        profile: &mut Profile,
+    ) -> Result<(), String> {
+        for step in steps {
+            let path = format!("{prefix}.{}", step.id);
+            self.step(step, &path, standby_for, profile)?;
+        }
+        Ok(())
+    }
+
+    fn render(
+        &mut self,
+        template: &ValueTemplate,
+        profile: &Profile,
+        path: &str,
+        field: &str,
+    ) -> Result<Json, String> {
+        let context = self.context(profile);
+        template
+            .render(&context)
+            .map_err(|e: EvalError| format!("step {path} {field}: {e}"))
+    }
+
+    fn text(
+        &mut self,
+        template: &ValueTemplate,
+        profile: &Profile,
+        path: &str,
+        field: &str,
+    ) -> Result<String, String> {
+        Ok(match self.render(template, profile, path, field)? {
+            Json::String(s) => s,
+            Json::Null => String::new(),
+            other => other.to_string(),
+        })
+    }
+
+    fn required(
+        &mut self,
+        template: &ValueTemplate,
+        profile: &Profile,
+        path: &str,
+        field: &str,
+    ) -> Result<String, String> {
+        let text = self.text(template, profile, path, field)?;
+        if text.trim().is_empty() {
+            return Err(format!("step {path} {field}: rendered empty"));
+        }
+        Ok(text)
+    }
+
+    fn optional(
+        &mut self,
+        template: &Option<ValueTemplate>,
+        profile: &Profile,
+        path: &str,
+        field: &str,
+    ) -> Result<Option<String>, String> {
+        match template {
+            None => Ok(None),
+            Some(t) => {
+                Ok(Some(self.text(t, profile, path, field)?).filter(|s| !s.trim().is_empty()))
+            }
+        }
+    }
+
+    fn object(
+        &mut self,
+        template: &ValueTemplate,
+        profile: &Profile,
+        path: &str,
+        field: &str,
+    ) -> Result<Map<String, Json>, String> {
+        match self.render(template, profile, path, field)? {
+            Json::Object(map) => Ok(map),
+            Json::Null => Ok(Map::new()),
+            other => Err(format!(
+                "step {path} {field}: expected an object, got {other}"
+            )),
+        }
+    }
+
+    fn push(
+        &mut self,
+        step: &Step,
+        path: &str,
+        standby_for: Option<&str>,
+        action: Action,
+        profile: &mut Profile,
+    ) -> Result<(), String> {
+        let id = format!("{}/{path}", self.run_id());
+        let on_error = match &step.on_error {
+            ErrorBranch::Stop => OnError::Stop,
+            ErrorBranch::Continue => OnError::Continue,
+            ErrorBranch::Steps(_) => OnError::Fallback,
+        };
+        let who = self.who(profile);
+        self.plan.actions.push(PlannedAction {
+            id: id.clone(),
+            run: self.run_id(),
+            workflow: self.workflow.name.clone(),
+            step: path.to_owned(),
+            identity: self.event.identity.to_owned(),
+            who,
+            action,
+            on_error,
+            standby_for: standby_for.map(str::to_owned),
+        });
+        if let ErrorBranch::Steps(fallback) = &step.on_error {
+            self.steps(fallback, &format!("{path}.on_error"), Some(&id), profile)?;
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        step: &Step,
+        path: &str,
+        standby_for: Option<&str>,
+        profile: &mut Profile,
+    ) -> Result<(), String> {
+        match &step.kind {
+            StepKind::Contact { traits, fields } => {
+                let traits = self.object(traits, profile, path, "traits")?;
+                let mut rendered = Map::new();
+                for (name, value) in fields {
+                    let value = self.render(value, profile, path, name)?;
+                    if !value.is_null() {
+                        rendered.insert(name.clone(), value);
+                    }
+                }
+                self.push(
+                    step,
+                    path,
+                    standby_for,
+                    Action::Contact {
+                        traits,
+                        fields: rendered,
+                    },
+                    profile,
+                )
+            }
+            StepKind::Company {
+                company_id,
+                traits,
+                attach,
+            } => {
+                let company_id = self.required(company_id, profile, path, "company_id")?;
+                let traits = self.object(traits, profile, path, "traits")?;
+                let fields = company_fields(&traits);
+                self.push(
+                    step,
+                    path,
+                    standby_for,
+                    Action::Company {
+                        company_id,
+                        fields,
+                        attach: *attach,
+                    },
+                    profile,
+                )
+            }
+            StepKind::Tag(name) => {
+                let name = self.required(name, profile, path, "tag")?;
+                self.push(step, path, standby_for, Action::Tag { name }, profile)
+            }
+            StepKind::Untag(name) => {
+                let name = self.required(name, profile, path, "tag")?;
+                self.push(step, path, standby_for, Action::Untag { name }, profile)
+            }
+            StepKind::Event {
+                name,
+                created_at,
+                metadata,
+            } => {
+                let name = self.required(name, profile, path, "name")?;
+                let created_at = match created_at {
+                    Some(template) => match self.render(template, profile, path, "created_at")? {
+                        Json::Number(n) => n.as_i64().unwrap_or(self.now_ms / 1000),
+                        _ => {
+                            return Err(format!(
+                                "step {path} created_at: expected Unix seconds (use `| unix`)"
+                            ));
+                        }
+                    },
+                    None => self.event.timestamp_ms / 1000,
+                };
+                let metadata = event_metadata(self.object(metadata, profile, path, "metadata")?);
+                self.push(
+                    step,
+                    path,
+                    standby_for,
+                    Action::Event {
+                        name,
+                        created_at,
+                        metadata,
+                    },
+                    profile,
+                )
+            }
+            StepKind::Message {
+                from,
+                email,
+                subject,
+                body,
+                open_conversation,
+            } => {
+                let action = Action::Message {
+                    from: self.required(from, profile, path, "from")?,
+                    channel: if *email {
+                        MessageChannel::Email
+                    } else {
+                        MessageChannel::Inapp
+                    },
+                    subject: self.optional(subject, profile, path, "subject")?,
+                    body: self.required(body, profile, path, "body")?,
+                    open_conversation: *open_conversation,
+                };
+                self.push(step, path, standby_for, action, profile)
+            }
+            StepKind::Conversation {
+                body,
+                assign_admin,
+                assign_team,
+                admin,
+                note,
+            } => {
+                let action = Action::Conversation {
+                    body: self.required(body, profile, path, "body")?,
+                    assign_admin: self.optional(assign_admin, profile, path, "assign_to.admin")?,
+                    assign_team: self.optional(assign_team, profile, path, "assign_to.team")?,
+                    admin: self.optional(admin, profile, path, "admin")?,
+                    note: self.optional(note, profile, path, "note")?,
+                };
+                self.push(step, path, standby_for, action, profile)
+            }
+            StepKind::Note { admin, body } => {
+                let action = Action::Note {
+                    admin: self.required(admin, profile, path, "admin")?,
+                    body: self.required(body, profile, path, "body")?,
+                };
+                self.push(step, path, standby_for, action, profile)
+            }
+            StepKind::Assign {
+                admin,
+                round_robin,
+                set_owner,
+            } => {
+                let chosen = match admin {
+                    Some(admin) => self.required(admin, profile, path, "admin")?,
+                    None => {
+                        let admins: Vec<String> = match round_robin {
+                            Some(list) => match self.render(list, profile, path, "round_robin")? {
+                                Json::Array(items) => items
+                                    .iter()
+                                    .map(|i| {
+                                        i.as_str().map_or_else(|| i.to_string(), str::to_owned)
+                                    })
+                                    .collect(),
+                                other => {
+                                    return Err(format!(
+                                        "step {path} round_robin: expected a list of admin ids, got {other}"
+                                    ));
+                                }
+                            },
+                            None => Vec::new(),
+                        };
+                        if admins.is_empty() {
+                            return Err(format!(
+                                "step {path} round_robin: no admins to choose from"
+                            ));
+                        }
+                        let key = format!("{}/{path}", self.workflow.name);
+                        let turn = self.globals.round_robin.entry(key).or_insert(0);
+                        let chosen = admins[(*turn % admins.len() as u64) as usize].clone();
+                        *turn += 1;
+                        chosen
+                    }
+                };
+                self.vars
+                    .insert("assignee".into(), Json::String(chosen.clone()));
+                self.context = None;
+                if *set_owner {
+                    self.push(
+                        step,
+                        path,
+                        standby_for,
+                        Action::Owner { admin: chosen },
+                        profile,
+                    )?;
+                }
+                Ok(())
+            }
+            StepKind::Http {
+                method,
+                url,
+                headers,
+                body,
+            } => {
+                let url = self.required(url, profile, path, "url")?;
+                let mut rendered = BTreeMap::new();
+                for (name, value) in headers {
+                    rendered.insert(name.clone(), self.text(value, profile, path, name)?);
+                }
+                let body = match body {
+                    Some(body) => Some(self.render(body, profile, path, "body")?),
+                    None => None,
+                };
+                self.push(
+                    step,
+                    path,
+                    standby_for,
+                    Action::Http {
+                        method: method.clone(),
+                        url,
+                        headers: rendered,
+                        body,
+                    },
+                    profile,
+                )
+            }
+            StepKind::If {
+                condition,
+                then,
+                otherwise,
+            } => {
+                let context = self.context(profile);
+                let holds = condition
+                    .test(&context)
+                    .map_err(|e| format!("step {path} if: {e}"))?;
+                if holds {
+                    self.steps(then, &format!("{path}.then"), standby_for, profile)
+                } else {
+                    self.steps(otherwise, &format!("{path}.else"), standby_for, profile)
+                }
+            }
+            StepKind::Set(values) => {
+                for (name, value) in values {
+                    let value = self.render(value, profile, path, name)?;
+                    self.vars.insert(name.clone(), value);
+                    self.context = None;
+                }
+                Ok(())
+            }
+            StepKind::Remember(values) => {
+                for (name, value) in values {
+                    let value = self.render(value, profile, path, name)?;
+                    profile.memory.insert(name.clone(), value);
+                    self.context = None;
+                }
+                Ok(())
+            }
+            StepKind::Milestone(name) => {
+                let name = self.required(name, profile, path, "milestone")?;
+                let new = !profile.milestones.contains(&name);
+                if new {
+                    profile.milestones.push(name);
+                }
+                self.vars.insert("milestone_new".into(), Json::Bool(new));
+                self.context = None;
+                Ok(())
+            }
+            StepKind::Score {
+                name,
+                rules,
+                window,
+                half_life,
+                threshold,
+                hysteresis,
+                crossed,
+            } => {
+                let points = self.points(rules, profile, path)?;
+                let now = self.now_ms;
+                let score = profile.scores.entry(name.clone()).or_insert(ScoreState {
+                    value: 0.0,
+                    armed: true,
+                    at_ms: now,
+                    points: Vec::new(),
+                });
+                if let Some(window) = window {
+                    if points != 0.0 {
+                        score.points.push((now, points));
+                    }
+                    score.points.retain(|(at, _)| *at > now - window.millis());
+                    score.value = score.points.iter().map(|(_, p)| p).sum();
+                } else if let Some(half_life) = half_life {
+                    let elapsed = (now - score.at_ms).max(0) as f64;
+                    score.value =
+                        score.value * 0.5_f64.powf(elapsed / half_life.millis() as f64) + points;
+                } else {
+                    score.value += points;
+                }
+                score.at_ms = now.max(score.at_ms);
+                let fire = score.armed && score.value >= *threshold;
+                if fire {
+                    score.armed = false;
+                } else if !score.armed && score.value < threshold - hysteresis {
+                    score.armed = true;
+                }
+                self.context = None;
+                if fire {
+                    self.steps(crossed, &format!("{path}.crossed"), standby_for, profile)?;
+                }
+                Ok(())
+            }
+            StepKind::Count { name, window } => {
+                let now = self.now_ms;
+                let count = profile.counts.entry(name.clone()).or_default();
+                count.window_ms = window.millis();
+                count.times.push(now);
+                count.times.retain(|t| *t > now - 2 * window.millis());
+                self.context = None;
+                Ok(())
+            }
+            StepKind::Wait { .. } => Err(format!(
+                "step {path}: `wait` is only allowed at the top level"
+            )),
+        }
+    }
+
+    /// The points the first matching rule gives this event.
+    fn points(
+        &mut self,
+        rules: &[ScoreRule],
+        profile: &Profile,
+        path: &str,
+    ) -> Result<f64, String> {
+        let name = event_name(self.event.kind, self.event.body);
+        for rule in rules {
+            if let Some(kinds) = &rule.kinds
+                && !kinds.iter().any(|k| k == self.event.kind)
+            {
+                continue;
+            }
+            if let Some(events) = &rule.events
+                && !name.as_ref().is_some_and(|n| events.iter().any(|e| e == n))
+            {
+                continue;
+            }
+            if let Some(when) = &rule.when {
+                let context = self.context(profile);
+                if !when
+                    .test(&context)
+                    .map_err(|e| format!("step {path} rules.when: {e}"))?
+                {
+                    continue;
+                }
+            }
+            return Ok(rule.points);
+        }
+        Ok(0.0)
+    }
+}
+
+/// Intercom data event metadata from Segment properties, the way Segment's own destination
+/// does it and then within Intercom's rules: `revenue` (+ `currency`) becomes `price` in cents,
+/// `email` is left out, nested values other than rich links and money are sent as JSON text,
+/// nulls are dropped, and at most 10 keys are kept (`price` first, then by name).
+pub fn event_metadata(mut properties: Map<String, Json>) -> Map<String, Json> {
+    properties.remove("email");
+    let currency = properties.remove("currency");
+    let mut metadata = Map::new();
+    if let Some(revenue) = properties.remove("revenue").as_ref().and_then(Json::as_f64) {
+        let currency = currency.as_ref().and_then(Json::as_str).unwrap_or("USD");
+        metadata.insert(
+            "price".into(),
+            json!({"amount": (revenue * 100.0).round() as i64, "currency": currency}),
+        );
+    }
+    for (key, value) in properties {
+        if metadata.len() >= MAX_EVENT_METADATA_KEYS {
+            break;
+        }
+        let value = match value {
+            Json::Null => continue,
+            Json::Object(ref object)
+                if (object.len() == 2
+                    && object.contains_key("url")
+                    && object.contains_key("value"))
+                    || (object.len() == 2
+                        && object.contains_key("amount")
+                        && object.contains_key("currency")) =>
+            {
+                value
+            }
+            Json::Object(_) | Json::Array(_) => Json::String(value.to_string()),
+            scalar => scalar,
+        };
+        metadata.insert(key, value);
+    }
+    metadata
+}
+
+/// Intercom keeps at most ten metadata keys per data event (and silently drops the rest).
+pub const MAX_EVENT_METADATA_KEYS: usize = 10;
+
+/// Intercom company fields from Segment group traits, as Segment's destination maps them
+/// (`employees` → `size`, `createdAt` → `remote_created_at` in Unix seconds), other traits as
+/// custom attributes (nested ones as JSON text).
+pub fn company_fields(traits: &Map<String, Json>) -> Map<String, Json> {
+    let mut fields = Map::new();
+    let mut custom = Map::new();
+    for (key, value) in traits {
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "name" | "plan" | "industry" | "website" => {
+                if let Some(text) = value.as_str() {
+                    fields.insert(key.clone(), text.into());
+                } else {
+                    fields.insert(key.clone(), value.to_string().into());
+                }
+            }
+            "employees" | "size" => {
+                if let Some(n) = value
+                    .as_f64()
+                    .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+                {
+                    fields.insert("size".into(), json!(n as i64));
+                }
+            }
+            "monthly_spend" | "monthlySpend" => {
+                if let Some(n) = value
+                    .as_f64()
+                    .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+                {
+                    fields.insert("monthly_spend".into(), json!(n));
+                }
+            }
+            "createdAt" | "created_at" => {
+                let seconds = value
+                    .as_str()
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.timestamp())
+                    .or_else(|| value.as_i64());
+                if let Some(seconds) = seconds {
+                    fields.insert("remote_created_at".into(), json!(seconds));
+                }
+            }
+            "id" | "email" | "company_id" => {}
+            _ => {
+                let value = match value {
+                    Json::Object(_) | Json::Array(_) => Json::String(value.to_string()),
+                    scalar => scalar.clone(),
+                };
+                custom.insert(key.clone(), value);
+            }
+        }
+    }
+    if !custom.is_empty() {
+        fields.insert("custom_attributes".into(), Json::Object(custom));
+    }
+    fields
+}
