@@ -6,7 +6,7 @@
 use crate::action::{Action, MessageChannel, OnError, PlannedAction, TimerPlan, Who};
 use crate::compile::{ErrorBranch, ScoreRule, Step, StepKind, WaitFor, Workflow};
 use crate::expr::{EvalError, ValueTemplate, from_json};
-use crate::profile::{CountState, PendingTimer, Profile, RECENT_EVENTS, RecentEvent, ScoreState};
+use crate::profile::{PendingTimer, Profile, RECENT_EVENTS, RecentEvent, ScoreState};
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
