@@ -331,11 +331,21 @@ impl AttributeCatalog {
         policy: AttributePolicy,
     ) -> Result<PreparedContact, crate::IntercomError> {
         let mut known = self.known.lock().await;
-        if known.is_none()
-            || traits
-                .keys()
-                .any(|name| !known.as_ref().is_some_and(|k| k.contains_key(name)))
-        {
+        if known.is_none() {
+            *known = Some(self.client.contact_attributes().await?);
+        }
+        // Refresh only when the traits name a custom attribute the cache does not know (someone
+        // may have created it since); standard fields and known attributes cost no call.
+        let unknown = {
+            let catalog = known.as_ref().expect("filled above");
+            let attempt = prepare_contact(traits, catalog, policy);
+            !attempt.to_create.is_empty()
+                || attempt
+                    .dropped
+                    .iter()
+                    .any(|(name, _)| !catalog.contains_key(name))
+        };
+        if unknown {
             *known = Some(self.client.contact_attributes().await?);
         }
         let catalog = known.as_mut().expect("filled above");

@@ -149,6 +149,33 @@ impl ContactResolver {
         })
     }
 
+    /// The identity's contact id, for actions that only need to address it: from the identity
+    /// map when known (no call), else found or created like [`Self::upsert`] with no fields.
+    /// Contacts are created as users when the identity has a userId, as leads otherwise.
+    pub async fn contact_id(&self, identity: &Identity) -> Result<String, ResolveError> {
+        let lock = self.lock_for(identity.lock_key().ok_or(ResolveError::NoIdentity)?);
+        let _serialised = lock.lock().await;
+        for key in identity.keys() {
+            if let Some(id) = self.store.identity_lookup(&self.workspace, &key).await? {
+                return Ok(id);
+            }
+        }
+        let (contact, _) = self.find_or_create(identity, &Map::new()).await?;
+        self.store
+            .identity_remember(&self.workspace, &identity.keys(), &contact.id)
+            .await?;
+        Ok(contact.id)
+    }
+
+    /// Forgets a contact that turned out to be gone (a call on it answered 404 or 410), so the
+    /// next resolution looks again.
+    pub async fn forget(&self, contact_id: &str) -> Result<(), ResolveError> {
+        Ok(self
+            .store
+            .identity_forget(&self.workspace, contact_id)
+            .await?)
+    }
+
     async fn find_or_create(
         &self,
         identity: &Identity,

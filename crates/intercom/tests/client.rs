@@ -302,7 +302,11 @@ async fn companies_tags_events_and_admins() {
     ));
 
     assert_eq!(intercom.me().await.unwrap()["type"], "admin");
-    assert_eq!(intercom.admins().await.unwrap().len(), 1);
+    assert_eq!(
+        intercom.admins().await.unwrap().len(),
+        4,
+        "the emulated team"
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,14 @@
 //!   base_url: https://api.intercom.io   # or api.eu / api.au, or the emulator
 //!   token: ${INTERCOM_TOKEN}
 //!   version: "2.14"
+//!   unknown_attributes: create          # or drop
+//!   nested_values: flatten              # or json
+//!   null_values: skip                   # or clear
+//! workflows:                            # default: profile-sync, company-sync, track-events
+//!   - template: profile-sync
+//!   - template: lead-score
+//!     vars: { sales_reps: ["991267002", "991267003"] }
+//!   - file: workflows/vip.yaml          # relative to this file
 //! ```
 
 use serde::Deserialize;
@@ -39,6 +47,13 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub intercom: IntercomSection,
+    /// The workflows to run; without this key, the defaults that mirror Segment's own Intercom
+    /// destination (profile-sync, company-sync, track-events).
+    #[serde(default)]
+    pub workflows: Option<Vec<WorkflowEntry>>,
+    /// The folder relative workflow paths start from (the configuration file's own).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -49,8 +64,25 @@ impl Default for Config {
             segment: SegmentConfig::default(),
             admin: AdminConfig::default(),
             intercom: IntercomSection::default(),
+            workflows: None,
+            base_dir: PathBuf::from("."),
         }
     }
+}
+
+/// One workflow to load: an embedded template or a file, with variable overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowEntry {
+    /// A template's name (`junction templates list`).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// A workflow file, relative to the configuration file.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Values replacing the workflow's `vars` defaults.
+    #[serde(default)]
+    pub vars: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The Intercom workspace Junction writes to.
@@ -67,6 +99,40 @@ pub struct IntercomSection {
     /// The pinned `Intercom-Version` header.
     #[serde(default = "default_intercom_version")]
     pub version: String,
+    /// Traits with no custom attribute in Intercom yet: `create` it (typed from the value) or
+    /// `drop` the trait with a warning.
+    #[serde(default)]
+    pub unknown_attributes: UnknownAttributesSetting,
+    /// Objects and arrays in traits: `flatten` (`address_city`) or `json` (one text value).
+    #[serde(default)]
+    pub nested_values: NestedValuesSetting,
+    /// Null traits: `skip` them or `clear` the attribute.
+    #[serde(default)]
+    pub null_values: NullValuesSetting,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownAttributesSetting {
+    #[default]
+    Create,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NestedValuesSetting {
+    #[default]
+    Flatten,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NullValuesSetting {
+    #[default]
+    Skip,
+    Clear,
 }
 
 impl Default for IntercomSection {
@@ -75,6 +141,9 @@ impl Default for IntercomSection {
             base_url: default_intercom_url(),
             token: None,
             version: default_intercom_version(),
+            unknown_attributes: UnknownAttributesSetting::default(),
+            nested_values: NestedValuesSetting::default(),
+            null_values: NullValuesSetting::default(),
         }
     }
 }
@@ -86,6 +155,24 @@ impl IntercomSection {
         let mut config = junction_intercom::IntercomConfig::new(self.base_url.clone(), token);
         config.version = self.version.clone();
         Some(config)
+    }
+
+    pub fn attribute_policy(&self) -> junction_intercom::attributes::AttributePolicy {
+        use junction_intercom::attributes::{NestedValues, NullValues, UnknownAttributes};
+        junction_intercom::attributes::AttributePolicy {
+            unknown: match self.unknown_attributes {
+                UnknownAttributesSetting::Create => UnknownAttributes::Create,
+                UnknownAttributesSetting::Drop => UnknownAttributes::Drop,
+            },
+            nested: match self.nested_values {
+                NestedValuesSetting::Flatten => NestedValues::Flatten,
+                NestedValuesSetting::Json => NestedValues::JsonString,
+            },
+            nulls: match self.null_values {
+                NullValuesSetting::Skip => NullValues::Skip,
+                NullValuesSetting::Clear => NullValues::Clear,
+            },
+        }
     }
 }
 
@@ -286,7 +373,12 @@ impl Config {
                 message,
             }
         })?;
-        config.check(path, &text)
+        let mut config = config.check(path, &text)?;
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Ok(config)
     }
 
     /// Rules serde cannot express; errors point at the offending key.

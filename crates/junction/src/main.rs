@@ -8,6 +8,7 @@ mod emulate;
 mod logs;
 mod read;
 mod serve;
+mod workflows;
 
 use clap::Parser;
 use cli::{Cli, Command};

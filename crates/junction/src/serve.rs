@@ -1,11 +1,19 @@
-//! `junction serve`: opens the store, binds the listener, and serves until SIGTERM or SIGINT,
-//! then drains in-flight requests so every acknowledged event is committed.
+//! `junction serve`: opens the store, loads the workflows, binds the listener, starts the
+//! engine and (with an Intercom token) delivery, and serves until SIGTERM or SIGINT; then
+//! drains in-flight requests, lets delivery record the calls in flight, and closes the store.
 
 use crate::config::Config;
 use anyhow::Context;
-use junction_server::{AppState, serve};
+use junction_delivery::{Deliverer, IntercomTarget, Pipeline};
+use junction_intercom::attributes::AttributeCatalog;
+use junction_intercom::{ContactResolver, IntercomClient};
+use junction_server::{AppState, serve_then};
+use junction_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let planner = crate::workflows::planner(&config).map_err(anyhow::Error::msg)?;
     let settings = config.server_settings();
     if settings.write_keys.is_empty() {
         tracing::warn!("segment.write_keys is empty: any write key is accepted");
@@ -18,33 +26,71 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if settings.admin_token.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "admin.token is not set: /api is open to anyone who can reach this address");
     }
-    match config.intercom.client_config() {
-        Some(intercom) => {
-            let client = junction_intercom::IntercomClient::new(intercom)
-                .context("configuring the Intercom client")?;
-            // Report bad credentials at start-up, not at the first event; never block on it.
-            tokio::spawn(async move {
-                match client.me().await {
-                    Ok(me) => tracing::info!(
-                        admin = me["email"].as_str().unwrap_or("?"),
-                        workspace = me["app"]["id_code"].as_str().unwrap_or("?"),
-                        "Intercom credentials accepted"
-                    ),
-                    Err(error) => tracing::error!(%error, "Intercom credentials check failed"),
-                }
-            });
-        }
-        None => tracing::warn!("intercom.token is not set: nothing will be sent to Intercom"),
-    }
     let store = junction_store::open(&config.store.0, config.store_options())
         .await
         .with_context(|| format!("opening the store {}", config.store.0))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    serve(listener, AppState::new(store, settings), shutdown_signal())
+    let state = AppState::new(Arc::clone(&store), settings);
+    let client = match config.intercom.client_config() {
+        Some(client_config) => {
+            Some(IntercomClient::new(client_config).context("configuring the Intercom client")?)
+        }
+        None => {
+            tracing::warn!(
+                "intercom.token is not set: actions are planned and kept, and delivered once a token is configured"
+            );
+            None
+        }
+    };
+    let (policy, resolver_store) = (config.intercom.attribute_policy(), Arc::clone(&store));
+    let deliverer = async move {
+        let client = client?;
+        let workspace = workspace_id(&client).await;
+        Some(Deliverer::new(Some(IntercomTarget {
+            resolver: ContactResolver::new(client.clone(), resolver_store, workspace),
+            catalog: AttributeCatalog::new(client.clone()),
+            policy,
+            client,
+        })))
+    };
+    tracing::info!(workflows = ?planner.workflows().iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), "workflows loaded");
+    let pipeline = Pipeline::start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        Arc::new(planner),
+        deliverer,
+        state.commit_bell(),
+    )
+    .await
+    .context("starting the engine")?;
+    serve_then(listener, state, shutdown_signal(), pipeline.stop())
         .await
         .context("serving HTTP")
+}
+
+/// The Intercom workspace's id (`GET /me`), which keys the identity map. Asks until Intercom
+/// answers: without accepted credentials nothing can be delivered anyway (ingest and planning
+/// do not wait for this).
+async fn workspace_id(client: &IntercomClient) -> String {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match client.me().await {
+            Ok(me) => {
+                let workspace = me["app"]["id_code"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_owned();
+                tracing::info!(admin = me["email"].as_str().unwrap_or("?"), %workspace, "Intercom credentials accepted");
+                return workspace;
+            }
+            Err(error) => {
+                tracing::error!(%error, "Intercom credentials check failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM (what process managers send) or SIGINT (Ctrl-C).

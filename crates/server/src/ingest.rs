@@ -155,6 +155,9 @@ async fn commit(
             envelope.rejected,
         ))
         .await?;
+    if receipt.stored() > 0 {
+        state.events_committed();
+    }
     count_outcomes(&kinds, &receipt, &rejected_kinds);
     Ok(receipt)
 }

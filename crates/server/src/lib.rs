@@ -55,6 +55,8 @@ struct Inner {
     admin_token: Option<String>,
     metrics: Option<telemetry::PrometheusHandle>,
     draining: AtomicBool,
+    /// Rung after each commit that stored events, so the engine plans them at once.
+    committed: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -67,8 +69,18 @@ impl AppState {
                 admin_token: settings.admin_token.filter(|s| !s.is_empty()),
                 metrics: telemetry::prometheus(),
                 draining: AtomicBool::new(false),
+                committed: Arc::new(tokio::sync::Notify::new()),
             }),
         }
+    }
+
+    /// The bell rung after every commit that stored events (the engine waits on it).
+    pub fn commit_bell(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.committed)
+    }
+
+    pub(crate) fn events_committed(&self) {
+        self.inner.committed.notify_one();
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -116,6 +128,17 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_then(listener, state, shutdown, async {}).await
+}
+
+/// Like [`serve`], running `before_close` once requests are drained and before the store
+/// closes (the engine and delivery stop there, so their last writes land).
+pub async fn serve_then(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    before_close: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
@@ -132,6 +155,7 @@ pub async fn serve(
             tracing::info!("shutting down: finishing in-flight requests");
         })
         .await?;
+    before_close.await;
     if let Err(error) = state.store().close().await {
         tracing::error!(%error, "closing the store failed");
     }

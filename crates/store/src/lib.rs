@@ -9,9 +9,13 @@
 //! nodes: every call is async, sequence numbers are assigned by the store, and nothing assumes
 //! a single process.
 
+pub mod outbox;
 mod query;
 pub mod sqlite;
 
+pub use outbox::{
+    ActionOutcome, ActionRecord, ActionStatus, EngineCommit, NewAction, NewTimer, OutboxCounts,
+};
 pub use query::{EventQuery, Page, RejectedQuery};
 
 use async_trait::async_trait;
@@ -255,6 +259,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets every id pointing at a contact that no longer exists (404) or was merged (410).
     async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError>;
+
+    /// The planner's cursor (last event planned; 0 before any) and its shared state.
+    async fn engine_state(&self) -> Result<(i64, Option<String>), StoreError>;
+
+    /// Events after a position, oldest first (what the planner reads).
+    async fn events_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The stored profiles of these identities (identity → JSON).
+    async fn profiles(
+        &self,
+        identities: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError>;
+
+    /// Commits one planning step atomically (see [`EngineCommit`]).
+    async fn engine_commit(&self, commit: EngineCommit) -> Result<(), StoreError>;
+
+    /// Timers due at `now_ms`, earliest first: (id, body).
+    async fn due_timers(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// When the next pending timer is due.
+    async fn next_timer_ms(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Pending actions in delivery order (including ones waiting for a retry time).
+    async fn pending_actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// Records what delivery learned, in one commit.
+    async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError>;
+
+    /// Actions newest first, optionally only of one status or one identity.
+    async fn actions(
+        &self,
+        status: Option<ActionStatus>,
+        identity: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// How many actions are in each state, and how many timers wait.
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
 
     /// Succeeds when the store can serve reads and writes (for `/readyz`).
     async fn check(&self) -> Result<(), StoreError>;

@@ -30,11 +30,17 @@ pub struct Server {
 impl Server {
     /// Starts `junction serve` in `dir` with a configuration accepting [`WRITE_KEY`].
     pub async fn start(dir: &Path) -> Server {
+        Server::start_with(dir, "").await
+    }
+
+    /// Like [`Server::start`], with more configuration appended (an `intercom` section,
+    /// `workflows`, …).
+    pub async fn start_with(dir: &Path, extra: &str) -> Server {
         let config = dir.join("junction.yaml");
         std::fs::write(
             &config,
             format!(
-                "store: sqlite://{}\nsegment:\n  write_keys: [{WRITE_KEY}]\nadmin:\n  token: {ADMIN_TOKEN}\n",
+                "store: sqlite://{}\nsegment:\n  write_keys: [{WRITE_KEY}]\nadmin:\n  token: {ADMIN_TOKEN}\n{extra}",
                 dir.join("data/junction.db").display()
             ),
         )

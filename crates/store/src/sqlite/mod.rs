@@ -3,10 +3,12 @@
 //! run alongside the writer (and alongside other processes, such as the `junction events` CLI).
 
 mod identity_index;
+mod outbox;
 mod schema;
 mod writer;
 
 use crate::IdentityKey;
+use crate::outbox::{ActionOutcome, ActionRecord, ActionStatus, EngineCommit, OutboxCounts};
 use crate::query::{page_size, parse_cursor};
 use crate::{
     AppendBatch, AppendReceipt, EventQuery, Page, RejectedQuery, RejectedRecord, Store, StoreError,
@@ -265,6 +267,144 @@ impl Store for SqliteStore {
             Ok(rows.next().transpose()?)
         })
         .await
+    }
+
+    async fn engine_state(&self) -> Result<(i64, Option<String>), StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached("SELECT key, value FROM engine_state")?;
+            let rows = statement
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut state = (0, None);
+            for (key, value) in rows {
+                match key.as_str() {
+                    "cursor" => state.0 = value.parse().unwrap_or(0),
+                    "globals" => state.1 = Some(value),
+                    _ => {}
+                }
+            }
+            Ok(state)
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = statement
+                .query_map(params![after_seq, limit], event_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn profiles(
+        &self,
+        identities: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.read(move |conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT body FROM profiles WHERE identity = ?1")?;
+            let mut found = std::collections::HashMap::new();
+            for identity in identities {
+                let mut rows = statement.query_map(params![identity], |r| r.get::<_, String>(0))?;
+                if let Some(body) = rows.next().transpose()? {
+                    found.insert(identity, body);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn engine_commit(&self, commit: EngineCommit) -> Result<(), StoreError> {
+        self.write(Box::new(move |tx| outbox::engine_commit(tx, &commit)))
+            .await
+    }
+
+    async fn due_timers(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, body FROM timers WHERE status = 'pending' AND fire_at_ms <= ?1
+                 ORDER BY fire_at_ms LIMIT ?2",
+            )?;
+            let rows = statement
+                .query_map(params![now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn next_timer_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT min(fire_at_ms) FROM timers WHERE status = 'pending'")?
+                .query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn pending_actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {} FROM actions WHERE status = 'pending' ORDER BY position LIMIT ?1",
+                outbox::ACTION_COLUMNS
+            ))?;
+            let rows = statement
+                .query_map(params![limit], outbox::action_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError> {
+        self.write(Box::new(move |tx| outbox::action_outcomes(tx, &outcomes)))
+            .await
+    }
+
+    async fn actions(
+        &self,
+        status: Option<ActionStatus>,
+        identity: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {} FROM actions
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR identity = ?2)
+                 ORDER BY position DESC LIMIT ?3",
+                outbox::ACTION_COLUMNS
+            ))?;
+            let rows = statement
+                .query_map(
+                    params![status.map(ActionStatus::as_str), identity, limit],
+                    outbox::action_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.read(|conn| Ok(outbox::outbox_counts(conn)?)).await
     }
 
     async fn identity_remember(

@@ -74,6 +74,46 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX identity_map_by_contact ON identity_map (workspace, contact_id);
     "#,
+    // 3: the engine and delivery. Profiles (per-user state), the planner's cursor and shared
+    // state, the outbox of planned actions (position = delivery order), durable timers.
+    r#"
+    CREATE TABLE profiles (
+        identity TEXT PRIMARY KEY,
+        body     TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE engine_state (
+        key   TEXT PRIMARY KEY,  -- cursor | globals
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE actions (
+        position    INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT    NOT NULL UNIQUE,  -- messageId/workflow/step
+        identity    TEXT    NOT NULL,
+        run         TEXT    NOT NULL,         -- messageId/workflow
+        seq         INTEGER NOT NULL,
+        standby_for TEXT,
+        status      TEXT    NOT NULL,         -- pending | standby | done | failed | skipped
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at_ms  INTEGER NOT NULL DEFAULT 0,
+        body        TEXT    NOT NULL,
+        result      TEXT,
+        created_ms  INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL
+    );
+    -- Delivery reads the pending head in order; the partial index keeps finished actions out.
+    CREATE INDEX actions_pending ON actions (position) WHERE status = 'pending';
+    CREATE INDEX actions_by_run ON actions (run, position);
+    CREATE INDEX actions_by_standby ON actions (standby_for) WHERE standby_for IS NOT NULL;
+    CREATE INDEX actions_by_identity ON actions (identity, position);
+    CREATE TABLE timers (
+        id         TEXT    PRIMARY KEY,
+        identity   TEXT    NOT NULL,
+        fire_at_ms INTEGER NOT NULL,
+        status     TEXT    NOT NULL,  -- pending | done
+        body       TEXT    NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX timers_due ON timers (fire_at_ms) WHERE status = 'pending';
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.

@@ -1,0 +1,333 @@
+//! Carrying out one planned action: the Intercom calls (or HTTP request) it stands for, and
+//! the verdict delivery acts on — done, try again later, or failed for good.
+
+use junction_flow::action::{Action, MessageChannel, PlannedAction, Who};
+use junction_intercom::attributes::{AttributeCatalog, AttributePolicy};
+use junction_intercom::operations::{Assignee, MessageKind};
+use junction_intercom::{ContactResolver, Identity, IntercomClient, IntercomError, ResolveError};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The Intercom workspace actions go to.
+pub struct IntercomTarget {
+    pub client: IntercomClient,
+    pub resolver: ContactResolver,
+    pub catalog: AttributeCatalog,
+    pub policy: AttributePolicy,
+}
+
+/// Why an action did not succeed, sorted by what delivery should do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Momentary: try again after a pause.
+    Retry(String),
+    /// The workspace's credentials were refused: nothing for it will succeed until they are
+    /// fixed.
+    Credentials(String),
+    /// The contact addressed is gone (404, or merged away: 410).
+    Gone(String),
+    /// Will not succeed as it is.
+    Permanent(String),
+}
+
+impl From<IntercomError> for Failure {
+    fn from(error: IntercomError) -> Self {
+        match &error {
+            IntercomError::Credentials { .. } => Failure::Credentials(error.to_string()),
+            IntercomError::Gone { .. } | IntercomError::Permanent { status: 404, .. } => {
+                Failure::Gone(error.to_string())
+            }
+            e if e.is_retryable() => Failure::Retry(error.to_string()),
+            _ => Failure::Permanent(error.to_string()),
+        }
+    }
+}
+
+impl From<ResolveError> for Failure {
+    fn from(error: ResolveError) -> Self {
+        match error {
+            ResolveError::Intercom(error) => error.into(),
+            ResolveError::Store(error) => Failure::Retry(format!("store: {error}")),
+            ResolveError::NoIdentity => Failure::Permanent(ResolveError::NoIdentity.to_string()),
+        }
+    }
+}
+
+pub struct Deliverer {
+    intercom: Option<IntercomTarget>,
+    http: reqwest::Client,
+    tag_ids: Mutex<HashMap<String, String>>,
+}
+
+impl Deliverer {
+    pub fn new(intercom: Option<IntercomTarget>) -> Self {
+        junction_intercom::install_tls_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .user_agent(concat!("junction/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client with the process TLS provider");
+        Deliverer {
+            intercom,
+            http,
+            tag_ids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Carries out the action; `Ok` holds a short summary for the log.
+    pub async fn deliver(&self, planned: &PlannedAction) -> Result<String, Failure> {
+        if let Action::Http {
+            method,
+            url,
+            headers,
+            body,
+        } = &planned.action
+        {
+            return self.http(method, url, headers, body.as_ref()).await;
+        }
+        let Some(intercom) = &self.intercom else {
+            return Err(Failure::Credentials(
+                "intercom.token is not configured".into(),
+            ));
+        };
+        let identity = identity_of(&planned.who);
+        match self
+            .intercom_action(intercom, &identity, &planned.action)
+            .await
+        {
+            Err(Failure::Gone(message)) => {
+                self.after_not_found(intercom, &identity, &planned.action, message)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// A 404 or 410 on an action: find out whether the contact itself is gone. If it is (deleted,
+    /// or merged away), forget it and try once more with the contact resolved again. If it is
+    /// not, the 404 was about something else (an admin, say) and is final — except for a message
+    /// to a contact created moments ago, which Intercom refuses for a short while.
+    async fn after_not_found(
+        &self,
+        target: &IntercomTarget,
+        identity: &Identity,
+        action: &Action,
+        message: String,
+    ) -> Result<String, Failure> {
+        let id = target.resolver.contact_id(identity).await?;
+        match target.client.get_contact(&id).await {
+            Ok(_) if matches!(action, Action::Message { .. }) => Err(Failure::Retry(format!(
+                "{message} (Intercom refuses to message a contact created moments ago; retrying)"
+            ))),
+            Ok(_) => Err(Failure::Permanent(message)),
+            Err(IntercomError::Gone { .. } | IntercomError::Permanent { status: 404, .. }) => {
+                target.resolver.forget(&id).await?;
+                match self.intercom_action(target, identity, action).await {
+                    Err(Failure::Gone(message)) => Err(Failure::Permanent(message)),
+                    other => other,
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn intercom_action(
+        &self,
+        target: &IntercomTarget,
+        identity: &Identity,
+        action: &Action,
+    ) -> Result<String, Failure> {
+        let client = &target.client;
+        let role = if identity.user_id.is_some() {
+            "user"
+        } else {
+            "lead"
+        };
+        match action {
+            Action::Contact { traits, fields } => {
+                let prepared = target.catalog.prepare(traits, target.policy).await?;
+                for (name, reason) in &prepared.dropped {
+                    tracing::warn!(attribute = %name, %reason, "trait not written to Intercom");
+                }
+                let mut body = prepared.fields;
+                for (name, value) in fields {
+                    body.insert(name.clone(), value.clone());
+                }
+                let resolution = target.resolver.upsert(identity, &body).await?;
+                Ok(format!(
+                    "contact {} ({:?})",
+                    resolution.contact.id, resolution.resolved_by
+                ))
+            }
+            Action::Company {
+                company_id,
+                fields,
+                attach,
+            } => {
+                let mut body = fields.clone();
+                body.insert("company_id".into(), Value::String(company_id.clone()));
+                let company = client.upsert_company(&Value::Object(body)).await?;
+                if *attach {
+                    let contact = target.resolver.contact_id(identity).await?;
+                    client
+                        .attach_contact_to_company(&contact, &company.id)
+                        .await?;
+                    return Ok(format!("company {} with contact {contact}", company.id));
+                }
+                Ok(format!("company {}", company.id))
+            }
+            Action::Tag { name } | Action::Untag { name } => {
+                let tag = self.tag_id(client, name).await?;
+                let contact = target.resolver.contact_id(identity).await?;
+                if matches!(action, Action::Tag { .. }) {
+                    client.tag_contact(&contact, &tag).await?;
+                } else {
+                    client.untag_contact(&contact, &tag).await?;
+                }
+                Ok(format!("tag {name} on contact {contact}"))
+            }
+            Action::Event {
+                name,
+                created_at,
+                metadata,
+            } => {
+                let contact = target.resolver.contact_id(identity).await?;
+                client
+                    .submit_event(&contact, name, *created_at, metadata)
+                    .await?;
+                Ok(format!("event {name:?} for contact {contact}"))
+            }
+            Action::Message {
+                from,
+                channel,
+                subject,
+                body,
+                open_conversation,
+            } => {
+                let contact = target.resolver.contact_id(identity).await?;
+                let kind = match channel {
+                    MessageChannel::Inapp => MessageKind::InApp,
+                    MessageChannel::Email => MessageKind::Email {
+                        subject: subject.clone().unwrap_or_default(),
+                    },
+                };
+                let message = client
+                    .send_message(from, &contact, role, &kind, body, *open_conversation)
+                    .await?;
+                Ok(format!(
+                    "message {} to contact {contact}",
+                    message["id"].as_str().unwrap_or("?")
+                ))
+            }
+            Action::Conversation {
+                body,
+                assign_admin,
+                assign_team,
+                admin,
+                note,
+            } => {
+                let contact = target.resolver.contact_id(identity).await?;
+                let conversation = client.start_conversation(&contact, role, body).await?;
+                let acting = admin.clone().or_else(|| assign_admin.clone());
+                let assignee = match (assign_admin, assign_team) {
+                    (Some(admin), _) => Some(Assignee::Admin(admin.clone())),
+                    (None, Some(team)) => Some(Assignee::Team(team.clone())),
+                    _ => None,
+                };
+                if let (Some(assignee), Some(acting)) = (&assignee, &acting) {
+                    client
+                        .assign_conversation(&conversation, acting, assignee)
+                        .await?;
+                }
+                if let (Some(note), Some(acting)) = (note, &acting) {
+                    client
+                        .reply_as_admin(&conversation, acting, note, true)
+                        .await?;
+                }
+                Ok(format!("conversation {conversation} for contact {contact}"))
+            }
+            Action::Note { admin, body } => {
+                let contact = target.resolver.contact_id(identity).await?;
+                let note = client.add_note(&contact, admin, body).await?;
+                Ok(format!(
+                    "note {} on contact {contact}",
+                    note["id"].as_str().unwrap_or("?")
+                ))
+            }
+            Action::Owner { admin } => {
+                let contact = target.resolver.contact_id(identity).await?;
+                let owner: Value = admin
+                    .parse::<i64>()
+                    .map_or_else(|_| Value::String(admin.clone()), Value::from);
+                client
+                    .update_contact(&contact, &json!({ "owner_id": owner }))
+                    .await?;
+                Ok(format!("owner {admin} of contact {contact}"))
+            }
+            Action::Http { .. } => unreachable!("handled before"),
+        }
+    }
+
+    async fn tag_id(&self, client: &IntercomClient, name: &str) -> Result<String, Failure> {
+        if let Some(id) = self.tag_ids.lock().expect("tag cache").get(name) {
+            return Ok(id.clone());
+        }
+        let id = client.tag_id(name).await?;
+        self.tag_ids
+            .lock()
+            .expect("tag cache")
+            .insert(name.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    /// An alert or any other webhook. The URL is never logged or recorded: webhook URLs (Slack's
+    /// among them) are credentials.
+    async fn http(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        body: Option<&Value>,
+    ) -> Result<String, Failure> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| Failure::Permanent(format!("bad method {method}")))?;
+        let mut request = self.http.request(method.clone(), url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "?".into());
+        let response = request.send().await.map_err(|e| {
+            // reqwest's message would include the URL.
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "failed"
+            };
+            Failure::Retry(format!("{method} to {host} {kind}"))
+        })?;
+        let status = response.status();
+        match status.as_u16() {
+            200..=299 => Ok(format!("{method} to {host}: {status}")),
+            408 | 429 | 500..=599 => Err(Failure::Retry(format!("{method} to {host}: {status}"))),
+            _ => Err(Failure::Permanent(format!("{method} to {host}: {status}"))),
+        }
+    }
+}
+
+fn identity_of(who: &Who) -> Identity {
+    Identity {
+        user_id: who.user_id.clone(),
+        anonymous_id: who.anonymous_id.clone(),
+        email: who.email.clone(),
+    }
+}

@@ -1,0 +1,301 @@
+//! The engine loop: reads new events from the log in order, plans each against the user's
+//! profile, and commits the plan (actions, timers, profile, cursor) in one transaction; then
+//! fires due timers the same way. The only writer of profiles, so it can cache them.
+//!
+//! Per-user order starts here: events are planned strictly in log order, and the outbox keeps
+//! the planning order for delivery.
+
+use junction_flow::{EventInput, Globals, Plan, Planner, Profile, TimerPlan};
+use junction_store::{EngineCommit, NewAction, NewTimer, Store, StoreError, StoredEvent};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Events planned per commit: big enough to amortise the commit, small enough to keep
+/// planning latency low under a burst.
+const BATCH: usize = 500;
+/// Cached profiles before the cache is dropped (they are reloaded from the store on demand).
+const PROFILE_CACHE: usize = 200_000;
+/// Longest sleep between looks at the log and the timers when nothing wakes the loop.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    planner: Arc<Planner>,
+    /// Rung by ingest after a commit.
+    events_arrived: Arc<Notify>,
+    /// Rung after plans are committed: delivery looks at the outbox.
+    actions_planned: Arc<Notify>,
+    profiles: HashMap<String, Profile>,
+    globals: Globals,
+    cursor: i64,
+}
+
+impl Engine {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        planner: Arc<Planner>,
+        events_arrived: Arc<Notify>,
+        actions_planned: Arc<Notify>,
+    ) -> Result<Self, StoreError> {
+        let (cursor, globals) = store.engine_state().await?;
+        let globals = globals
+            .and_then(|g| serde_json::from_str(&g).ok())
+            .unwrap_or_default();
+        Ok(Engine {
+            store,
+            planner,
+            events_arrived,
+            actions_planned,
+            profiles: HashMap::new(),
+            globals,
+            cursor,
+        })
+    }
+
+    /// Runs until `shutdown` turns true. Store errors are logged and retried after a pause.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(
+            cursor = self.cursor,
+            workflows = self.planner.workflows().len(),
+            "engine started"
+        );
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.step(now_ms()).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(%error, "engine: store error; retrying in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            let wait = match self.store.next_timer_ms().await {
+                Ok(Some(at)) => Duration::from_millis(
+                    (at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64,
+                ),
+                _ => IDLE_POLL,
+            };
+            tokio::select! {
+                _ = self.events_arrived.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!(cursor = self.cursor, "engine stopped");
+    }
+
+    /// Plans one batch of events, or else one batch of due timers. True when it did work.
+    pub async fn step(&mut self, now_ms: i64) -> Result<bool, StoreError> {
+        let events = self.store.events_after(self.cursor, BATCH).await?;
+        if !events.is_empty() {
+            self.plan_events(events).await?;
+            return Ok(true);
+        }
+        let due = self.store.due_timers(now_ms, BATCH).await?;
+        if !due.is_empty() {
+            self.fire_timers(due).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Loads the profiles of these identities that are not cached. A user's first event under
+    /// a userId inherits what was kept under the anonymousId it came with.
+    async fn load_profiles(
+        &mut self,
+        wanted: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        if self.profiles.len() > PROFILE_CACHE {
+            self.profiles.clear();
+        }
+        let mut missing: HashSet<String> = HashSet::new();
+        for (identity, anonymous) in wanted {
+            if !self.profiles.contains_key(identity) {
+                missing.insert(identity.clone());
+                if let Some(anonymous) = anonymous {
+                    missing.insert(anonymous.clone());
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let stored = self.store.profiles(missing.into_iter().collect()).await?;
+        for (identity, anonymous) in wanted {
+            if self.profiles.contains_key(identity) {
+                continue;
+            }
+            let parse = |key: &str| {
+                stored
+                    .get(key)
+                    .and_then(|body| serde_json::from_str::<Profile>(body).ok())
+            };
+            let profile = parse(identity)
+                .or_else(|| {
+                    anonymous
+                        .as_deref()
+                        .filter(|a| a != identity)
+                        .and_then(parse)
+                })
+                .or_else(|| {
+                    anonymous
+                        .as_deref()
+                        .and_then(|a| self.profiles.get(a).cloned())
+                })
+                .unwrap_or_default();
+            self.profiles.insert(identity.clone(), profile);
+        }
+        Ok(())
+    }
+
+    async fn plan_events(&mut self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+        let wanted: Vec<(String, Option<String>)> = events
+            .iter()
+            .map(|e| (e.identity.clone(), e.anonymous_id.clone()))
+            .collect();
+        self.load_profiles(&wanted).await?;
+        let mut commit = EngineCommit::default();
+        let mut touched = HashSet::new();
+        let globals_before = self.globals.clone();
+        for event in &events {
+            let body = with_timestamp(event);
+            let profile = self.profiles.entry(event.identity.clone()).or_default();
+            let plan = self.planner.plan_event(
+                EventInput {
+                    message_id: &event.message_id,
+                    kind: &event.kind,
+                    identity: &event.identity,
+                    body: &body,
+                    timestamp_ms: event.timestamp.timestamp_millis(),
+                },
+                profile,
+                &mut self.globals,
+            );
+            touched.insert(event.identity.clone());
+            add_plan(&mut commit, plan, event.seq);
+        }
+        commit.cursor = events.last().map(|e| e.seq);
+        self.finish(commit, touched, globals_before, events.len())
+            .await
+    }
+
+    async fn fire_timers(&mut self, due: Vec<(String, String)>) -> Result<(), StoreError> {
+        let timers: Vec<TimerPlan> = due
+            .iter()
+            .filter_map(|(id, body)| match serde_json::from_str(body) {
+                Ok(timer) => Some(timer),
+                Err(error) => {
+                    tracing::error!(timer = id, %error, "unreadable timer; dropping it");
+                    None
+                }
+            })
+            .collect();
+        let wanted: Vec<(String, Option<String>)> =
+            timers.iter().map(|t| (t.identity.clone(), None)).collect();
+        self.load_profiles(&wanted).await?;
+        let mut commit = EngineCommit::default();
+        let mut touched = HashSet::new();
+        let globals_before = self.globals.clone();
+        for timer in &timers {
+            let profile = self.profiles.entry(timer.identity.clone()).or_default();
+            let plan = self.planner.plan_timer(timer, profile, &mut self.globals);
+            touched.insert(timer.identity.clone());
+            add_plan(&mut commit, plan, 0);
+        }
+        commit.timers_done.extend(due.into_iter().map(|(id, _)| id));
+        self.finish(commit, touched, globals_before, 0).await
+    }
+
+    async fn finish(
+        &mut self,
+        mut commit: EngineCommit,
+        touched: HashSet<String>,
+        globals_before: Globals,
+        events: usize,
+    ) -> Result<(), StoreError> {
+        for identity in touched {
+            if let Some(profile) = self.profiles.get(&identity) {
+                let body = serde_json::to_string(profile).expect("a profile is JSON");
+                commit.profiles.push((identity, body));
+            }
+        }
+        if self.globals != globals_before {
+            commit.globals = Some(serde_json::to_string(&self.globals).expect("globals are JSON"));
+        }
+        let actions = commit.actions.len();
+        let cursor = commit.cursor;
+        if let Err(error) = self.store.engine_commit(commit).await {
+            // The cache ran ahead of the store: forget it, and plan the batch again.
+            self.profiles.clear();
+            self.globals = globals_before;
+            return Err(error);
+        }
+        if let Some(cursor) = cursor {
+            self.cursor = cursor;
+        }
+        metrics::counter!("junction_events_planned_total").increment(events as u64);
+        metrics::counter!("junction_actions_planned_total").increment(actions as u64);
+        if actions > 0 {
+            self.actions_planned.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// The message as workflows see it: as sent, with `timestamp` filled in when the sender left
+/// it out (Segment's rule: the time it was received) and `messageId` always present.
+fn with_timestamp(event: &StoredEvent) -> std::borrow::Cow<'_, serde_json::Value> {
+    let has = |field: &str| event.body.get(field).is_some_and(|v| !v.is_null());
+    if has("timestamp") && has("messageId") {
+        return std::borrow::Cow::Borrowed(&event.body);
+    }
+    let mut body = event.body.clone();
+    if let Some(object) = body.as_object_mut() {
+        object.entry("timestamp").or_insert_with(|| {
+            event
+                .timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into()
+        });
+        object
+            .entry("messageId")
+            .or_insert_with(|| event.message_id.clone().into());
+    }
+    std::borrow::Cow::Owned(body)
+}
+
+fn add_plan(commit: &mut EngineCommit, plan: Plan, seq: i64) {
+    for run in &plan.runs {
+        if let Some(error) = &run.error {
+            tracing::warn!(run = %run.run, %error, "workflow run stopped while planning");
+        }
+    }
+    for action in plan.actions {
+        commit.actions.push(NewAction {
+            id: action.id.clone(),
+            identity: action.identity.clone(),
+            run: action.run.clone(),
+            seq,
+            standby_for: action.standby_for.clone(),
+            body: serde_json::to_string(&action).expect("an action is JSON"),
+        });
+    }
+    for timer in plan.timers {
+        commit.timers.push(NewTimer {
+            id: timer.id.clone(),
+            identity: timer.identity.clone(),
+            fire_at_ms: timer.fire_at_ms,
+            body: serde_json::to_string(&timer).expect("a timer is JSON"),
+        });
+    }
+    commit.timers_done.extend(plan.cancelled_timers);
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,482 @@
+//! The shipped templates end to end: Segment events in over HTTP to the real `junction`
+//! binary, planned and delivered to the Intercom emulator, checked in the emulator's state and
+//! request journal. Plus the durable timer across a restart, and per-user order under load.
+
+mod common;
+
+use common::{Server, WRITE_KEY, http};
+use junction_emulator::journal::JournalEntry;
+use junction_emulator::{Emulator, EmulatorConfig};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "emulator-token";
+
+struct Scenario {
+    server: Server,
+    emulator: Emulator,
+    intercom: String,
+    _dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+impl Scenario {
+    /// Junction with these workflows (YAML list items), delivering to a fresh emulator.
+    async fn start(workflows: &str) -> Scenario {
+        let emulator = Emulator::new(EmulatorConfig {
+            token: Some(TOKEN.into()),
+            rate_limit: 10_000,
+            search_lag: Duration::from_millis(300),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = emulator.clone().spawn(listener).await.unwrap();
+        let intercom = format!("http://{addr}");
+        let dir = tempfile::tempdir().unwrap();
+        let extra =
+            format!("intercom:\n  base_url: {intercom}\n  token: {TOKEN}\nworkflows:\n{workflows}");
+        let server = Server::start_with(dir.path(), &extra).await;
+        Scenario {
+            server,
+            emulator,
+            intercom,
+            _dir: dir,
+            client: http(),
+        }
+    }
+
+    async fn send(&self, call: &str, body: Value) {
+        let response = self
+            .client
+            .post(self.server.url(&format!("/v1/{call}")))
+            .basic_auth(WRITE_KEY, Some(""))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
+    async fn identify(&self, user: &str, traits: Value) {
+        self.send("identify", json!({"userId": user, "traits": traits}))
+            .await;
+    }
+
+    async fn track(&self, user: &str, event: &str, properties: Value) {
+        self.send(
+            "track",
+            json!({"userId": user, "event": event, "properties": properties}),
+        )
+        .await;
+    }
+
+    /// Successful requests to Intercom so far.
+    fn calls(&self) -> Vec<JournalEntry> {
+        self.emulator
+            .journal_entries()
+            .into_iter()
+            .filter(|e| (200..300).contains(&e.status))
+            .collect()
+    }
+
+    /// Successful calls whose path ends with `path_ends`.
+    fn calls_to(&self, method: &str, path_ends: &str) -> Vec<JournalEntry> {
+        self.calls()
+            .into_iter()
+            .filter(|e| e.method == method && e.path.ends_with(path_ends))
+            .collect()
+    }
+
+    /// Successful calls to exactly this path.
+    fn calls_at(&self, method: &str, path: &str) -> Vec<JournalEntry> {
+        self.calls()
+            .into_iter()
+            .filter(|e| e.method == method && e.path == path)
+            .collect()
+    }
+
+    /// Waits until `done` holds for the journal (failing with the journal after 20 s).
+    async fn until(&self, what: &str, done: impl Fn(&Scenario) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(self) {
+            if Instant::now() > deadline {
+                let journal: Vec<String> = self
+                    .emulator
+                    .journal_entries()
+                    .iter()
+                    .map(|e| format!("{} {} {} {}", e.status, e.method, e.path, e.body))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}; journal:\n{}\nlog:\n{}",
+                    journal.join("\n"),
+                    self.server.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.intercom))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn contacts(&self) -> Vec<Value> {
+        self.get("/contacts?per_page=150").await["data"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Lets delivery settle, for checks that something did *not* happen.
+    async fn quiet(&self) {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+}
+
+/// A webhook receiver standing in for Slack: records every JSON body posted to it.
+async fn alert_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let store = Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let store = Arc::clone(&store);
+            async move {
+                store.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), received)
+}
+
+#[tokio::test]
+async fn profile_sync_creates_one_contact_and_keeps_it_up_to_date() {
+    let s = Scenario::start("  - template: profile-sync\n").await;
+    s.identify("u1", json!({"email": "ann@example.com", "name": "Ann", "plan": "pro", "industry": "retail", "mrr": 99.5})).await;
+    s.identify("u1", json!({"plan": "enterprise"})).await;
+    // A burst for a new user: still one contact.
+    let burst: Vec<_> = (0..20)
+        .map(|n| s.identify("u2", json!({"email": "bo@example.com", "seats": n})))
+        .collect();
+    futures_util::future::join_all(burst).await;
+    // u1: a create and an update; u2: a create and 19 updates.
+    s.until("both users' updates", |s| {
+        s.calls_to("PUT", "").len() + s.calls_at("POST", "/contacts").len() >= 22
+    })
+    .await;
+    s.quiet().await;
+    let contacts = s.contacts().await;
+    let of = |user: &str| {
+        contacts
+            .iter()
+            .filter(|c| c["external_id"] == user)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("u1").len(), 1, "{contacts:#?}");
+    assert_eq!(of("u2").len(), 1, "{contacts:#?}");
+    let ann = &of("u1")[0];
+    assert_eq!(
+        (ann["email"].as_str(), ann["name"].as_str()),
+        (Some("ann@example.com"), Some("Ann"))
+    );
+    assert_eq!(ann["custom_attributes"]["plan"], "enterprise");
+    assert_eq!(ann["custom_attributes"]["industry"], "retail");
+    assert_eq!(ann["custom_attributes"]["mrr"], 99.5);
+    assert!(ann["last_seen_at"].as_i64().is_some());
+    // Steady state: one call per identify (no lookups, no attribute reads).
+    let after_first = s
+        .calls()
+        .iter()
+        .filter(|e| e.method == "GET" && e.path == "/data_attributes")
+        .count();
+    assert!(
+        after_first <= 3,
+        "the attribute catalog is read only when a trait is new ({after_first} reads)"
+    );
+}
+
+#[tokio::test]
+async fn event_triggered_messages_go_out_in_app_and_by_email() {
+    let s = Scenario::start("  - template: profile-sync\n  - template: event-message\n").await;
+    s.identify(
+        "u1",
+        json!({"email": "ann@example.com", "first_name": "Ann"}),
+    )
+    .await;
+    s.track("u1", "Feature Abandoned", json!({"feature": "Reports"}))
+        .await;
+    s.track("u1", "Trial Expiring Soon", json!({"ends_on": "Friday"}))
+        .await;
+    s.track("u1", "Unrelated", json!({})).await;
+    s.until("two messages", |s| {
+        s.calls_to("POST", "/messages").len() == 2
+    })
+    .await;
+    let messages = s.calls_to("POST", "/messages");
+    assert_eq!(messages[0].body["message_type"], "inapp");
+    assert!(
+        messages[0].body["body"]
+            .as_str()
+            .unwrap()
+            .contains("Hi Ann, it looks like Reports")
+    );
+    assert_eq!(messages[1].body["message_type"], "email");
+    assert_eq!(messages[1].body["subject"], "Your trial ends Friday");
+    assert_eq!(messages[0].body["from"]["id"], 991267001);
+    s.quiet().await;
+    assert_eq!(s.calls_to("POST", "/messages").len(), 2);
+}
+
+#[tokio::test]
+async fn lead_score_tags_assigns_and_notes_once_per_crossing() {
+    let s = Scenario::start("  - template: lead-score\n").await;
+    for event in ["Pricing Viewed", "Demo Requested"] {
+        s.track("lead1", event, json!({})).await;
+    }
+    s.send("page", json!({"userId": "lead1", "name": "Pricing"}))
+        .await;
+    s.track("lead1", "Feature Used", json!({})).await; // 20 + 20 + 5 + 10 = 55: crossed
+    s.track("lead1", "Pricing Viewed", json!({})).await; // higher still: no second firing
+    for event in ["Pricing Viewed", "Pricing Viewed", "Demo Requested"] {
+        s.track("lead2", event, json!({})).await;
+    }
+    s.until("two notes", |s| s.calls_to("POST", "/notes").len() == 2)
+        .await;
+    s.quiet().await;
+    assert_eq!(s.calls_to("POST", "/notes").len(), 2, "once per crossing");
+    assert_eq!(
+        s.calls_to("POST", "/tags").len() - s.calls_at("POST", "/tags").len(),
+        2,
+        "two contacts tagged"
+    );
+    let owners: Vec<Value> = s
+        .calls_to("PUT", "")
+        .iter()
+        .map(|e| e.body["owner_id"].clone())
+        .collect();
+    assert_eq!(owners, [json!(991267002), json!(991267003)], "reps in turn");
+    let note = &s.calls_to("POST", "/notes")[0].body["body"];
+    assert!(
+        note.as_str().unwrap().contains("Lead score 55 crossed 50"),
+        "{note}"
+    );
+    assert!(note.as_str().unwrap().contains("page: Pricing"), "{note}");
+    let contacts = s.contacts().await;
+    assert_eq!(contacts.len(), 2);
+    assert!(
+        contacts
+            .iter()
+            .all(|c| c["tags"]["data"].as_array().is_some_and(|t| t.len() == 1)),
+        "{contacts:#?}"
+    );
+}
+
+#[tokio::test]
+async fn company_sync_upserts_attaches_and_alerts_on_a_health_drop() {
+    let (hook, alerts) = alert_sink().await;
+    let s = Scenario::start(&format!(
+        "  - template: company-sync\n    vars: {{ account_manager: \"991267004\", alert_url: \"{hook}\" }}\n"
+    ))
+    .await;
+    let group = |health: i64| json!({"userId": "u1", "groupId": "acme", "traits": {"name": "Acme", "employees": 40, "plan": "pro", "monthly_spend": 1200, "industry": "retail", "website": "https://acme.test", "health_score": health}});
+    s.send("group", group(80)).await;
+    s.send("group", group(30)).await;
+    s.send("group", group(20)).await;
+    s.until("the alert", |_| !alerts.lock().unwrap().is_empty())
+        .await;
+    s.quiet().await;
+    let companies = s.get("/companies").await;
+    let acme = &companies["data"][0];
+    assert_eq!(
+        (
+            acme["company_id"].as_str(),
+            acme["size"].as_i64(),
+            acme["plan"]["name"].as_str().or(acme["plan"].as_str())
+        ),
+        (Some("acme"), Some(40), Some("pro"))
+    );
+    assert_eq!(acme["custom_attributes"]["health_score"], 20);
+    assert_eq!(s.calls_at("POST", "/companies").len(), 3);
+    assert_eq!(s.calls_to("POST", "/notes").len(), 1, "one alert per drop");
+    assert_eq!(alerts.lock().unwrap().len(), 1);
+    assert!(
+        alerts.lock().unwrap()[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Acme dropped to 30")
+    );
+    let attached = s.calls_to("POST", "/companies").len() - s.calls_at("POST", "/companies").len();
+    assert_eq!(attached, 3, "the user is attached at each group call");
+}
+
+#[tokio::test]
+async fn churn_risk_tags_flags_opens_an_assigned_conversation_and_alerts() {
+    let (hook, alerts) = alert_sink().await;
+    let s = Scenario::start(&format!("  - template: profile-sync\n  - template: churn-risk\n    vars: {{ alert_url: \"{hook}\" }}\n")).await;
+    s.identify("u1", json!({"email": "ann@example.com"})).await;
+    s.track("u1", "Payment Failed", json!({})).await;
+    s.track("u1", "Payment Failed", json!({})).await; // flagged this month already
+    s.until("the alert", |_| !alerts.lock().unwrap().is_empty())
+        .await;
+    s.quiet().await;
+    assert_eq!(s.calls_to("POST", "/conversations").len(), 1);
+    let parts = s.calls_to("POST", "/parts");
+    assert_eq!(parts[0].body["assignee_id"], "991267004");
+    let replies = s.calls_to("POST", "/reply");
+    assert_eq!(replies[0].body["message_type"], "note");
+    let contact = &s.contacts().await[0];
+    assert_eq!(contact["custom_attributes"]["churn_risk"], true);
+    assert_eq!(
+        contact["custom_attributes"]["churn_signal"],
+        "Payment Failed"
+    );
+    assert_eq!(contact["tags"]["data"].as_array().unwrap().len(), 1);
+    assert_eq!(alerts.lock().unwrap().len(), 1);
+    assert!(
+        alerts.lock().unwrap()[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("ann@example.com")
+    );
+}
+
+#[tokio::test]
+async fn onboarding_acknowledges_each_milestone_once() {
+    let s = Scenario::start("  - template: onboarding\n").await;
+    s.track("u1", "Teammate Invited", json!({})).await;
+    s.track("u1", "Teammate Invited", json!({})).await;
+    s.track("u1", "Profile Completed", json!({})).await;
+    s.track("u1", "Integration Connected", json!({})).await;
+    s.until("three messages", |s| {
+        s.calls_to("POST", "/messages").len() == 3
+    })
+    .await;
+    s.quiet().await;
+    let bodies: Vec<String> = s
+        .calls_to("POST", "/messages")
+        .iter()
+        .map(|m| m.body["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    assert!(
+        bodies[0].contains("teammate invited") && bodies[0].contains("complete your profile"),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies[1].contains("connect your first integration"),
+        "{bodies:?}"
+    );
+    assert!(bodies[2].contains("You're all set"), "{bodies:?}");
+}
+
+#[tokio::test]
+async fn inactivity_timer_fires_unless_the_feature_is_used() {
+    let s = Scenario::start("  - template: inactivity\n    vars: { delay: 2s }\n").await;
+    s.track("idle", "Signed Up", json!({})).await;
+    s.track("busy", "Signed Up", json!({})).await;
+    s.track("busy", "Feature Used", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(s.calls_to("POST", "/messages").is_empty(), "too early");
+    s.until("the nudge", |s| s.calls_to("POST", "/messages").len() == 1)
+        .await;
+    s.quiet().await;
+    let contacts = s.contacts().await;
+    assert_eq!(
+        contacts.len(),
+        1,
+        "only the idle user was contacted: {contacts:#?}"
+    );
+    assert_eq!(contacts[0]["external_id"], "idle");
+    assert_eq!(s.calls_to("POST", "/messages").len(), 1);
+}
+
+#[tokio::test]
+async fn a_pending_wait_fires_after_a_restart() {
+    let mut s = Scenario::start("  - template: inactivity\n    vars: { delay: 3s }\n").await;
+    s.track("u1", "Signed Up", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.server.kill();
+    // Down past the due time.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(s.calls_to("POST", "/messages").is_empty());
+    s.server.spawn().await;
+    s.until("the nudge after the restart", |s| {
+        s.calls_to("POST", "/messages").len() == 1
+    })
+    .await;
+    s.quiet().await;
+    assert_eq!(s.calls_to("POST", "/messages").len(), 1);
+    assert_eq!(s.calls_at("POST", "/tags").len(), 1);
+}
+
+#[tokio::test]
+async fn track_becomes_a_data_event_even_before_identify() {
+    let s = Scenario::start("  - template: track-events\n").await;
+    s.track(
+        "new-user",
+        "Order Completed",
+        json!({"revenue": 19.99, "currency": "EUR", "item": {"sku": "A1"}}),
+    )
+    .await;
+    s.until("the data event", |s| {
+        s.calls_to("POST", "/events").len() == 1
+    })
+    .await;
+    let event = &s.calls_to("POST", "/events")[0].body;
+    assert_eq!(event["event_name"], "Order Completed");
+    assert_eq!(
+        event["metadata"]["price"],
+        json!({"amount": 1999, "currency": "EUR"})
+    );
+    assert_eq!(event["metadata"]["item"], "{\"sku\":\"A1\"}");
+    // Segment's destination would have failed with 404 here; Junction created the user.
+    assert_eq!(s.contacts().await[0]["external_id"], "new-user");
+}
+
+/// 1,000 events from 50 users, interleaved in batches: each user's Intercom calls happen in
+/// the order of their events.
+#[tokio::test]
+async fn each_users_calls_keep_their_events_order() {
+    let s = Scenario::start("  - template: track-events\n").await;
+    let users = 50;
+    let per_user = 20;
+    let mut batch = Vec::new();
+    for n in 0..per_user {
+        for u in 0..users {
+            batch.push(json!({"type": "track", "userId": format!("user{u}"), "event": format!("step {n:02}")}));
+        }
+    }
+    for chunk in batch.chunks(100) {
+        s.send("batch", json!({"batch": chunk})).await;
+    }
+    s.until("1,000 data events", |s| {
+        s.calls_to("POST", "/events").len() == users * per_user
+    })
+    .await;
+    let mut seen: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for call in s.calls_to("POST", "/events") {
+        seen.entry(call.body["id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(call.body["event_name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), users, "one contact per user");
+    for (contact, names) in seen {
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "contact {contact}'s events out of order");
+        assert_eq!(names.len(), per_user);
+    }
+}
