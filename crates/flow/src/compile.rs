@@ -199,18 +199,27 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
         )));
     }
     let mut on = Vec::new();
-    for trigger in file.trigger.on.to_vec() {
+    let (line, column) = (file.trigger.on.line, file.trigger.on.column);
+    for trigger in file.trigger.on.value.to_vec() {
         match trigger.strip_prefix("segment.") {
             Some(kind) if SEGMENT_TYPES.contains(&kind) => on.push(kind.to_owned()),
             _ if trigger.starts_with("intercom.") => {
-                return Err(top(format!(
-                    "trigger.on: `{trigger}`: Intercom webhook triggers are reserved and not available yet"
-                )));
+                return Err(at(
+                    line,
+                    column,
+                    format!(
+                        "trigger.on: `{trigger}`: Intercom webhook triggers are reserved and not available yet"
+                    ),
+                ));
             }
             _ => {
-                return Err(top(format!(
-                    "trigger.on: `{trigger}` is not a trigger; expected one of segment.identify, segment.track, segment.group, segment.page, segment.screen, segment.alias"
-                )));
+                return Err(at(
+                    line,
+                    column,
+                    format!(
+                        "trigger.on: `{trigger}` is not a trigger; expected one of segment.identify, segment.track, segment.group, segment.page, segment.screen, segment.alias"
+                    ),
+                ));
             }
         }
     }

@@ -108,7 +108,7 @@ pub struct Trigger {
     /// `segment.identify`, `segment.track`, `segment.group`, `segment.page`, `segment.screen`,
     /// `segment.alias`, or a list of them. (`intercom.<topic>` is reserved for Intercom
     /// webhooks.)
-    pub on: OneOrMany<String>,
+    pub on: Located<OneOrMany<String>>,
     /// Only these event names (`track`) or page/screen names.
     #[serde(default)]
     pub event: Option<OneOrMany<String>>,

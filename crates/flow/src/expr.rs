@@ -112,6 +112,44 @@ fn eval_error(source: &str, error: &Error) -> EvalError {
     }
 }
 
+/// Operators from other languages that Jinja does not have. minijinja refuses most of them,
+/// but not all (`a == "x" && b` slips through its lexer), so they are refused here, outside
+/// string literals, with the Jinja spelling.
+fn foreign_operator(expression: &str) -> Option<CompileError> {
+    let mut quote: Option<char> = None;
+    let chars: Vec<char> = expression.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        match quote {
+            Some(q) if c == q && (i == 0 || chars[i - 1] != '\\') => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None => {
+                let pair: String = chars[i..chars.len().min(i + 2)].iter().collect();
+                let jinja = match pair.as_str() {
+                    "&&" => "and",
+                    "||" => "or",
+                    _ if c == '!' && chars.get(i + 1) != Some(&'=') => "not",
+                    _ => continue,
+                };
+                let found = if c == '!' { "!".to_owned() } else { pair };
+                return Some(CompileError {
+                    message: format!("`{found}` is not an operator here; write `{jinja}`"),
+                });
+            }
+        }
+    }
+    None
+}
+
+fn compile_expression(source: &str) -> Result<Expression<'static, 'static>, CompileError> {
+    if let Some(error) = foreign_operator(source) {
+        return Err(error);
+    }
+    environment()
+        .compile_expression_owned(source.to_owned())
+        .map_err(|e| compile_error(&e))
+}
+
 /// A condition: an expression whose truthiness decides (`{{ }}` around it is allowed).
 #[derive(Debug)]
 pub struct Condition {
@@ -122,9 +160,7 @@ pub struct Condition {
 impl Condition {
     pub fn compile(source: &str) -> Result<Condition, CompileError> {
         let inner = strip_braces(source).unwrap_or(source).trim();
-        let expression = environment()
-            .compile_expression_owned(inner.to_owned())
-            .map_err(|e| compile_error(&e))?;
+        let expression = compile_expression(inner)?;
         Ok(Condition {
             source: source.to_owned(),
             expression,
@@ -174,9 +210,7 @@ impl ValueTemplate {
                 if let Some(inner) = strip_braces(text) {
                     ValueTemplate::Expression {
                         source: text.clone(),
-                        expression: environment()
-                            .compile_expression_owned(inner.to_owned())
-                            .map_err(|e| compile_error(&e))?,
+                        expression: compile_expression(inner)?,
                     }
                 } else if text.contains("{{") || text.contains("{%") {
                     // Compiled templates borrow their source; workflows live as long as the
@@ -334,8 +368,23 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_reported_at_compile_time() {
-        let error = Condition::compile("traits.plan && traits.tier").unwrap_err();
-        assert!(error.message.contains("syntax error"), "{error}");
+        for (source, hint) in [
+            ("traits.plan && traits.tier", "write `and`"),
+            ("traits.plan == \"pro\" && traits.mrr > 100", "write `and`"),
+            ("a || b", "write `or`"),
+            ("!traits.vip", "write `not`"),
+        ] {
+            let error = Condition::compile(source).unwrap_err();
+            assert!(error.message.contains(hint), "{source}: {error}");
+        }
+        // Inside strings they are text; `!=` is Jinja.
+        assert!(Condition::compile("event.event == 'R&&D' and a != b").is_ok());
+        assert!(
+            Condition::compile("traits.plan ==")
+                .unwrap_err()
+                .message
+                .contains("syntax error")
+        );
         assert!(ValueTemplate::compile(&json!("{{ unclosed ")).is_err());
     }
 }

@@ -331,7 +331,8 @@ impl AttributeCatalog {
         policy: AttributePolicy,
     ) -> Result<PreparedContact, crate::IntercomError> {
         let mut known = self.known.lock().await;
-        if known.is_none() {
+        let fresh = known.is_none();
+        if fresh {
             *known = Some(self.client.contact_attributes().await?);
         }
         // Refresh only when the traits name a custom attribute the cache does not know (someone
@@ -345,7 +346,7 @@ impl AttributeCatalog {
                     .iter()
                     .any(|(name, _)| !catalog.contains_key(name))
         };
-        if unknown {
+        if unknown && !fresh {
             *known = Some(self.client.contact_attributes().await?);
         }
         let catalog = known.as_mut().expect("filled above");

@@ -1,4 +1,5 @@
-//! The command line: `junction serve`, `junction events list|show`, `junction rejected list`.
+//! The command line: `serve`, `demo`, `events`, `rejected`, `emulate`, and the workflow tools
+//! `validate`, `test`, `schema`, `templates`, `init`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -34,8 +35,22 @@ pub struct ConfigArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: Segment ingest, webhooks, admin API.
+    /// Run the server: Segment ingest, webhooks, admin API, workflows and delivery.
     Serve(ServeArgs),
+    /// Junction end to end in seconds: the Intercom emulator, every template, a realistic
+    /// stream of Segment events, and what happened in Intercom.
+    Demo(DemoArgs),
+    /// Check workflow files; each problem is reported as FILE:LINE:COL.
+    Validate(ValidateArgs),
+    /// Print the Intercom requests a workflow makes for sample events, without calling Intercom.
+    Test(TestArgs),
+    /// Print the JSON Schema of workflow files.
+    Schema,
+    /// The ready-made workflows embedded in Junction.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+    /// Write a starter configuration with chosen templates.
+    Init(InitArgs),
     /// Read the event log.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -45,6 +60,59 @@ pub enum Command {
     /// Run an emulator of a service Junction talks to, for tests and demos.
     #[command(subcommand)]
     Emulate(EmulateCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's SQLite store in this folder (default: a temporary one).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Keep Junction and the emulator running after the demo (until Ctrl-C).
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Workflow files (YAML).
+    #[arg(required_unless_present = "config")]
+    pub files: Vec<PathBuf>,
+    /// Also check a configuration file and every workflow it loads.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// A workflow file, or a template's name.
+    pub workflow: String,
+    /// A Segment event (JSON file); repeat for a sequence (they share the user's profile).
+    #[arg(long = "event", required = true)]
+    pub events: Vec<PathBuf>,
+    /// Override a workflow variable: NAME=VALUE (VALUE is JSON, or text).
+    #[arg(long = "var", value_parser = crate::dry_run::parse_var)]
+    pub vars: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Name and purpose of each template.
+    List,
+    /// A template's YAML.
+    Show { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the configuration.
+    #[arg(long, short, default_value = "junction.yaml")]
+    pub output: PathBuf,
+    /// Templates to include, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub templates: Vec<String>,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

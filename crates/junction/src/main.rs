@@ -4,10 +4,13 @@
 
 mod cli;
 mod config;
+mod demo;
+mod dry_run;
 mod emulate;
 mod logs;
 mod read;
 mod serve;
+mod tools;
 mod workflows;
 
 use clap::Parser;
@@ -18,7 +21,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logs::init(cli.log_format);
+    // Only the server's own story is worth info lines; the one-shot commands print results.
+    let default_level = match cli.command {
+        Command::Serve(_) | Command::Emulate(_) => "info",
+        _ => "warn",
+    };
+    logs::init(cli.log_format, default_level);
+    junction_intercom::install_tls_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -38,6 +47,13 @@ fn main() -> ExitCode {
                 }
                 serve::run(config).await.map_err(Failure::Runtime)
             }
+            Command::Demo(args) => demo::run(args.data, args.keep_running).await,
+            Command::Validate(args) => tools::validate(&args.files, args.config.as_deref()),
+            Command::Test(args) => dry_run::run(&args.workflow, &args.events, &args.vars).await,
+            Command::Schema => tools::schema(),
+            Command::Templates(cli::TemplatesCommand::List) => tools::list_templates(),
+            Command::Templates(cli::TemplatesCommand::Show { name }) => tools::show_template(&name),
+            Command::Init(args) => tools::init(&args.output, &args.templates, args.force),
             Command::Events(command) => read::events(command, load).await,
             Command::Rejected(command) => read::rejected(command, load).await,
             Command::Emulate(cli::EmulateCommand::Intercom(args)) => {

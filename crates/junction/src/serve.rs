@@ -13,6 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    run_on(config, listener, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` resolves (the demo runs it this way, in-process).
+pub async fn run_on(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let planner = crate::workflows::planner(&config).map_err(anyhow::Error::msg)?;
     let settings = config.server_settings();
     if settings.write_keys.is_empty() {
@@ -29,9 +41,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = junction_store::open(&config.store.0, config.store_options())
         .await
         .with_context(|| format!("opening the store {}", config.store.0))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
     let state = AppState::new(Arc::clone(&store), settings);
     let client = match config.intercom.client_config() {
         Some(client_config) => {
@@ -64,7 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("starting the engine")?;
-    serve_then(listener, state, shutdown_signal(), pipeline.stop())
+    serve_then(listener, state, shutdown, pipeline.stop())
         .await
         .context("serving HTTP")
 }

@@ -29,7 +29,10 @@ fn resolve(base: &Path, file: &Path) -> PathBuf {
 
 /// Loads one workflow from text, naming `origin` in errors.
 pub fn load_text(origin: &str, text: &str, vars: &Map<String, Value>) -> Result<Workflow, String> {
-    junction_flow::load(text, vars).map_err(|e| format!("{origin}:{e}"))
+    junction_flow::load(text, vars).map_err(|e| match e.line {
+        Some(_) => format!("{origin}:{e}"),
+        None => format!("{origin}: {e}"),
+    })
 }
 
 fn load_entry(entry: &WorkflowEntry, base: &Path) -> Result<Workflow, String> {

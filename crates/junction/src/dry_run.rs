@@ -1,0 +1,241 @@
+//! `junction test WORKFLOW --event EVENT.json`: plans the events with the workflow and prints
+//! each planned action and the exact Intercom requests it makes — sent to a built-in Intercom
+//! emulator inside this process, so nothing reaches Intercom (or any webhook: HTTP actions are
+//! printed, not sent).
+
+use crate::Failure;
+use junction_delivery::{Deliverer, IntercomTarget};
+use junction_emulator::{Emulator, EmulatorConfig};
+use junction_flow::action::Action;
+use junction_flow::{EventInput, Globals, Planner, Profile};
+use junction_intercom::attributes::{AttributeCatalog, AttributePolicy};
+use junction_intercom::{ContactResolver, IntercomClient, IntercomConfig};
+use junction_model::MessageType;
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The workflow: a file, or a template's name.
+fn load_workflow(
+    workflow: &str,
+    vars: &Map<String, Value>,
+) -> Result<junction_flow::Workflow, Failure> {
+    if let Some(template) = junction_flow::templates::find(workflow) {
+        return crate::workflows::load_text(&format!("template:{workflow}"), template.source, vars)
+            .map_err(Failure::Input);
+    }
+    let path = Path::new(workflow);
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::Input(format!(
+            "{workflow}: not a template name, and cannot read it as a file: {e}"
+        ))
+    })?;
+    crate::workflows::load_text(workflow, &text, vars).map_err(Failure::Input)
+}
+
+/// `NAME=VALUE` (VALUE as JSON when it parses, else as text).
+pub fn parse_var(text: &str) -> Result<(String, Value), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, found {text:?}"))?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    Ok((name.trim().to_owned(), value))
+}
+
+struct Event {
+    kind: String,
+    message_id: String,
+    identity: String,
+    timestamp_ms: i64,
+    body: Value,
+}
+
+fn read_event(path: &Path) -> Result<Event, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::Input(format!(
+            "{}:{}:{}: not JSON: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let kind: MessageType = value["type"]
+        .as_str()
+        .ok_or_else(|| {
+            Failure::Input(format!(
+                "{}: type: expected identify, track, page, screen, group or alias",
+                path.display()
+            ))
+        })?
+        .parse()
+        .map_err(|e| Failure::Input(format!("{}: type: {e}", path.display())))?;
+    // Without a timestamp the event happened now; give one for repeatable output.
+    let received_at = value["timestamp"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
+    let envelope = junction_model::parse_single(&bytes, kind, received_at)
+        .map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    let Some(message) = envelope.messages.into_iter().next() else {
+        let reason = envelope
+            .rejected
+            .first()
+            .map(|r| format!("{}: {}", r.error.field, r.error.rule))
+            .unwrap_or_default();
+        return Err(Failure::Input(format!("{}: {reason}", path.display())));
+    };
+    let mut body = Value::Object(message.body.clone());
+    body["timestamp"] = message
+        .timestamp
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        .into();
+    body["messageId"] = message.message_id.clone().into();
+    Ok(Event {
+        kind: message.kind.to_string(),
+        message_id: message.message_id.clone(),
+        identity: message.identity().to_owned(),
+        timestamp_ms: message.timestamp.timestamp_millis(),
+        body,
+    })
+}
+
+pub async fn run(
+    workflow: &str,
+    events: &[PathBuf],
+    vars: &[(String, Value)],
+) -> Result<(), Failure> {
+    let vars: Map<String, Value> = vars.iter().cloned().collect();
+    let planner = Planner::new(vec![load_workflow(workflow, &vars)?])
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    let events = events
+        .iter()
+        .map(|p| read_event(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let output = dry_run(&planner, &events).await.map_err(Failure::Runtime)?;
+    print!("{output}");
+    Ok(())
+}
+
+async fn dry_run(planner: &Planner, events: &[Event]) -> anyhow::Result<String> {
+    let emulator = Emulator::new(EmulatorConfig {
+        token: Some("dry-run".into()),
+        rate_limit: 1_000_000,
+        search_lag: Duration::ZERO,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = emulator.clone().spawn(listener).await?;
+    let scratch = tempfile::tempdir()?;
+    let store = junction_store::open(
+        &format!("sqlite://{}", scratch.path().join("dry-run.db").display()),
+        Default::default(),
+    )
+    .await?;
+    let mut settings = IntercomConfig::new(format!("http://{addr}"), "dry-run");
+    settings.retry.attempts = 1;
+    let client = IntercomClient::new(settings)?;
+    let deliverer = Deliverer::new(Some(IntercomTarget {
+        resolver: ContactResolver::new(client.clone(), Arc::clone(&store), "dry-run"),
+        catalog: AttributeCatalog::new(client.clone()),
+        policy: AttributePolicy::default(),
+        client,
+    }));
+    let mut profiles: std::collections::HashMap<String, Profile> = Default::default();
+    let mut globals = Globals::default();
+    let mut out = String::new();
+    for event in events {
+        let profile = profiles.entry(event.identity.clone()).or_default();
+        let plan = planner.plan_event(
+            EventInput {
+                message_id: &event.message_id,
+                kind: &event.kind,
+                identity: &event.identity,
+                body: &event.body,
+                timestamp_ms: event.timestamp_ms,
+            },
+            profile,
+            &mut globals,
+        );
+        let name = event.body["event"]
+            .as_str()
+            .or(event.body["name"].as_str())
+            .map(|n| format!(" {n:?}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "event {} ({}{name}, {})",
+            event.message_id, event.kind, event.identity
+        );
+        for run in &plan.runs {
+            let status = match (&run.error, run.paused) {
+                (Some(error), _) => format!("stopped: {error}"),
+                (None, true) => "paused at a wait".into(),
+                (None, false) => "done".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  run {}: {} action(s), {status}",
+                run.workflow, run.actions
+            );
+        }
+        for timer in &plan.timers {
+            let at = chrono::DateTime::from_timestamp_millis(timer.fire_at_ms)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  timer {} fires at {at} unless {:?}; then resumes at step {}",
+                timer.id, timer.cancel_on, timer.resume_at
+            );
+        }
+        for id in &plan.cancelled_timers {
+            let _ = writeln!(out, "  timer {id} cancelled");
+        }
+        for (index, action) in plan.actions.iter().enumerate() {
+            let standby = action
+                .standby_for
+                .as_ref()
+                .map(|p| format!(" (only if {p} fails)"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {}. {} [{}]{standby}",
+                index + 1,
+                action.action.kind(),
+                action.id
+            );
+            if let Action::Http {
+                method, url, body, ..
+            } = &action.action
+            {
+                let _ = writeln!(
+                    out,
+                    "     {method} {url} {}",
+                    body.as_ref().map(Value::to_string).unwrap_or_default()
+                );
+                continue;
+            }
+            let before = emulator.journal_entries().len();
+            let result = deliverer.deliver(action).await;
+            for call in &emulator.journal_entries()[before..] {
+                let body = if call.body.is_null() {
+                    String::new()
+                } else {
+                    format!(" {}", call.body)
+                };
+                let _ = writeln!(
+                    out,
+                    "     {} {}{body} -> {}",
+                    call.method, call.path, call.status
+                );
+            }
+            if let Err(failure) = result {
+                let _ = writeln!(out, "     fails: {failure:?}");
+            }
+        }
+    }
+    Ok(out)
+}
