@@ -8,6 +8,7 @@ use crate::definition::{
 use crate::duration::Span;
 use crate::expr::{CompileError, Condition, ValueTemplate};
 use serde_json::{Map, Value as Json, json};
+use std::collections::HashSet;
 use std::fmt;
 
 /// A workflow ready to plan with.
@@ -22,6 +23,9 @@ pub struct Workflow {
     pub events: Option<Vec<String>>,
     pub when: Option<Condition>,
     pub steps: Vec<Step>,
+    /// The top-level names its expressions read (`event`, `traits`, `profile`, `vars`, …): the
+    /// planner builds only those parts of the context.
+    pub uses: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -232,6 +236,11 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
         .as_ref()
         .map(|when| condition(when, "when"))
         .transpose()?;
+    let steps = steps(&file.steps, true)?;
+    let mut uses: HashSet<String> = when.as_ref().map(Condition::variables).unwrap_or_default();
+    for step in &steps {
+        step.variables(&mut uses);
+    }
     Ok(Workflow {
         name: file.name.clone(),
         description: file.description.clone(),
@@ -239,8 +248,114 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
         on,
         events: file.trigger.event.as_ref().map(OneOrMany::to_vec),
         when,
-        steps: steps(&file.steps, true)?,
+        steps,
+        uses,
     })
+}
+
+impl Step {
+    /// Adds the top-level names this step (and the steps inside it) read.
+    fn variables(&self, names: &mut HashSet<String>) {
+        let mut add = |template: &ValueTemplate| names.extend(template.variables());
+        let optional = |template: &Option<ValueTemplate>, add: &mut dyn FnMut(&ValueTemplate)| {
+            if let Some(template) = template {
+                add(template);
+            }
+        };
+        let mut nested: Vec<&Step> = Vec::new();
+        match &self.kind {
+            StepKind::Contact { traits, fields } => {
+                add(traits);
+                fields.iter().for_each(|(_, f)| add(f));
+            }
+            StepKind::Company {
+                company_id, traits, ..
+            } => {
+                add(company_id);
+                add(traits);
+            }
+            StepKind::Tag(t) | StepKind::Untag(t) | StepKind::Milestone(t) => add(t),
+            StepKind::Event {
+                name,
+                created_at,
+                metadata,
+            } => {
+                add(name);
+                optional(created_at, &mut add);
+                add(metadata);
+            }
+            StepKind::Message {
+                from,
+                subject,
+                body,
+                ..
+            } => {
+                add(from);
+                optional(subject, &mut add);
+                add(body);
+            }
+            StepKind::Conversation {
+                body,
+                assign_admin,
+                assign_team,
+                admin,
+                note,
+            } => {
+                add(body);
+                for t in [assign_admin, assign_team, admin, note] {
+                    optional(t, &mut add);
+                }
+            }
+            StepKind::Note { admin, body } => {
+                add(admin);
+                add(body);
+            }
+            StepKind::Assign {
+                admin, round_robin, ..
+            } => {
+                optional(admin, &mut add);
+                optional(round_robin, &mut add);
+            }
+            StepKind::Http {
+                url, headers, body, ..
+            } => {
+                add(url);
+                headers.iter().for_each(|(_, h)| add(h));
+                optional(body, &mut add);
+            }
+            StepKind::If {
+                condition,
+                then,
+                otherwise,
+            } => {
+                names.extend(condition.variables());
+                nested.extend(then.iter().chain(otherwise));
+            }
+            StepKind::Set(values) | StepKind::Remember(values) => {
+                values.iter().for_each(|(_, v)| add(v))
+            }
+            StepKind::Score { rules, crossed, .. } => {
+                for rule in rules {
+                    if let Some(when) = &rule.when {
+                        names.extend(when.variables());
+                    }
+                }
+                nested.extend(crossed);
+            }
+            StepKind::Count { .. } => {}
+            StepKind::Wait { duration, .. } => {
+                if let WaitFor::Computed(template) = duration {
+                    add(template);
+                }
+            }
+        }
+        if let ErrorBranch::Steps(branch) = &self.on_error {
+            nested.extend(branch);
+        }
+        for step in nested {
+            step.variables(names);
+        }
+    }
 }
 
 fn condition(source: &Located<String>, what: &str) -> Result<Condition, LoadError> {

@@ -12,10 +12,11 @@
 //!   object, list); any other text renders to a string; other YAML values are taken as written,
 //!   with templates inside objects and lists rendered in place.
 
-use minijinja::value::Serde;
+use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr};
 use minijinja::{Environment, Error, ErrorKind, Expression, Template, UndefinedBehavior, Value};
 use serde_json::Value as Json;
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
 
 /// The environment every workflow shares: filters and tests only, no templates registered by
 /// name, so one process-wide instance serves every load.
@@ -177,6 +178,11 @@ impl Condition {
     pub fn source(&self) -> &str {
         &self.source
     }
+
+    /// The top-level names it reads (`event`, `traits`, `profile`, …).
+    pub fn variables(&self) -> HashSet<String> {
+        self.expression.undeclared_variables(false)
+    }
 }
 
 /// `{{ expr }}` and nothing else → `expr`.
@@ -275,6 +281,21 @@ impl ValueTemplate {
         }
     }
 
+    /// The top-level names it reads.
+    pub fn variables(&self) -> HashSet<String> {
+        match self {
+            ValueTemplate::Literal(_) => HashSet::new(),
+            ValueTemplate::Expression { expression, .. } => expression.undeclared_variables(false),
+            ValueTemplate::Text { template, .. } => template.undeclared_variables(false),
+            ValueTemplate::Object(members) => {
+                members.iter().flat_map(|(_, m)| m.variables()).collect()
+            }
+            ValueTemplate::Array(items) => {
+                items.iter().flat_map(ValueTemplate::variables).collect()
+            }
+        }
+    }
+
     /// Renders to a string (numbers and booleans as text; null as empty).
     pub fn render_string(&self, context: &Value) -> Result<String, EvalError> {
         Ok(match self.render(context)? {
@@ -290,12 +311,125 @@ pub fn to_json(value: &Value) -> Result<Json, String> {
     if value.is_undefined() {
         return Ok(Json::Null);
     }
+    if let Some(node) = value.downcast_object_ref::<JsonNode>() {
+        return Ok(node.resolve().clone());
+    }
     serde_json::to_value(value).map_err(|e| e.to_string())
 }
 
-/// JSON as a minijinja value.
+/// JSON as a minijinja value (see [`JsonNode`]).
 pub fn from_json(value: &Json) -> Value {
-    Value::from(Serde(value))
+    from_shared_json(Arc::new(value.clone()))
+}
+
+/// Shared JSON as a minijinja value, without copying it.
+pub fn from_shared_json(root: Arc<Json>) -> Value {
+    JsonNode {
+        root,
+        path: Vec::new(),
+    }
+    .into_value()
+}
+
+/// JSON seen by expressions in place: a lookup walks the document instead of converting it
+/// into minijinja values first (which cost more than the rest of planning put together), and
+/// an expression that yields a whole object hands back the JSON it points at.
+#[derive(Debug)]
+struct JsonNode {
+    root: Arc<Json>,
+    path: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl JsonNode {
+    fn resolve(&self) -> &Json {
+        let mut value = &*self.root;
+        for step in &self.path {
+            value = match (step, value) {
+                (Step::Key(key), Json::Object(map)) => &map[key.as_str()],
+                (Step::Index(index), Json::Array(items)) => &items[*index],
+                _ => unreachable!("paths are built from the document itself"),
+            };
+        }
+        value
+    }
+
+    fn into_value(self) -> Value {
+        match self.resolve() {
+            Json::Object(_) | Json::Array(_) => Value::from_object(self),
+            scalar => scalar_value(scalar),
+        }
+    }
+
+    fn child(&self, step: Step) -> Value {
+        let mut path = self.path.clone();
+        path.push(step);
+        JsonNode {
+            root: Arc::clone(&self.root),
+            path,
+        }
+        .into_value()
+    }
+}
+
+fn scalar_value(value: &Json) -> Value {
+    match value {
+        Json::Null => Value::from(()),
+        Json::Bool(b) => Value::from(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Value::from(i),
+            (None, Some(u), _) => Value::from(u),
+            (_, _, Some(f)) => Value::from(f),
+            _ => Value::from(()),
+        },
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Object(_) | Json::Array(_) => unreachable!("containers are wrapped"),
+    }
+}
+
+impl Object for JsonNode {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        match self.resolve() {
+            Json::Array(_) => ObjectRepr::Seq,
+            _ => ObjectRepr::Map,
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match self.resolve() {
+            Json::Object(_) => self.get_value_by_str(key.as_str()?),
+            Json::Array(items) => {
+                let index = key.as_usize()?;
+                (index < items.len()).then(|| self.child(Step::Index(index)))
+            }
+            _ => None,
+        }
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        match self.resolve() {
+            Json::Object(map) if map.contains_key(key) => {
+                Some(self.child(Step::Key(key.to_owned())))
+            }
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        match self.resolve() {
+            Json::Array(items) => Enumerator::Seq(items.len()),
+            Json::Object(_) => self.mapped_enumerator(|this| match this.resolve() {
+                Json::Object(map) => Box::new(map.keys().map(|k| Value::from(k.as_str()))),
+                _ => Box::new(std::iter::empty()),
+            }),
+            _ => Enumerator::Empty,
+        }
+    }
 }
 
 #[cfg(test)]

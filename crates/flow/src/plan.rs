@@ -331,15 +331,31 @@ impl<'a> Run<'a> {
         if let Some(context) = &self.context {
             return context.clone();
         }
-        let context = minijinja::context! {
-            event => self.event_value.clone(),
-            traits => from_json(&Json::Object(profile.traits.clone())),
-            profile => from_json(&profile.view(self.now_ms)),
-            vars => from_json(&Json::Object(self.vars.clone())),
-            now => self.now_ms / 1000,
-            previous_company => self.company.as_ref().map(|(before, _)| before.clone()),
-            company => self.company.as_ref().map(|(_, after)| after.clone()),
-        };
+        // Only what the workflow's expressions read: building the profile view, say, costs
+        // more than a whole profile-sync plan.
+        let uses = &self.workflow.uses;
+        let wanted = |name: &str| uses.contains(name);
+        let mut context: BTreeMap<&str, Value> = BTreeMap::new();
+        if wanted("event") {
+            context.insert("event", self.event_value.clone());
+        }
+        if wanted("traits") {
+            context.insert("traits", from_json(&Json::Object(profile.traits.clone())));
+        }
+        if wanted("profile") {
+            context.insert("profile", from_json(&profile.view(self.now_ms)));
+        }
+        if wanted("vars") {
+            context.insert("vars", from_json(&Json::Object(self.vars.clone())));
+        }
+        if wanted("now") {
+            context.insert("now", Value::from(self.now_ms / 1000));
+        }
+        if let Some((before, after)) = &self.company {
+            context.insert("previous_company", before.clone());
+            context.insert("company", after.clone());
+        }
+        let context = Value::from(context);
         self.context = Some(context.clone());
         context
     }

@@ -257,7 +257,7 @@ fn churn_risk_from_a_signal_or_a_login_drop_at_most_monthly() {
 fn company_sync_alerts_once_when_health_drops() {
     let mut h = Harness::new(
         &["company-sync"],
-        json!({"alert_url": "http://alerts.invalid/hook"}),
+        json!({"alert_url": "http://alerts.invalid/hook", "account_manager": "991267004"}),
     );
     let group = |health: i64| json!({"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Acme", "employees": 40, "plan": "pro", "health_score": health}});
     let first = h.send(0, group(80));
