@@ -4,6 +4,7 @@
 use junction_flow::action::{Action, MessageChannel, PlannedAction, Who};
 use junction_intercom::attributes::{AttributeCatalog, AttributePolicy};
 use junction_intercom::operations::{Assignee, MessageKind};
+use junction_intercom::recorder::{self, CallRecord};
 use junction_intercom::{ContactResolver, Identity, IntercomClient, IntercomError, ResolveError};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -18,29 +19,75 @@ pub struct IntercomTarget {
     pub policy: AttributePolicy,
 }
 
-/// Why an action did not succeed, sorted by what delivery should do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+/// What delivery should do about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
     /// Momentary: try again after a pause.
-    Retry(String),
+    Retry,
     /// The workspace's credentials were refused: nothing for it will succeed until they are
-    /// fixed.
-    Credentials(String),
+    /// fixed, so delivery pauses instead of burning attempts.
+    Credentials,
     /// The contact addressed is gone (404, or merged away: 410).
-    Gone(String),
-    /// Will not succeed as it is.
-    Permanent(String),
+    Gone,
+    /// Will not succeed as it is: the dead-letter queue.
+    Permanent,
+}
+
+/// Why an action did not succeed: the class, a short code (Intercom's error code where it
+/// gave one: `not_found`, `parameter_invalid`; else `server_error`, `transport`, …) and the
+/// message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: FailureClass,
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(class: FailureClass, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Failure {
+            class,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
 }
 
 impl From<IntercomError> for Failure {
     fn from(error: IntercomError) -> Self {
+        let message = error.to_string();
         match &error {
-            IntercomError::Credentials { .. } => Failure::Credentials(error.to_string()),
-            IntercomError::Gone { .. } | IntercomError::Permanent { status: 404, .. } => {
-                Failure::Gone(error.to_string())
+            IntercomError::Credentials { code, .. } => {
+                Failure::new(FailureClass::Credentials, code.clone(), message)
             }
-            e if e.is_retryable() => Failure::Retry(error.to_string()),
-            _ => Failure::Permanent(error.to_string()),
+            IntercomError::Gone { .. } => Failure::new(FailureClass::Gone, "gone", message),
+            IntercomError::Permanent {
+                status: 404, code, ..
+            } => Failure::new(FailureClass::Gone, code.clone(), message),
+            IntercomError::Retryable {
+                status: Some(status),
+                ..
+            } => Failure::new(
+                FailureClass::Retry,
+                if *status >= 500 {
+                    "server_error".to_owned()
+                } else {
+                    format!("http_{status}")
+                },
+                message,
+            ),
+            IntercomError::Retryable { status: None, .. } => {
+                Failure::new(FailureClass::Retry, "transport", message)
+            }
+            IntercomError::RateLimited { .. } => {
+                Failure::new(FailureClass::Retry, "rate_limited", message)
+            }
+            IntercomError::Conflict { .. } | IntercomError::OtherConflict { .. } => {
+                Failure::new(FailureClass::Permanent, "conflict", message)
+            }
+            IntercomError::Permanent { code, .. } => {
+                Failure::new(FailureClass::Permanent, code.clone(), message)
+            }
         }
     }
 }
@@ -49,8 +96,14 @@ impl From<ResolveError> for Failure {
     fn from(error: ResolveError) -> Self {
         match error {
             ResolveError::Intercom(error) => error.into(),
-            ResolveError::Store(error) => Failure::Retry(format!("store: {error}")),
-            ResolveError::NoIdentity => Failure::Permanent(ResolveError::NoIdentity.to_string()),
+            ResolveError::Store(error) => {
+                Failure::new(FailureClass::Retry, "store", format!("store: {error}"))
+            }
+            ResolveError::NoIdentity => Failure::new(
+                FailureClass::Permanent,
+                "no_identity",
+                ResolveError::NoIdentity.to_string(),
+            ),
         }
     }
 }
@@ -88,8 +141,10 @@ impl Deliverer {
             return self.http(method, url, headers, body.as_ref()).await;
         }
         let Some(intercom) = &self.intercom else {
-            return Err(Failure::Credentials(
-                "intercom.token is not configured".into(),
+            return Err(Failure::new(
+                FailureClass::Credentials,
+                "not_configured",
+                "intercom.token is not configured",
             ));
         };
         let identity = identity_of(&planned.who);
@@ -97,11 +152,20 @@ impl Deliverer {
             .intercom_action(intercom, &identity, &planned.action)
             .await
         {
-            Err(Failure::Gone(message)) => {
-                self.after_not_found(intercom, &identity, &planned.action, message)
+            Err(failure) if failure.class == FailureClass::Gone => {
+                self.after_not_found(intercom, &identity, &planned.action, failure)
                     .await
             }
             other => other,
+        }
+    }
+
+    /// Whether Intercom accepts the credentials now (`GET /me`): how a paused delivery finds
+    /// out it may resume. Without Intercom configured there is nothing to check.
+    pub async fn credentials_accepted(&self) -> Result<(), Failure> {
+        match &self.intercom {
+            Some(target) => target.client.me().await.map(|_| ()).map_err(Failure::from),
+            None => Ok(()),
         }
     }
 
@@ -114,18 +178,29 @@ impl Deliverer {
         target: &IntercomTarget,
         identity: &Identity,
         action: &Action,
-        message: String,
+        failure: Failure,
     ) -> Result<String, Failure> {
         let id = target.resolver.contact_id(identity).await?;
         match target.client.get_contact(&id).await {
-            Ok(_) if matches!(action, Action::Message { .. }) => Err(Failure::Retry(format!(
-                "{message} (Intercom refuses to message a contact created moments ago; retrying)"
-            ))),
-            Ok(_) => Err(Failure::Permanent(message)),
+            Ok(_) if matches!(action, Action::Message { .. }) => Err(Failure::new(
+                FailureClass::Retry,
+                failure.code,
+                format!(
+                    "{} (Intercom refuses to message a contact created moments ago; retrying)",
+                    failure.message
+                ),
+            )),
+            Ok(_) => Err(Failure {
+                class: FailureClass::Permanent,
+                ..failure
+            }),
             Err(IntercomError::Gone { .. } | IntercomError::Permanent { status: 404, .. }) => {
                 target.resolver.forget(&id).await?;
                 match self.intercom_action(target, identity, action).await {
-                    Err(Failure::Gone(message)) => Err(Failure::Permanent(message)),
+                    Err(again) if again.class == FailureClass::Gone => Err(Failure {
+                        class: FailureClass::Permanent,
+                        ..again
+                    }),
                     other => other,
                 }
             }
@@ -291,8 +366,13 @@ impl Deliverer {
         headers: &std::collections::BTreeMap<String, String>,
         body: Option<&Value>,
     ) -> Result<String, Failure> {
-        let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|_| Failure::Permanent(format!("bad method {method}")))?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| {
+            Failure::new(
+                FailureClass::Permanent,
+                "bad_method",
+                format!("bad method {method}"),
+            )
+        })?;
         let mut request = self.http.request(method.clone(), url);
         for (name, value) in headers {
             request = request.header(name, value);
@@ -304,22 +384,47 @@ impl Deliverer {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_else(|| "?".into());
-        let response = request.send().await.map_err(|e| {
-            // reqwest's message would include the URL.
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "could not connect"
-            } else {
-                "failed"
-            };
-            Failure::Retry(format!("{method} to {host} {kind}"))
-        })?;
+        let started = std::time::Instant::now();
+        let mut call = CallRecord {
+            method: method.to_string(),
+            // The host only: a webhook's path is its secret.
+            path: format!("https://{host}/…"),
+            status: None,
+            request: body.and_then(|b| recorder::excerpt(b.to_string().as_bytes())),
+            response: None,
+            ms: 0,
+        };
+        let sent = request.send().await;
+        call.ms = started.elapsed().as_millis() as u64;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                // reqwest's message would include the URL.
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "could not connect"
+                } else {
+                    "failed"
+                };
+                call.response = Some(kind.into());
+                recorder::note(call);
+                return Err(Failure::new(
+                    FailureClass::Retry,
+                    "transport",
+                    format!("{method} to {host} {kind}"),
+                ));
+            }
+        };
         let status = response.status();
+        call.status = Some(status.as_u16());
+        recorder::note(call);
+        let code = format!("http_{}", status.as_u16());
+        let summary = format!("{method} to {host}: {status}");
         match status.as_u16() {
-            200..=299 => Ok(format!("{method} to {host}: {status}")),
-            408 | 429 | 500..=599 => Err(Failure::Retry(format!("{method} to {host}: {status}"))),
-            _ => Err(Failure::Permanent(format!("{method} to {host}: {status}"))),
+            200..=299 => Ok(summary),
+            408 | 429 | 500..=599 => Err(Failure::new(FailureClass::Retry, code, summary)),
+            _ => Err(Failure::new(FailureClass::Permanent, code, summary)),
         }
     }
 }

@@ -5,8 +5,9 @@
 //! Per-user order starts here: events are planned strictly in log order, and the outbox keeps
 //! the planning order for delivery.
 
+use junction_flow::action::{Action, PlannedAction};
 use junction_flow::{EventInput, Globals, Plan, Planner, Profile, TimerPlan};
-use junction_store::{EngineCommit, NewAction, NewTimer, Store, StoreError, StoredEvent};
+use junction_store::{EngineCommit, NewAction, NewRun, NewTimer, Store, StoreError, StoredEvent};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,7 +178,7 @@ impl Engine {
                 &mut self.globals,
             );
             touched.insert(event.identity.clone());
-            add_plan(&mut commit, plan, event.seq);
+            add_plan(&mut commit, plan, event.seq, &event.identity);
         }
         commit.cursor = events.last().map(|e| e.seq);
         self.finish(commit, touched, globals_before, events.len())
@@ -205,10 +206,24 @@ impl Engine {
             let profile = self.profiles.entry(timer.identity.clone()).or_default();
             let plan = self.planner.plan_timer(timer, profile, &mut self.globals);
             touched.insert(timer.identity.clone());
-            add_plan(&mut commit, plan, 0);
+            let seq = self.event_seq(&timer.message_id).await;
+            add_plan(&mut commit, plan, seq, &timer.identity);
         }
         commit.timers_done.extend(due.into_iter().map(|(id, _)| id));
         self.finish(commit, touched, globals_before, 0).await
+    }
+
+    /// The log position of the event a timer's run started from (0 if it is gone).
+    async fn event_seq(&self, message_id: &str) -> i64 {
+        let query = junction_store::EventQuery {
+            message_id: Some(message_id.to_owned()),
+            limit: Some(1),
+            ..Default::default()
+        };
+        match self.store.events(query).await {
+            Ok(page) => page.items.first().map_or(0, |e| e.seq),
+            Err(_) => 0,
+        }
     }
 
     async fn finish(
@@ -269,21 +284,49 @@ fn with_timestamp(event: &StoredEvent) -> std::borrow::Cow<'_, serde_json::Value
     std::borrow::Cow::Owned(body)
 }
 
-fn add_plan(commit: &mut EngineCommit, plan: Plan, seq: i64) {
-    for run in &plan.runs {
+/// 0 for what a person is waiting on (messages, conversations, notes, owners, alerts), 1 for
+/// bulk syncs.
+pub fn lane(action: &Action) -> i64 {
+    match action {
+        Action::Message { .. }
+        | Action::Conversation { .. }
+        | Action::Note { .. }
+        | Action::Owner { .. }
+        | Action::Http { .. } => 0,
+        _ => 1,
+    }
+}
+
+/// The outbox row of a planned action.
+pub fn new_action(action: &PlannedAction, seq: i64) -> NewAction {
+    NewAction {
+        id: action.id.clone(),
+        identity: action.identity.clone(),
+        run: action.run.clone(),
+        seq,
+        lane: lane(&action.action),
+        standby_for: action.standby_for.clone(),
+        body: serde_json::to_string(action).expect("an action is JSON"),
+    }
+}
+
+fn add_plan(commit: &mut EngineCommit, plan: Plan, seq: i64, identity: &str) {
+    for run in plan.runs {
         if let Some(error) = &run.error {
             tracing::warn!(run = %run.run, %error, "workflow run stopped while planning");
         }
-    }
-    for action in plan.actions {
-        commit.actions.push(NewAction {
-            id: action.id.clone(),
-            identity: action.identity.clone(),
-            run: action.run.clone(),
+        commit.runs.push(NewRun {
+            run: run.run,
             seq,
-            standby_for: action.standby_for.clone(),
-            body: serde_json::to_string(&action).expect("an action is JSON"),
+            workflow: run.workflow,
+            identity: identity.to_owned(),
+            actions: run.actions as i64,
+            paused: run.paused,
+            error: run.error,
         });
+    }
+    for action in &plan.actions {
+        commit.actions.push(new_action(action, seq));
     }
     for timer in plan.timers {
         commit.timers.push(NewTimer {

@@ -4,9 +4,12 @@
 //!
 //! [`Pipeline::start`] wires both to a store and runs them until shutdown.
 
+pub mod alerts;
 pub mod deliver;
 pub mod engine;
 pub mod executor;
+pub mod inspect;
+pub mod replay;
 
 use junction_flow::Planner;
 use junction_store::{Store, StoreError};
@@ -14,7 +17,9 @@ use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-pub use deliver::{Deliverer, Failure, IntercomTarget};
+pub use alerts::{AlertSettings, Alerter, Sink, SinkFormat};
+pub use deliver::{Deliverer, Failure, FailureClass, IntercomTarget};
+pub use executor::DeliverySettings;
 
 /// The running engine and executor.
 pub struct Pipeline {
@@ -32,6 +37,8 @@ impl Pipeline {
         planner: Arc<Planner>,
         deliverer: impl Future<Output = Option<Deliverer>> + Send + 'static,
         events_arrived: Arc<Notify>,
+        settings: DeliverySettings,
+        alerts: Alerter,
     ) -> Result<Pipeline, StoreError> {
         let (shutdown, stop) = watch::channel(false);
         let actions_planned = Arc::new(Notify::new());
@@ -49,9 +56,15 @@ impl Pipeline {
                 _ = delivery_stop.changed() => None,
             };
             if let Some(deliverer) = deliverer {
-                executor::Executor::new(store, Arc::new(deliverer), actions_planned)
-                    .run(delivery_stop)
-                    .await;
+                executor::Executor::new(
+                    store,
+                    Arc::new(deliverer),
+                    actions_planned,
+                    settings,
+                    alerts,
+                )
+                .run(delivery_stop)
+                .await;
             }
         };
         let tasks = vec![tokio::spawn(engine.run(stop)), tokio::spawn(delivery)];

@@ -135,6 +135,46 @@ impl Planner {
         plan
     }
 
+    /// Plans the event for one workflow only (replaying a dead letter): `None` when no loaded
+    /// workflow has that name. Applies whether or not the trigger matches now.
+    pub fn plan_run(
+        &self,
+        event: EventInput<'_>,
+        workflow: &str,
+        profile: &mut Profile,
+        globals: &mut Globals,
+    ) -> Option<Plan> {
+        let workflow = self.workflows.iter().find(|w| w.name == workflow)?;
+        let mut plan = Plan::default();
+        let company = company_change(event, globals);
+        let mut run = Run::new(
+            workflow,
+            event,
+            from_json(event.body),
+            workflow.vars.clone(),
+            event.timestamp_ms,
+            globals,
+            &mut plan,
+        );
+        run.company = company;
+        if let Some(when) = &workflow.when {
+            match when.test(&run.context(profile)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    run.finish(None, false);
+                    return Some(plan);
+                }
+                Err(error) => {
+                    run.finish(Some(format!("when: {error}")), false);
+                    return Some(plan);
+                }
+            }
+        }
+        let outcome = run.top_level(profile, 0);
+        run.finish_with(outcome);
+        Some(plan)
+    }
+
     /// Resumes the run a due timer paused. A timer that was cancelled meanwhile (it is no
     /// longer on the profile) plans nothing.
     pub fn plan_timer(

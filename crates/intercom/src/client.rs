@@ -3,6 +3,7 @@
 use crate::concurrency::{AdaptiveConcurrency, ConcurrencySettings, Outcome};
 use crate::error::IntercomError;
 use crate::rate::RateGate;
+use crate::recorder::{self, CallRecord};
 use reqwest::Method;
 use serde_json::Value;
 use std::fmt;
@@ -191,6 +192,14 @@ impl IntercomClient {
         let slot = self.slots.acquire().await;
         self.gate.acquire().await;
         let started = Instant::now();
+        let mut call = CallRecord {
+            method: method.to_string(),
+            path: path.to_owned(),
+            status: None,
+            request: body.and_then(|b| recorder::excerpt(b.to_string().as_bytes())),
+            response: None,
+            ms: 0,
+        };
         let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
         let mut request = self
             .http
@@ -206,19 +215,31 @@ impl IntercomClient {
             Err(error) => {
                 self.gate.observe_no_response();
                 slot.finish(Outcome::Overloaded);
-                return Err(transport(error));
+                let error = transport(error);
+                call.response = Some(error.to_string());
+                call.ms = started.elapsed().as_millis() as u64;
+                recorder::note(call);
+                return Err(error);
             }
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         self.gate.observe(status, &headers);
+        call.status = Some(status);
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
             Err(error) => {
                 slot.finish(Outcome::Overloaded);
-                return Err(transport(error));
+                let error = transport(error);
+                call.response = Some(error.to_string());
+                call.ms = started.elapsed().as_millis() as u64;
+                recorder::note(call);
+                return Err(error);
             }
         };
+        call.response = recorder::excerpt(&bytes);
+        call.ms = started.elapsed().as_millis() as u64;
+        recorder::note(call);
         slot.finish(match status {
             429 => Outcome::Ignored,
             500.. => Outcome::Overloaded,

@@ -23,6 +23,7 @@ pub mod contacts;
 mod error;
 pub mod operations;
 mod rate;
+pub mod recorder;
 pub mod resolve;
 pub mod timestamps;
 

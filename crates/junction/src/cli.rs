@@ -57,6 +57,12 @@ pub enum Command {
     /// Read the log of refused messages.
     #[command(subcommand)]
     Rejected(RejectedCommand),
+    /// The dead-letter queue: actions that failed for good.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// The execution log: every run (event × workflow), its steps and their calls.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Run an emulator of a service Junction talks to, for tests and demos.
     #[command(subcommand)]
     Emulate(EmulateCommand),
@@ -113,6 +119,94 @@ pub struct InitArgs {
     /// Replace an existing file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqFilter {
+    /// Only actions of this workflow.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Only this error code (Intercom's, such as not_found, or server_error, transport, …).
+    #[arg(long)]
+    pub code: Option<String>,
+    /// Only this user (userId, else anonymousId).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Failed since: a date-time or a span back from now (2h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Failed before: a date-time or a span back from now.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters, oldest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        filter: DlqFilter,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter: its event, workflow, step, every attempt with its calls, the reason.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+    },
+    /// Plan the dead letters' events again with the current workflows and deliver them.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Dead letters by id; without ids, every one the filters match.
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+    /// Take dead letters out of the queue without delivering them.
+    Discard {
+        #[command(flatten)]
+        config: ConfigArg,
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Needed to discard by filter alone (without ids).
+        #[arg(long)]
+        all_matching: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// planned, delivering, done, failed, partial, paused or empty.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: each step's action, its attempts and the calls they made.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

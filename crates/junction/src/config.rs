@@ -19,6 +19,16 @@
 //!   unknown_attributes: create          # or drop
 //!   nested_values: flatten              # or json
 //!   null_values: skip                   # or clear
+//! delivery:
+//!   retry_window: 4h                    # retried this long (and at least min_attempts times)
+//!   min_attempts: 3
+//!   retention: 30d                      # finished actions, attempts and runs kept this long
+//! alerts:
+//!   sinks:
+//!     - { url: "${SLACK_WEBHOOK_URL}", format: slack }   # or format: webhook (JSON)
+//!   cooldown: 5m                        # at most one message per kind this often
+//!   error_rate: 0.2                     # share of failing attempts over 5 minutes
+//!   backlog_age: 15m                    # oldest pending action
 //! workflows:                            # default: profile-sync, company-sync, track-events
 //!   - template: profile-sync
 //!   - template: lead-score
@@ -47,6 +57,10 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub intercom: IntercomSection,
+    #[serde(default)]
+    pub delivery: DeliverySection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
     /// The workflows to run; without this key, the defaults that mirror Segment's own Intercom
     /// destination (profile-sync, company-sync, track-events).
     #[serde(default)]
@@ -64,8 +78,148 @@ impl Default for Config {
             segment: SegmentConfig::default(),
             admin: AdminConfig::default(),
             intercom: IntercomSection::default(),
+            delivery: DeliverySection::default(),
+            alerts: AlertsSection::default(),
             workflows: None,
             base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+/// How delivery retries and how long it keeps records.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    /// How long an action is retried, from its first attempt, before the dead-letter queue.
+    #[serde(default = "default_retry_window")]
+    pub retry_window: Window,
+    /// Attempts an action gets before it may be dead-lettered.
+    #[serde(default = "default_min_attempts")]
+    pub min_attempts: u32,
+    /// Users delivered to at the same time.
+    #[serde(default = "default_users_in_parallel")]
+    pub users_in_parallel: usize,
+    /// Finished actions, attempts and runs are deleted after this (dead letters stay).
+    #[serde(default = "default_retention")]
+    pub retention: Window,
+    /// How often a paused delivery checks whether Intercom accepts the credentials again.
+    #[serde(default = "default_probe_every")]
+    pub probe_every: Window,
+}
+
+fn default_retry_window() -> Window {
+    Window(Duration::from_secs(4 * 3600))
+}
+fn default_min_attempts() -> u32 {
+    3
+}
+fn default_users_in_parallel() -> usize {
+    64
+}
+fn default_retention() -> Window {
+    Window(Duration::from_secs(30 * 86_400))
+}
+fn default_probe_every() -> Window {
+    Window(Duration::from_secs(10))
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        DeliverySection {
+            retry_window: default_retry_window(),
+            min_attempts: default_min_attempts(),
+            users_in_parallel: default_users_in_parallel(),
+            retention: default_retention(),
+            probe_every: default_probe_every(),
+        }
+    }
+}
+
+impl DeliverySection {
+    pub fn settings(&self) -> junction_delivery::DeliverySettings {
+        junction_delivery::DeliverySettings {
+            retry_window: self.retry_window.0,
+            min_attempts: i64::from(self.min_attempts),
+            users_in_parallel: self.users_in_parallel.max(1),
+            retention: self.retention.0,
+            probe_every: self.probe_every.0.max(Duration::from_secs(1)),
+            ..junction_delivery::DeliverySettings::default()
+        }
+    }
+}
+
+/// Where alerts go, and when they fire.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    #[serde(default)]
+    pub sinks: Vec<AlertSink>,
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Window,
+    #[serde(default = "default_error_rate")]
+    pub error_rate: f64,
+    #[serde(default = "default_backlog_age")]
+    pub backlog_age: Window,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSink {
+    /// The webhook's URL (a secret: keep it in the environment).
+    #[serde(deserialize_with = "http_url")]
+    pub url: String,
+    /// `webhook` (a JSON document) or `slack` (`{"text": …}`).
+    #[serde(default)]
+    pub format: AlertFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertFormat {
+    #[default]
+    Webhook,
+    Slack,
+}
+
+fn default_cooldown() -> Window {
+    Window(Duration::from_secs(300))
+}
+fn default_error_rate() -> f64 {
+    0.2
+}
+fn default_backlog_age() -> Window {
+    Window(Duration::from_secs(900))
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            sinks: Vec::new(),
+            cooldown: default_cooldown(),
+            error_rate: default_error_rate(),
+            backlog_age: default_backlog_age(),
+        }
+    }
+}
+
+impl AlertsSection {
+    pub fn settings(&self) -> junction_delivery::AlertSettings {
+        junction_delivery::AlertSettings {
+            sinks: self
+                .sinks
+                .iter()
+                .map(|sink| junction_delivery::Sink {
+                    url: sink.url.clone(),
+                    format: match sink.format {
+                        AlertFormat::Webhook => junction_delivery::SinkFormat::Webhook,
+                        AlertFormat::Slack => junction_delivery::SinkFormat::Slack,
+                    },
+                })
+                .collect(),
+            cooldown: self.cooldown.0,
+            error_rate: self.error_rate,
+            backlog_age: self.backlog_age.0,
+            ..junction_delivery::AlertSettings::default()
         }
     }
 }

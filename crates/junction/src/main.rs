@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod delivery_cli;
 mod demo;
 mod dry_run;
 mod emulate;
@@ -56,6 +57,8 @@ fn main() -> ExitCode {
             Command::Init(args) => tools::init(&args.output, &args.templates, args.force),
             Command::Events(command) => read::events(command, load).await,
             Command::Rejected(command) => read::rejected(command, load).await,
+            Command::Dlq(command) => delivery_cli::dlq(command, load).await,
+            Command::Runs(command) => delivery_cli::runs(command, load).await,
             Command::Emulate(cli::EmulateCommand::Intercom(args)) => {
                 emulate::intercom(args).await.map_err(Failure::Runtime)
             }

@@ -66,7 +66,7 @@ pub async fn rejected(command: RejectedCommand, load: Loader) -> Result<(), Fail
     }
 }
 
-async fn open(config: &ConfigArg, load: Loader) -> Result<Arc<dyn Store>, Failure> {
+pub(crate) async fn open(config: &ConfigArg, load: Loader) -> Result<Arc<dyn Store>, Failure> {
     let config = load(config.config.as_deref())?;
     junction_store::open(&config.store.0, config.store_options())
         .await
@@ -74,14 +74,14 @@ async fn open(config: &ConfigArg, load: Loader) -> Result<Arc<dyn Store>, Failur
         .map_err(Failure::Runtime)
 }
 
-fn query_failure(error: StoreError) -> Failure {
+pub(crate) fn query_failure(error: StoreError) -> Failure {
     match error {
         StoreError::InvalidQuery(rule) => Failure::Input(rule),
         other => Failure::Runtime(other.into()),
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Runtime(e.into()))?;
     println!("{text}");
     Ok(())
@@ -147,7 +147,7 @@ pub fn rejected_table(page: &Page<RejectedRecord>) -> String {
     out
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -4,7 +4,8 @@
 
 use crate::config::Config;
 use anyhow::Context;
-use junction_delivery::{Deliverer, IntercomTarget, Pipeline};
+use junction_delivery::alerts::AlertKind;
+use junction_delivery::{Alerter, Deliverer, IntercomTarget, Pipeline};
 use junction_intercom::attributes::AttributeCatalog;
 use junction_intercom::{ContactResolver, IntercomClient};
 use junction_server::{AppState, serve_then};
@@ -41,7 +42,8 @@ pub async fn run_on(
     let store = junction_store::open(&config.store.0, config.store_options())
         .await
         .with_context(|| format!("opening the store {}", config.store.0))?;
-    let state = AppState::new(Arc::clone(&store), settings);
+    let planner = Arc::new(planner);
+    let state = AppState::new(Arc::clone(&store), settings).with_planner(Arc::clone(&planner));
     let client = match config.intercom.client_config() {
         Some(client_config) => {
             Some(IntercomClient::new(client_config).context("configuring the Intercom client")?)
@@ -54,9 +56,12 @@ pub async fn run_on(
         }
     };
     let (policy, resolver_store) = (config.intercom.attribute_policy(), Arc::clone(&store));
+    let alerts = Alerter::start(config.alerts.settings());
+    let credential_alerts = alerts.clone();
+    let probe_every = config.delivery.settings().probe_every;
     let deliverer = async move {
         let client = client?;
-        let workspace = workspace_id(&client).await;
+        let workspace = workspace_id(&client, &credential_alerts, probe_every).await;
         Some(Deliverer::new(Some(IntercomTarget {
             resolver: ContactResolver::new(client.clone(), resolver_store, workspace),
             catalog: AttributeCatalog::new(client.clone()),
@@ -67,9 +72,11 @@ pub async fn run_on(
     tracing::info!(workflows = ?planner.workflows().iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), "workflows loaded");
     let pipeline = Pipeline::start(
         Arc::clone(&store) as Arc<dyn Store>,
-        Arc::new(planner),
+        planner,
         deliverer,
         state.commit_bell(),
+        config.delivery.settings(),
+        alerts,
     )
     .await
     .context("starting the engine")?;
@@ -81,8 +88,9 @@ pub async fn run_on(
 /// The Intercom workspace's id (`GET /me`), which keys the identity map. Asks until Intercom
 /// answers: without accepted credentials nothing can be delivered anyway (ingest and planning
 /// do not wait for this).
-async fn workspace_id(client: &IntercomClient) -> String {
+async fn workspace_id(client: &IntercomClient, alerts: &Alerter, probe_every: Duration) -> String {
     let mut pause = Duration::from_secs(1);
+    let mut alerted = false;
     loop {
         match client.me().await {
             Ok(me) => {
@@ -94,9 +102,14 @@ async fn workspace_id(client: &IntercomClient) -> String {
                 return workspace;
             }
             Err(error) => {
-                tracing::error!(%error, "Intercom credentials check failed; retrying");
+                tracing::error!(%error, "Intercom credentials check failed; delivery waits");
+                if !alerted && matches!(error, junction_intercom::IntercomError::Credentials { .. })
+                {
+                    alerts.raise(AlertKind::Credentials, error.to_string());
+                    alerted = true;
+                }
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(60));
+                pause = (pause * 2).min(probe_every);
             }
         }
     }

@@ -11,6 +11,7 @@
 mod admin;
 mod auth;
 mod body;
+mod delivery_api;
 mod error;
 mod hooks;
 mod ingest;
@@ -57,6 +58,8 @@ struct Inner {
     draining: AtomicBool,
     /// Rung after each commit that stored events, so the engine plans them at once.
     committed: Arc<tokio::sync::Notify>,
+    /// The loaded workflows, for replaying dead letters.
+    planner: Option<Arc<junction_flow::Planner>>,
 }
 
 impl AppState {
@@ -70,7 +73,18 @@ impl AppState {
                 metrics: telemetry::prometheus(),
                 draining: AtomicBool::new(false),
                 committed: Arc::new(tokio::sync::Notify::new()),
+                planner: None,
             }),
+        }
+    }
+
+    /// The workflows dead letters are replayed with (`POST /api/dlq/replay`).
+    pub fn with_planner(self, planner: Arc<junction_flow::Planner>) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_planner before the state is shared"));
+        inner.planner = Some(planner);
+        AppState {
+            inner: Arc::new(inner),
         }
     }
 
@@ -108,6 +122,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(admin::list_events))
         .route("/api/events/{seq}", get(admin::show_event))
         .route("/api/rejected", get(admin::list_rejected))
+        .route("/api/dlq", get(delivery_api::list_dead_letters))
+        .route("/api/dlq/replay", post(delivery_api::replay))
+        .route("/api/dlq/discard", post(delivery_api::discard))
+        .route("/api/actions/{*id}", get(delivery_api::show_action))
+        .route("/api/runs", get(delivery_api::list_runs))
+        .route("/api/runs/{*id}", get(delivery_api::show_run))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

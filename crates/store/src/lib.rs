@@ -14,7 +14,8 @@ mod query;
 pub mod sqlite;
 
 pub use outbox::{
-    ActionOutcome, ActionRecord, ActionStatus, EngineCommit, NewAction, NewTimer, OutboxCounts,
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, DeadLetterQuery, EngineCommit, NewAction,
+    NewRun, NewTimer, OutboxCounts, RunQuery, RunRecord,
 };
 pub use query::{EventQuery, Page, RejectedQuery};
 
@@ -289,8 +290,28 @@ pub trait Store: Send + Sync + 'static {
     /// When the next pending timer is due.
     async fn next_timer_ms(&self) -> Result<Option<i64>, StoreError>;
 
-    /// Pending actions in delivery order (including ones waiting for a retry time).
-    async fn pending_actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError>;
+    /// Each user's first pending action that is due at `now_ms`: urgent lane first, then
+    /// planning order. (A user whose head waits for a retry is absent: only that user waits.)
+    async fn ready_heads(&self, now_ms: i64, limit: usize)
+    -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// When the next waiting head becomes due.
+    async fn next_due_ms(&self) -> Result<Option<i64>, StoreError>;
+
+    /// One user's pending actions, in order.
+    async fn pending_of(
+        &self,
+        identity: &str,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// Marks an action whose call must not be repeated as in flight (committed before the
+    /// call; its outcome clears the mark).
+    async fn mark_started(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Pending actions still marked in flight: their call may or may not have happened before
+    /// a crash. Clears the marks.
+    async fn take_uncertain(&self) -> Result<Vec<ActionRecord>, StoreError>;
 
     /// Records what delivery learned, in one commit.
     async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError>;
@@ -303,7 +324,32 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ActionRecord>, StoreError>;
 
-    /// How many actions are in each state, and how many timers wait.
+    /// One action by id.
+    async fn action(&self, id: &str) -> Result<Option<ActionRecord>, StoreError>;
+
+    /// Every attempt of an action, first to last.
+    async fn attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError>;
+
+    /// The dead-letter queue (failed actions), oldest first.
+    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// Takes dead letters out of the queue without delivering them. Returns how many.
+    async fn discard(&self, ids: Vec<String>) -> Result<usize, StoreError>;
+
+    /// Replaces a dead letter with freshly planned actions (pending). False when `id` is not
+    /// in the dead-letter queue (any more).
+    async fn replay(&self, id: &str, actions: Vec<NewAction>) -> Result<bool, StoreError>;
+
+    /// The execution log, newest first.
+    async fn runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// One run with its actions in order.
+    async fn run(&self, id: &str) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, StoreError>;
+
+    /// Deletes finished records older than `before_ms` (see the SQLite implementation).
+    async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError>;
+
+    /// How many actions are in each state, how many timers wait, and the backlog's age.
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
 
     /// Succeeds when the store can serve reads and writes (for `/readyz`).

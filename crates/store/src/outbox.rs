@@ -1,12 +1,13 @@
 //! The engine's and delivery's records: profiles, the planner's cursor and shared state, the
-//! outbox of planned actions and the durable timers. Bodies are JSON text; the store does not
+//! outbox of planned actions (whose failed entries are the dead-letter queue), every delivery
+//! attempt, the run log, and the durable timers. Bodies are JSON text; the store does not
 //! interpret them (their types live in `junction-flow`).
 
 use serde::Serialize;
 
 /// Everything one planning step changes, committed in one transaction so that a crash never
-/// leaves an event half planned: either its actions, timers, profile updates and the cursor
-/// past it are all durable, or none is and the event is planned again.
+/// leaves an event half planned: either its actions, timers, runs, profile updates and the
+/// cursor past it are all durable, or none is and the event is planned again.
 #[derive(Debug, Default, Clone)]
 pub struct EngineCommit {
     /// The last event seq planned (the planner resumes after it).
@@ -18,6 +19,7 @@ pub struct EngineCommit {
     pub timers: Vec<NewTimer>,
     /// Timers cancelled by an event, or fired (their steps are in `actions`).
     pub timers_done: Vec<String>,
+    pub runs: Vec<NewRun>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +29,8 @@ pub struct NewAction {
     pub run: String,
     /// The event that led to it.
     pub seq: i64,
+    /// 0: urgent (messages, conversations, notes, alerts), 1: bulk (syncs).
+    pub lane: i64,
     /// The action it stands by for (an error branch), if any: it waits as `standby`.
     pub standby_for: Option<String>,
     pub body: String,
@@ -40,6 +44,18 @@ pub struct NewTimer {
     pub body: String,
 }
 
+/// One run (event × workflow) as planned.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub run: String,
+    pub seq: i64,
+    pub workflow: String,
+    pub identity: String,
+    pub actions: i64,
+    pub paused: bool,
+    pub error: Option<String>,
+}
+
 /// Where an action is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,12 +65,27 @@ pub enum ActionStatus {
     /// An error branch waiting for its action's fate.
     Standby,
     Done,
+    /// Failed for good: in the dead-letter queue.
     Failed,
     /// Not run: an earlier action of its run failed, or its action succeeded (error branch).
     Skipped,
+    /// Taken out of the dead-letter queue by hand.
+    Discarded,
+    /// Taken out of the dead-letter queue by a replay (the new actions carry on).
+    Replayed,
 }
 
 impl ActionStatus {
+    pub const ALL: [ActionStatus; 7] = [
+        ActionStatus::Pending,
+        ActionStatus::Standby,
+        ActionStatus::Done,
+        ActionStatus::Failed,
+        ActionStatus::Skipped,
+        ActionStatus::Discarded,
+        ActionStatus::Replayed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ActionStatus::Pending => "pending",
@@ -62,18 +93,13 @@ impl ActionStatus {
             ActionStatus::Done => "done",
             ActionStatus::Failed => "failed",
             ActionStatus::Skipped => "skipped",
+            ActionStatus::Discarded => "discarded",
+            ActionStatus::Replayed => "replayed",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "pending" => ActionStatus::Pending,
-            "standby" => ActionStatus::Standby,
-            "done" => ActionStatus::Done,
-            "failed" => ActionStatus::Failed,
-            "skipped" => ActionStatus::Skipped,
-            _ => return None,
-        })
+        ActionStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -86,38 +112,67 @@ pub struct ActionRecord {
     pub identity: String,
     pub run: String,
     pub seq: i64,
+    pub lane: i64,
     pub status: ActionStatus,
     pub attempts: i64,
     pub next_at_ms: i64,
     pub body: serde_json::Value,
     /// The last attempt's outcome.
     pub result: Option<String>,
+    /// The failure's code (Intercom's error code, `transport`, `server_error`, …).
+    pub error_code: Option<String>,
+    pub created_ms: i64,
+    pub first_attempt_ms: Option<i64>,
+    /// Set while a call that must not be repeated is in flight.
+    pub started_ms: Option<i64>,
     pub updated_ms: i64,
 }
 
-/// What delivery learned about one action.
+/// One delivery attempt of an action.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub number: i64,
+    pub at_ms: i64,
+    pub duration_ms: i64,
+    /// done | retry | failed | paused
+    pub outcome: String,
+    pub error: Option<String>,
+    /// The calls it made: `[{method, path, status, request, response, ms}]`.
+    pub calls: serde_json::Value,
+}
+
+/// What delivery learned about one action, with the attempt that taught it.
 #[derive(Debug, Clone)]
 pub enum ActionOutcome {
+    /// Delivered. `merged`: later actions of the same user coalesced into this call, done too.
     Done {
         id: String,
         result: Option<String>,
+        attempt: Attempt,
+        merged: Vec<String>,
     },
-    /// Try again at `next_at_ms`.
+    /// Try again at `next_at_ms`. `counts`: false when the attempt says nothing about the
+    /// action (the workspace's credentials were refused: delivery pauses instead).
     Retry {
         id: String,
         next_at_ms: i64,
         error: String,
+        code: String,
+        attempt: Attempt,
+        counts: bool,
     },
-    /// Failed for good. `skip_rest_of_run`: the run's later actions are skipped;
-    /// `activate_fallback`: its error-branch actions become pending.
+    /// Failed for good: into the dead-letter queue. `skip_rest_of_run`: the run's later actions
+    /// are skipped (unless an error branch is activated instead).
     Failed {
         id: String,
         error: String,
+        code: String,
+        attempt: Attempt,
         skip_rest_of_run: bool,
     },
 }
 
-/// Counts of actions by status (for metrics, `/readyz` detail and tests).
+/// Counts of actions by status (for metrics, alerts and tests).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutboxCounts {
     pub pending: i64,
@@ -125,5 +180,48 @@ pub struct OutboxCounts {
     pub done: i64,
     pub failed: i64,
     pub skipped: i64,
+    pub discarded: i64,
+    pub replayed: i64,
     pub timers_pending: i64,
+    /// Age of the oldest pending action per lane (ms): [urgent, bulk].
+    pub oldest_pending_ms: [Option<i64>; 2],
+}
+
+/// Which dead letters to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterQuery {
+    pub workflow: Option<String>,
+    pub code: Option<String>,
+    pub identity: Option<String>,
+    /// Failed at or after (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Failed before (Unix ms).
+    pub until_ms: Option<i64>,
+    pub limit: usize,
+}
+
+/// One run of the execution log.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run: String,
+    pub seq: i64,
+    pub workflow: String,
+    pub identity: String,
+    pub planned_ms: i64,
+    pub actions: i64,
+    pub paused: bool,
+    /// Why planning stopped early.
+    pub error: Option<String>,
+    /// Derived from its actions: planned | delivering | done | failed | partial | paused | empty
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub workflow: Option<String>,
+    pub identity: Option<String>,
+    pub status: Option<String>,
+    /// Runs planned before this (Unix ms): the page cursor.
+    pub before_ms: Option<i64>,
+    pub limit: usize,
 }

@@ -8,7 +8,10 @@ mod schema;
 mod writer;
 
 use crate::IdentityKey;
-use crate::outbox::{ActionOutcome, ActionRecord, ActionStatus, EngineCommit, OutboxCounts};
+use crate::outbox::{
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, DeadLetterQuery, EngineCommit, NewAction,
+    OutboxCounts, RunQuery, RunRecord,
+};
 use crate::query::{page_size, parse_cursor};
 use crate::{
     AppendBatch, AppendReceipt, EventQuery, Page, RejectedQuery, RejectedRecord, Store, StoreError,
@@ -358,19 +361,76 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn pending_actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
+    async fn ready_heads(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| Ok(outbox::ready_heads(conn, now_ms, limit)?))
+            .await
+    }
+
+    async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|conn| Ok(outbox::next_due_ms(conn)?)).await
+    }
+
+    async fn pending_of(
+        &self,
+        identity: &str,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        let (identity, limit) = (
+            identity.to_owned(),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        );
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&format!(
-                "SELECT {} FROM actions WHERE status = 'pending' ORDER BY position LIMIT ?1",
+                "SELECT {} FROM actions WHERE identity = ?1 AND status = 'pending'
+                 ORDER BY position LIMIT ?2",
                 outbox::ACTION_COLUMNS
             ))?;
             let rows = statement
-                .query_map(params![limit], outbox::action_from_row)?
+                .query_map(params![identity, limit], outbox::action_from_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await
+    }
+
+    async fn mark_started(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "UPDATE actions SET started_ms = ?2 WHERE id = ?1",
+                params![id, chrono::Utc::now().timestamp_millis()],
+            )?;
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn take_uncertain(&self) -> Result<Vec<ActionRecord>, StoreError> {
+        let (reply, found) = tokio::sync::oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let rows = {
+                let mut statement = tx.prepare_cached(&format!(
+                    "SELECT {} FROM actions WHERE started_ms IS NOT NULL ORDER BY position",
+                    outbox::ACTION_COLUMNS
+                ))?;
+                statement
+                    .query_map([], outbox::action_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            tx.execute(
+                "UPDATE actions SET started_ms = NULL WHERE started_ms IS NOT NULL",
+                [],
+            )?;
+            let _ = reply.send(rows);
+            Ok(())
+        }))
+        .await?;
+        found.await.map_err(|_| StoreError::Closed)
     }
 
     async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError> {
@@ -401,6 +461,79 @@ impl Store for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+
+    async fn action(&self, id: &str) -> Result<Option<ActionRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| Ok(outbox::action(conn, &id)?)).await
+    }
+
+    async fn attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| Ok(outbox::attempts(conn, &id)?))
+            .await
+    }
+
+    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<ActionRecord>, StoreError> {
+        self.read(move |conn| Ok(outbox::dead_letters(conn, &query)?))
+            .await
+    }
+
+    async fn discard(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        let (reply, count) = tokio::sync::oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut n = 0;
+            for id in &ids {
+                n += tx.execute(
+                    "UPDATE actions SET status = 'discarded', updated_ms = ?2
+                     WHERE id = ?1 AND status = 'failed'",
+                    params![id, now],
+                )?;
+            }
+            let _ = reply.send(n);
+            Ok(())
+        }))
+        .await?;
+        count.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn replay(&self, id: &str, actions: Vec<NewAction>) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let (reply, replayed) = tokio::sync::oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let now = chrono::Utc::now().timestamp_millis();
+            let taken = tx.execute(
+                "UPDATE actions SET status = 'replayed', updated_ms = ?2 WHERE id = ?1 AND status = 'failed'",
+                params![id, now],
+            )?;
+            if taken == 1 {
+                outbox::insert_actions(tx, &actions, now)?;
+            }
+            let _ = reply.send(taken == 1);
+            Ok(())
+        }))
+        .await?;
+        replayed.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(move |conn| Ok(outbox::runs(conn, &query)?)).await
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| Ok(outbox::run(conn, &id)?)).await
+    }
+
+    async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let (reply, count) = tokio::sync::oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let _ = reply.send(outbox::cleanup(tx, before_ms)?);
+            Ok(())
+        }))
+        .await?;
+        count.await.map_err(|_| StoreError::Closed)
     }
 
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {

@@ -1,26 +1,34 @@
 //! SQLite side of the engine's and delivery's records (see `crate::outbox`).
 
-use crate::outbox::{ActionOutcome, ActionRecord, ActionStatus, EngineCommit, OutboxCounts};
-use rusqlite::{Row, Transaction, params};
+use crate::outbox::{
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, DeadLetterQuery, EngineCommit, NewAction,
+    OutboxCounts, RunQuery, RunRecord,
+};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-pub(super) const ACTION_COLUMNS: &str =
-    "position, id, identity, run, seq, status, attempts, next_at_ms, body, result, updated_ms";
+pub(super) const ACTION_COLUMNS: &str = "position, id, identity, run, seq, lane, status, attempts, \
+     next_at_ms, body, result, error_code, created_ms, first_attempt_ms, started_ms, updated_ms";
 
 pub(super) fn action_from_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
-    let status: String = row.get(5)?;
-    let body: String = row.get(8)?;
+    let status: String = row.get(6)?;
+    let body: String = row.get(9)?;
     Ok(ActionRecord {
         position: row.get(0)?,
         id: row.get(1)?,
         identity: row.get(2)?,
         run: row.get(3)?,
         seq: row.get(4)?,
+        lane: row.get(5)?,
         status: ActionStatus::parse(&status).unwrap_or(ActionStatus::Pending),
-        attempts: row.get(6)?,
-        next_at_ms: row.get(7)?,
+        attempts: row.get(7)?,
+        next_at_ms: row.get(8)?,
         body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-        result: row.get(9)?,
-        updated_ms: row.get(10)?,
+        result: row.get(10)?,
+        error_code: row.get(11)?,
+        created_ms: row.get(12)?,
+        first_attempt_ms: row.get(13)?,
+        started_ms: row.get(14)?,
+        updated_ms: row.get(15)?,
     })
 }
 
@@ -28,21 +36,50 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+pub(super) fn insert_actions(
+    tx: &Transaction<'_>,
+    actions: &[NewAction],
+    now: i64,
+) -> rusqlite::Result<()> {
+    // A re-planned event (after a crash between delivery and the cursor) makes the same ids:
+    // the actions already there are kept as they are.
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO actions
+             (id, identity, run, seq, lane, standby_for, status, body, created_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+    )?;
+    for a in actions {
+        let status = if a.standby_for.is_some() {
+            "standby"
+        } else {
+            "pending"
+        };
+        insert.execute(params![
+            a.id,
+            a.identity,
+            a.run,
+            a.seq,
+            a.lane,
+            a.standby_for,
+            status,
+            a.body,
+            now
+        ])?;
+    }
+    Ok(())
+}
+
 pub(super) fn engine_commit(tx: &Transaction<'_>, commit: &EngineCommit) -> rusqlite::Result<()> {
     let now = now_ms();
+    let mut state = tx.prepare_cached(
+        "INSERT INTO engine_state (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?;
     if let Some(cursor) = commit.cursor {
-        tx.prepare_cached(
-            "INSERT INTO engine_state (key, value) VALUES ('cursor', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )?
-        .execute(params![cursor.to_string()])?;
+        state.execute(params!["cursor", cursor.to_string()])?;
     }
     if let Some(globals) = &commit.globals {
-        tx.prepare_cached(
-            "INSERT INTO engine_state (key, value) VALUES ('globals', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )?
-        .execute(params![globals])?;
+        state.execute(params!["globals", globals])?;
     }
     let mut profile = tx.prepare_cached(
         "INSERT INTO profiles (identity, body) VALUES (?1, ?2)
@@ -51,30 +88,7 @@ pub(super) fn engine_commit(tx: &Transaction<'_>, commit: &EngineCommit) -> rusq
     for (identity, body) in &commit.profiles {
         profile.execute(params![identity, body])?;
     }
-    // A re-planned event (after a crash between delivery and the cursor) makes the same ids:
-    // the actions already there are kept as they are.
-    let mut action = tx.prepare_cached(
-        "INSERT OR IGNORE INTO actions
-             (id, identity, run, seq, standby_for, status, body, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-    )?;
-    for a in &commit.actions {
-        let status = if a.standby_for.is_some() {
-            "standby"
-        } else {
-            "pending"
-        };
-        action.execute(params![
-            a.id,
-            a.identity,
-            a.run,
-            a.seq,
-            a.standby_for,
-            status,
-            a.body,
-            now
-        ])?;
-    }
+    insert_actions(tx, &commit.actions, now)?;
     let mut timer = tx.prepare_cached(
         "INSERT OR IGNORE INTO timers (id, identity, fire_at_ms, status, body)
          VALUES (?1, ?2, ?3, 'pending', ?4)",
@@ -86,6 +100,35 @@ pub(super) fn engine_commit(tx: &Transaction<'_>, commit: &EngineCommit) -> rusq
     for id in &commit.timers_done {
         done.execute(params![id])?;
     }
+    let mut run = tx.prepare_cached(
+        "INSERT INTO runs (run, seq, workflow, identity, planned_ms, actions, paused, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (run) DO UPDATE SET actions = runs.actions + excluded.actions,
+                                         paused = excluded.paused,
+                                         error = coalesce(excluded.error, runs.error)",
+    )?;
+    for r in &commit.runs {
+        run.execute(params![
+            r.run, r.seq, r.workflow, r.identity, now, r.actions, r.paused, r.error
+        ])?;
+    }
+    Ok(())
+}
+
+fn record_attempt(tx: &Transaction<'_>, id: &str, attempt: &Attempt) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (action_id, number, at_ms, duration_ms, outcome, error, calls)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        id,
+        attempt.number,
+        attempt.at_ms,
+        attempt.duration_ms,
+        attempt.outcome,
+        attempt.error,
+        attempt.calls.to_string()
+    ])?;
     Ok(())
 }
 
@@ -96,40 +139,80 @@ pub(super) fn action_outcomes(
     let now = now_ms();
     for outcome in outcomes {
         match outcome {
-            ActionOutcome::Done { id, result } => {
+            ActionOutcome::Done {
+                id,
+                result,
+                attempt,
+                merged,
+            } => {
+                record_attempt(tx, id, attempt)?;
                 tx.prepare_cached(
                     "UPDATE actions SET status = 'done', attempts = attempts + 1, result = ?2,
-                            updated_ms = ?3 WHERE id = ?1",
+                            error_code = NULL, started_ms = NULL,
+                            first_attempt_ms = coalesce(first_attempt_ms, ?4), updated_ms = ?3
+                     WHERE id = ?1",
                 )?
-                .execute(params![id, result, now])?;
-                // Its error branch is not needed.
-                tx.prepare_cached(
-                    "UPDATE actions SET status = 'skipped', updated_ms = ?2
-                     WHERE standby_for = ?1 AND status = 'standby'",
-                )?
-                .execute(params![id, now])?;
+                .execute(params![id, result, now, attempt.at_ms])?;
+                for other in merged {
+                    tx.prepare_cached(
+                        "UPDATE actions SET status = 'done', result = ?2, updated_ms = ?3
+                         WHERE id = ?1 AND status = 'pending'",
+                    )?
+                    .execute(params![
+                        other,
+                        format!("coalesced into {id}"),
+                        now
+                    ])?;
+                }
+                // Error branches of what succeeded are not needed.
+                for done in std::iter::once(id).chain(merged) {
+                    tx.prepare_cached(
+                        "UPDATE actions SET status = 'skipped', updated_ms = ?2
+                         WHERE standby_for = ?1 AND status = 'standby'",
+                    )?
+                    .execute(params![done, now])?;
+                }
             }
             ActionOutcome::Retry {
                 id,
                 next_at_ms,
                 error,
+                code,
+                attempt,
+                counts,
             } => {
+                record_attempt(tx, id, attempt)?;
                 tx.prepare_cached(
-                    "UPDATE actions SET attempts = attempts + 1, next_at_ms = ?2, result = ?3,
-                            updated_ms = ?4 WHERE id = ?1",
+                    "UPDATE actions SET attempts = attempts + ?5, next_at_ms = ?2, result = ?3,
+                            error_code = ?6, started_ms = NULL,
+                            first_attempt_ms = coalesce(first_attempt_ms, ?7), updated_ms = ?4
+                     WHERE id = ?1",
                 )?
-                .execute(params![id, next_at_ms, error, now])?;
+                .execute(params![
+                    id,
+                    next_at_ms,
+                    error,
+                    now,
+                    i64::from(*counts),
+                    code,
+                    attempt.at_ms
+                ])?;
             }
             ActionOutcome::Failed {
                 id,
                 error,
+                code,
+                attempt,
                 skip_rest_of_run,
             } => {
+                record_attempt(tx, id, attempt)?;
                 tx.prepare_cached(
                     "UPDATE actions SET status = 'failed', attempts = attempts + 1, result = ?2,
-                            updated_ms = ?3 WHERE id = ?1",
+                            error_code = ?4, started_ms = NULL,
+                            first_attempt_ms = coalesce(first_attempt_ms, ?5), updated_ms = ?3
+                     WHERE id = ?1",
                 )?
-                .execute(params![id, error, now])?;
+                .execute(params![id, error, now, code, attempt.at_ms])?;
                 let activated = tx
                     .prepare_cached(
                         "UPDATE actions SET status = 'pending', updated_ms = ?2
@@ -155,7 +238,45 @@ pub(super) fn action_outcomes(
     Ok(())
 }
 
-pub(super) fn outbox_counts(conn: &rusqlite::Connection) -> rusqlite::Result<OutboxCounts> {
+/// Each user's first pending action that is due, urgent lane first, then planning order.
+pub(super) fn ready_heads(
+    conn: &Connection,
+    now_ms: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<ActionRecord>> {
+    let sql = format!(
+        "SELECT {} FROM actions AS a
+         JOIN (SELECT identity, min(position) AS head FROM actions
+               WHERE status = 'pending' GROUP BY identity) AS h ON a.position = h.head
+         WHERE a.next_at_ms <= ?1
+         ORDER BY a.lane, a.position LIMIT ?2",
+        prefixed("a")
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    statement
+        .query_map(params![now_ms, limit], action_from_row)?
+        .collect()
+}
+
+fn prefixed(alias: &str) -> String {
+    ACTION_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The earliest time a waiting head becomes due.
+pub(super) fn next_due_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT min(a.next_at_ms) FROM actions AS a
+         JOIN (SELECT identity, min(position) AS head FROM actions
+               WHERE status = 'pending' GROUP BY identity) AS h ON a.position = h.head",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
+pub(super) fn outbox_counts(conn: &Connection) -> rusqlite::Result<OutboxCounts> {
     let mut counts = OutboxCounts::default();
     let mut statement =
         conn.prepare_cached("SELECT status, count(*) FROM actions GROUP BY status")?;
@@ -170,11 +291,183 @@ pub(super) fn outbox_counts(conn: &rusqlite::Connection) -> rusqlite::Result<Out
             Some(ActionStatus::Done) => counts.done = n,
             Some(ActionStatus::Failed) => counts.failed = n,
             Some(ActionStatus::Skipped) => counts.skipped = n,
+            Some(ActionStatus::Discarded) => counts.discarded = n,
+            Some(ActionStatus::Replayed) => counts.replayed = n,
             None => {}
         }
     }
     counts.timers_pending = conn
         .prepare_cached("SELECT count(*) FROM timers WHERE status = 'pending'")?
         .query_row([], |row| row.get(0))?;
+    let now = now_ms();
+    let mut oldest = conn.prepare_cached(
+        "SELECT lane, min(created_ms) FROM actions WHERE status = 'pending' GROUP BY lane",
+    )?;
+    for row in oldest.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+        let (lane, created) = row?;
+        if let Some(slot) = counts.oldest_pending_ms.get_mut(lane.clamp(0, 1) as usize) {
+            *slot = Some(now - created);
+        }
+    }
     Ok(counts)
+}
+
+pub(super) fn dead_letters(
+    conn: &Connection,
+    query: &DeadLetterQuery,
+) -> rusqlite::Result<Vec<ActionRecord>> {
+    let sql = format!(
+        "SELECT {ACTION_COLUMNS} FROM actions
+         WHERE status = 'failed'
+           AND (?1 IS NULL OR json_extract(body, '$.workflow') = ?1)
+           AND (?2 IS NULL OR error_code = ?2)
+           AND (?3 IS NULL OR identity = ?3)
+           AND (?4 IS NULL OR updated_ms >= ?4)
+           AND (?5 IS NULL OR updated_ms < ?5)
+         ORDER BY position LIMIT ?6"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    statement
+        .query_map(
+            params![
+                query.workflow,
+                query.code,
+                query.identity,
+                query.since_ms,
+                query.until_ms,
+                query.limit as i64
+            ],
+            action_from_row,
+        )?
+        .collect()
+}
+
+pub(super) fn action(conn: &Connection, id: &str) -> rusqlite::Result<Option<ActionRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ACTION_COLUMNS} FROM actions WHERE id = ?1"
+    ))?
+    .query_row(params![id], action_from_row)
+    .optional()
+}
+
+pub(super) fn attempts(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Attempt>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT number, at_ms, duration_ms, outcome, error, calls FROM attempts
+         WHERE action_id = ?1 ORDER BY number",
+    )?;
+    statement
+        .query_map(params![id], |r| {
+            let calls: String = r.get(5)?;
+            Ok(Attempt {
+                number: r.get(0)?,
+                at_ms: r.get(1)?,
+                duration_ms: r.get(2)?,
+                outcome: r.get(3)?,
+                error: r.get(4)?,
+                calls: serde_json::from_str(&calls).unwrap_or_default(),
+            })
+        })?
+        .collect()
+}
+
+/// A run's status from its actions.
+const RUN_STATUS: &str = "CASE
+    WHEN r.error IS NOT NULL THEN 'failed'
+    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'failed')
+        THEN CASE WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'done')
+                  THEN 'partial' ELSE 'failed' END
+    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'pending') THEN 'delivering'
+    WHEN r.paused THEN 'paused'
+    WHEN r.actions = 0 THEN 'empty'
+    ELSE 'done' END";
+
+pub(super) fn runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result<Vec<RunRecord>> {
+    let sql = format!(
+        "SELECT * FROM (
+             SELECT r.run, r.seq, r.workflow, r.identity, r.planned_ms, r.actions, r.paused, r.error,
+                    {RUN_STATUS} AS status
+             FROM runs r
+             WHERE (?1 IS NULL OR r.workflow = ?1) AND (?2 IS NULL OR r.identity = ?2)
+               AND (?3 IS NULL OR r.planned_ms < ?3)
+             ORDER BY r.planned_ms DESC, r.seq DESC)
+         WHERE (?4 IS NULL OR status = ?4) LIMIT ?5"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    statement
+        .query_map(
+            params![
+                query.workflow,
+                query.identity,
+                query.before_ms,
+                query.status,
+                query.limit as i64
+            ],
+            run_from_row,
+        )?
+        .collect()
+}
+
+fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        run: r.get(0)?,
+        seq: r.get(1)?,
+        workflow: r.get(2)?,
+        identity: r.get(3)?,
+        planned_ms: r.get(4)?,
+        actions: r.get(5)?,
+        paused: r.get(6)?,
+        error: r.get(7)?,
+        status: r.get(8)?,
+    })
+}
+
+pub(super) fn run(
+    conn: &Connection,
+    id: &str,
+) -> rusqlite::Result<Option<(RunRecord, Vec<ActionRecord>)>> {
+    let sql = format!(
+        "SELECT r.run, r.seq, r.workflow, r.identity, r.planned_ms, r.actions, r.paused, r.error,
+                {RUN_STATUS} FROM runs r WHERE r.run = ?1"
+    );
+    let Some(record) = conn
+        .prepare_cached(&sql)?
+        .query_row(params![id], run_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {ACTION_COLUMNS} FROM actions WHERE run = ?1 ORDER BY position"
+    ))?;
+    let actions = statement
+        .query_map(params![id], action_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((record, actions)))
+}
+
+/// Deletes what is finished and older than `before_ms`: delivered, skipped, discarded and
+/// replayed actions with their attempts, runs with nothing left, done timers. Dead letters stay
+/// until replayed or discarded.
+pub(super) fn cleanup(tx: &Transaction<'_>, before_ms: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM attempts WHERE action_id IN (
+             SELECT id FROM actions WHERE updated_ms < ?1
+               AND status IN ('done', 'skipped', 'discarded', 'replayed'))",
+        params![before_ms],
+    )?;
+    let actions = tx.execute(
+        "DELETE FROM actions WHERE updated_ms < ?1
+           AND status IN ('done', 'skipped', 'discarded', 'replayed')",
+        params![before_ms],
+    )?;
+    tx.execute(
+        "DELETE FROM runs WHERE planned_ms < ?1
+           AND NOT EXISTS (SELECT 1 FROM actions x WHERE x.run = runs.run)",
+        params![before_ms],
+    )?;
+    tx.execute(
+        "DELETE FROM timers WHERE status = 'done' AND fire_at_ms < ?1",
+        params![before_ms],
+    )?;
+    Ok(actions)
 }

@@ -114,6 +114,42 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX timers_due ON timers (fire_at_ms) WHERE status = 'pending';
     "#,
+    // 4: delivery you can trust. Lanes (0 urgent, 1 bulk), the first attempt's time (for the
+    // retry window), a mark set before a call that must not be repeated and cleared by its
+    // outcome, the error code of a failure; every attempt with the calls it made; every run
+    // (event × workflow) for the execution log.
+    r#"
+    ALTER TABLE actions ADD COLUMN lane INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE actions ADD COLUMN first_attempt_ms INTEGER;
+    ALTER TABLE actions ADD COLUMN started_ms INTEGER;
+    ALTER TABLE actions ADD COLUMN error_code TEXT;
+    CREATE INDEX actions_failed ON actions (updated_ms) WHERE status = 'failed';
+    CREATE INDEX actions_started ON actions (position) WHERE started_ms IS NOT NULL;
+    -- Each user's head of line: min(position) per identity among pending actions.
+    CREATE INDEX actions_pending_by_identity ON actions (identity, position) WHERE status = 'pending';
+    CREATE TABLE attempts (
+        action_id   TEXT    NOT NULL,
+        number      INTEGER NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        outcome     TEXT    NOT NULL,  -- done | retry | failed | paused
+        error       TEXT,
+        calls       TEXT    NOT NULL,  -- JSON: [{method, path, status, request, response, ms}]
+        PRIMARY KEY (action_id, number)
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        run        TEXT    PRIMARY KEY,  -- messageId/workflow
+        seq        INTEGER NOT NULL,
+        workflow   TEXT    NOT NULL,
+        identity   TEXT    NOT NULL,
+        planned_ms INTEGER NOT NULL,
+        actions    INTEGER NOT NULL,
+        paused     INTEGER NOT NULL,
+        error      TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX runs_by_time ON runs (planned_ms);
+    CREATE INDEX runs_by_identity ON runs (identity, planned_ms);
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.

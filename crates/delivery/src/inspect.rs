@@ -1,0 +1,141 @@
+//! Read views of delivery for people: dead letters and runs as the admin API serves them and
+//! the CLI prints them (one shape for both), and the time filters both accept.
+
+use junction_store::{ActionRecord, DeadLetterQuery, RunQuery, Store, StoreError};
+use serde_json::{Value, json};
+
+/// `2026-11-29T10:00:00Z`, or a span back from now: `90s`, `30m`, `2h`, `7d`.
+pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(at.timestamp_millis());
+    }
+    let span: junction_flow::duration::Span = text
+        .parse()
+        .map_err(|_| format!("{text:?} is neither a date-time (2026-11-29T10:00:00Z) nor a span back from now (30m, 2h, 7d)"))?;
+    Ok(now_ms - span.millis())
+}
+
+fn iso(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// One dead letter, as listed.
+pub fn dead_letter(record: &ActionRecord) -> Value {
+    json!({
+        "id": record.id,
+        "workflow": record.body["workflow"],
+        "step": record.body["step"],
+        "kind": record.body["action"]["kind"],
+        "user": record.identity,
+        "event": record.seq,
+        "code": record.error_code,
+        "error": record.result,
+        "attempts": record.attempts,
+        "failedAt": iso(record.updated_ms),
+        "plannedAt": iso(record.created_ms),
+    })
+}
+
+/// One action with every attempt and the event it came from.
+pub async fn action_detail(store: &dyn Store, id: &str) -> Result<Option<Value>, StoreError> {
+    let Some(record) = store.action(id).await? else {
+        return Ok(None);
+    };
+    let attempts = store.attempts(id).await?;
+    let event = store.event(record.seq).await?;
+    Ok(Some(json!({
+        "id": record.id,
+        "status": record.status,
+        "run": record.run,
+        "workflow": record.body["workflow"],
+        "step": record.body["step"],
+        "user": record.identity,
+        "code": record.error_code,
+        "reason": record.result,
+        "action": record.body["action"],
+        "onError": record.body["on_error"],
+        "plannedAt": iso(record.created_ms),
+        "updatedAt": iso(record.updated_ms),
+        "attempts": attempts.iter().map(|a| json!({
+            "number": a.number,
+            "at": iso(a.at_ms),
+            "ms": a.duration_ms,
+            "outcome": a.outcome,
+            "error": a.error,
+            "calls": a.calls,
+        })).collect::<Vec<_>>(),
+        "event": event.map(|e| json!({"seq": e.seq, "type": e.kind, "messageId": e.message_id, "timestamp": e.timestamp, "body": e.body})),
+    })))
+}
+
+pub async fn dead_letters(
+    store: &dyn Store,
+    query: DeadLetterQuery,
+) -> Result<Vec<Value>, StoreError> {
+    Ok(store
+        .dead_letters(query)
+        .await?
+        .iter()
+        .map(dead_letter)
+        .collect())
+}
+
+/// Runs, newest first.
+pub async fn runs(store: &dyn Store, query: RunQuery) -> Result<Vec<Value>, StoreError> {
+    Ok(store
+        .runs(query)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "run": r.run,
+                "workflow": r.workflow,
+                "user": r.identity,
+                "event": r.seq,
+                "status": r.status,
+                "actions": r.actions,
+                "plannedAt": iso(r.planned_ms),
+                "error": r.error,
+            })
+        })
+        .collect())
+}
+
+/// One run: its steps' actions in order, each with its attempts and calls.
+pub async fn run_detail(store: &dyn Store, id: &str) -> Result<Option<Value>, StoreError> {
+    let Some((run, actions)) = store.run(id).await? else {
+        return Ok(None);
+    };
+    let mut steps = Vec::new();
+    for action in &actions {
+        let attempts = store.attempts(&action.id).await?;
+        steps.push(json!({
+            "id": action.id,
+            "step": action.body["step"],
+            "kind": action.body["action"]["kind"],
+            "status": action.status,
+            "result": action.result,
+            "code": action.error_code,
+            "attempts": attempts.iter().map(|a| json!({
+                "number": a.number,
+                "at": iso(a.at_ms),
+                "ms": a.duration_ms,
+                "outcome": a.outcome,
+                "error": a.error,
+                "calls": a.calls,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(Some(json!({
+        "run": run.run,
+        "workflow": run.workflow,
+        "user": run.identity,
+        "event": run.seq,
+        "status": run.status,
+        "plannedAt": iso(run.planned_ms),
+        "error": run.error,
+        "paused": run.paused,
+        "steps": steps,
+    })))
+}
