@@ -129,8 +129,15 @@ impl Deliverer {
         }
     }
 
-    /// Carries out the action; `Ok` holds a short summary for the log.
-    pub async fn deliver(&self, planned: &PlannedAction) -> Result<String, Failure> {
+    /// Carries out the action; `Ok` holds a short summary for the log. `earlier_attempt_ms`: when
+    /// an earlier attempt of this action started, if any — an action that creates something
+    /// first looks for what that attempt may have created (a dropped connection can hide a
+    /// success), so a retry does not create it twice.
+    pub async fn deliver(
+        &self,
+        planned: &PlannedAction,
+        earlier_attempt_ms: Option<i64>,
+    ) -> Result<String, Failure> {
         if let Action::Http {
             method,
             url,
@@ -149,7 +156,7 @@ impl Deliverer {
         };
         let identity = identity_of(&planned.who);
         match self
-            .intercom_action(intercom, &identity, &planned.action)
+            .intercom_action(intercom, &identity, &planned.action, earlier_attempt_ms)
             .await
         {
             Err(failure) if failure.class == FailureClass::Gone => {
@@ -196,7 +203,7 @@ impl Deliverer {
             }),
             Err(IntercomError::Gone { .. } | IntercomError::Permanent { status: 404, .. }) => {
                 target.resolver.forget(&id).await?;
-                match self.intercom_action(target, identity, action).await {
+                match self.intercom_action(target, identity, action, None).await {
                     Err(again) if again.class == FailureClass::Gone => Err(Failure {
                         class: FailureClass::Permanent,
                         ..again
@@ -213,6 +220,7 @@ impl Deliverer {
         target: &IntercomTarget,
         identity: &Identity,
         action: &Action,
+        earlier_attempt_ms: Option<i64>,
     ) -> Result<String, Failure> {
         let client = &target.client;
         let role = if identity.user_id.is_some() {
@@ -304,7 +312,26 @@ impl Deliverer {
                 note,
             } => {
                 let contact = target.resolver.contact_id(identity).await?;
-                let conversation = client.start_conversation(&contact, role, body).await?;
+                let started_before = match earlier_attempt_ms {
+                    Some(since) => client
+                        .conversations_of_contact(&contact, since / 1000 - 1)
+                        .await?
+                        .into_iter()
+                        .find(|c| {
+                            c["source"]["body"]
+                                .as_str()
+                                .is_some_and(|b| b.contains(body.as_str()))
+                        })
+                        .and_then(|c| c["id"].as_str().map(str::to_owned)),
+                    None => None,
+                };
+                let conversation = match started_before {
+                    Some(id) => {
+                        metrics::counter!("junction_duplicates_avoided_total").increment(1);
+                        id
+                    }
+                    None => client.start_conversation(&contact, role, body).await?,
+                };
                 let acting = admin.clone().or_else(|| assign_admin.clone());
                 let assignee = match (assign_admin, assign_team) {
                     (Some(admin), _) => Some(Assignee::Admin(admin.clone())),

@@ -203,17 +203,24 @@ impl Executor {
     }
 
     /// Actions marked in flight when the process stopped: their call may have happened.
+    /// Conversations are looked up in Intercom before they are started again (see
+    /// `Deliverer::deliver`); messages and notes cannot be, so they are delivered again and
+    /// counted as possible duplicates.
     async fn recover_uncertain(&self) {
-        match self.store.take_uncertain().await {
-            Ok(uncertain) if !uncertain.is_empty() => {
-                metrics::counter!("junction_possible_duplicates_total")
-                    .increment(uncertain.len() as u64);
-                for action in &uncertain {
-                    tracing::warn!(action = %action.id, "a call that must not be repeated may have happened before a crash; delivering it again (counted as a possible duplicate)");
-                }
+        let uncertain = match self.store.take_uncertain().await {
+            Ok(uncertain) => uncertain,
+            Err(error) => {
+                tracing::error!(%error, "cannot read actions in flight at the last stop");
+                return;
             }
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "cannot read actions in flight at the last stop"),
+        };
+        for record in uncertain {
+            if record.body["action"]["kind"] == "conversation" {
+                tracing::info!(action = %record.id, "a conversation was being started at the last stop; Intercom is asked before it is started again");
+            } else {
+                metrics::counter!("junction_possible_duplicates_total").increment(1);
+                tracing::warn!(action = %record.id, "a call that must not be repeated may have happened before the last stop; delivering it again (counted as a possible duplicate)");
+            }
         }
     }
 
@@ -347,7 +354,19 @@ impl Worker {
     ) -> ActionOutcome {
         let started_at = now_ms();
         let started = Instant::now();
-        let (result, calls) = recorder::record(self.deliverer.deliver(planned)).await;
+        // A message or note whose last attempt lost its connection may have been sent anyway:
+        // sending it again may duplicate it, and Intercom offers no way to check.
+        if planned.action.creates_something()
+            && !matches!(planned.action, Action::Conversation { .. })
+            && record.error_code.as_deref() == Some("transport")
+        {
+            metrics::counter!("junction_possible_duplicates_total").increment(1);
+        }
+        let (result, calls) = recorder::record(
+            self.deliverer
+                .deliver(planned, record.first_attempt_ms.or(record.started_ms)),
+        )
+        .await;
         let duration_ms = started.elapsed().as_millis() as i64;
         let kind = planned.action.kind();
         let number = record.attempts + 1;

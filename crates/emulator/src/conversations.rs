@@ -84,6 +84,67 @@ pub async fn create(
     ))
 }
 
+/// `POST /conversations/search`: the subset of Intercom's query language Junction uses — a
+/// single condition or an AND of conditions on `contact_ids` (`=`) and `created_at`
+/// (`>`, `<`, `=`); anything else is refused as Intercom refuses an unknown field.
+pub async fn search(
+    State(emulator): State<Emulator>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Reply {
+    let body = object(body)?;
+    let query = body
+        .get("query")
+        .ok_or_else(|| IntercomError::invalid("query is required"))?;
+    let conditions: Vec<&Value> = match query.get("value") {
+        Some(Value::Array(list))
+            if query.get("operator").and_then(Value::as_str) == Some("AND") =>
+        {
+            list.iter().collect()
+        }
+        _ => vec![query],
+    };
+    let workspace = emulator.workspace.lock().expect("workspace lock");
+    let mut found: Vec<&Conversation> = workspace.conversations.values().collect();
+    for condition in conditions {
+        let field = condition
+            .get("field")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let operator = condition
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let value = condition.get("value");
+        match (field, operator) {
+            ("contact_ids", "=") => {
+                let id = value.and_then(Value::as_str).unwrap_or_default();
+                found.retain(|c| c.contact_id == id);
+            }
+            ("created_at", op @ (">" | "<" | "=")) => {
+                let at = value
+                    .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+                    .unwrap_or(0);
+                found.retain(|c| match op {
+                    ">" => c.created_at > at,
+                    "<" => c.created_at < at,
+                    _ => c.created_at == at,
+                });
+            }
+            _ => {
+                return Err(IntercomError::invalid(format!(
+                    "{field} is not a searchable field with {operator}"
+                )));
+            }
+        }
+    }
+    found.sort_by_key(|c| (c.created_at, c.id.clone()));
+    let data: Vec<Value> = found.into_iter().map(Conversation::to_json).collect();
+    Ok(Json(
+        json!({"type": "conversation.list", "conversations": data, "total_count": data.len(),
+                "pages": {"type": "pages", "page": 1, "per_page": data.len().max(1), "total_pages": 1}}),
+    ))
+}
+
 fn conversation<'a>(
     workspace: &'a mut Workspace,
     id: &str,

@@ -127,6 +127,7 @@ impl Emulator {
                 "/conversations",
                 post(conversations::create).get(conversations::list),
             )
+            .route("/conversations/search", post(conversations::search))
             .route("/conversations/{id}", get(conversations::show))
             .route("/conversations/{id}/reply", post(conversations::reply))
             .route("/conversations/{id}/parts", post(conversations::parts))
@@ -184,6 +185,11 @@ impl Emulator {
     /// Changes the search lag of a running emulator.
     pub fn set_search_lag(&self, lag: Duration) {
         self.config.lock().expect("config lock").search_lag = lag;
+    }
+
+    /// Changes the token a running emulator accepts (a revoked or rotated token, in tests).
+    pub fn set_token(&self, token: Option<String>) {
+        self.config.lock().expect("config lock").token = token;
     }
 
     /// Replaces the injected faults of a running emulator.

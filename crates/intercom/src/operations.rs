@@ -204,6 +204,30 @@ impl IntercomClient {
             })
     }
 
+    /// Conversations with this contact created after `after` (Unix seconds), oldest first
+    /// (`POST /conversations/search`): how a restart tells whether a conversation it may have
+    /// started before a crash exists.
+    pub async fn conversations_of_contact(
+        &self,
+        contact_id: &str,
+        after: i64,
+    ) -> Result<Vec<Value>, IntercomError> {
+        let query = json!({
+            "query": {"operator": "AND", "value": [
+                {"field": "contact_ids", "operator": "=", "value": contact_id},
+                {"field": "created_at", "operator": ">", "value": after.to_string()},
+            ]},
+            "pagination": {"per_page": 50},
+        });
+        let found = self
+            .call(Method::POST, "/conversations/search", Some(&query))
+            .await?;
+        Ok(found["conversations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// An admin's reply (`note = false`) or internal note (`note = true`) on a conversation.
     pub async fn reply_as_admin(
         &self,

@@ -219,7 +219,7 @@ async fn dry_run(planner: &Planner, events: &[Event]) -> anyhow::Result<String> 
                 continue;
             }
             let before = emulator.journal_entries().len();
-            let result = deliverer.deliver(action).await;
+            let result = deliverer.deliver(action, None).await;
             for call in &emulator.journal_entries()[before..] {
                 let body = if call.body.is_null() {
                     String::new()

@@ -4,162 +4,9 @@
 
 mod common;
 
-use common::{Server, WRITE_KEY, http};
-use junction_emulator::journal::JournalEntry;
-use junction_emulator::{Emulator, EmulatorConfig};
+use common::scenario::{Scenario, alert_sink};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-const TOKEN: &str = "emulator-token";
-
-struct Scenario {
-    server: Server,
-    emulator: Emulator,
-    intercom: String,
-    _dir: tempfile::TempDir,
-    client: reqwest::Client,
-}
-
-impl Scenario {
-    /// Junction with these workflows (YAML list items), delivering to a fresh emulator.
-    async fn start(workflows: &str) -> Scenario {
-        let emulator = Emulator::new(EmulatorConfig {
-            token: Some(TOKEN.into()),
-            rate_limit: 10_000,
-            search_lag: Duration::from_millis(300),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = emulator.clone().spawn(listener).await.unwrap();
-        let intercom = format!("http://{addr}");
-        let dir = tempfile::tempdir().unwrap();
-        let extra =
-            format!("intercom:\n  base_url: {intercom}\n  token: {TOKEN}\nworkflows:\n{workflows}");
-        let server = Server::start_with(dir.path(), &extra).await;
-        Scenario {
-            server,
-            emulator,
-            intercom,
-            _dir: dir,
-            client: http(),
-        }
-    }
-
-    async fn send(&self, call: &str, body: Value) {
-        let response = self
-            .client
-            .post(self.server.url(&format!("/v1/{call}")))
-            .basic_auth(WRITE_KEY, Some(""))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    }
-
-    async fn identify(&self, user: &str, traits: Value) {
-        self.send("identify", json!({"userId": user, "traits": traits}))
-            .await;
-    }
-
-    async fn track(&self, user: &str, event: &str, properties: Value) {
-        self.send(
-            "track",
-            json!({"userId": user, "event": event, "properties": properties}),
-        )
-        .await;
-    }
-
-    /// Successful requests to Intercom so far.
-    fn calls(&self) -> Vec<JournalEntry> {
-        self.emulator
-            .journal_entries()
-            .into_iter()
-            .filter(|e| (200..300).contains(&e.status))
-            .collect()
-    }
-
-    /// Successful calls whose path ends with `path_ends`.
-    fn calls_to(&self, method: &str, path_ends: &str) -> Vec<JournalEntry> {
-        self.calls()
-            .into_iter()
-            .filter(|e| e.method == method && e.path.ends_with(path_ends))
-            .collect()
-    }
-
-    /// Successful calls to exactly this path.
-    fn calls_at(&self, method: &str, path: &str) -> Vec<JournalEntry> {
-        self.calls()
-            .into_iter()
-            .filter(|e| e.method == method && e.path == path)
-            .collect()
-    }
-
-    /// Waits until `done` holds for the journal (failing with the journal after 20 s).
-    async fn until(&self, what: &str, done: impl Fn(&Scenario) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done(self) {
-            if Instant::now() > deadline {
-                let journal: Vec<String> = self
-                    .emulator
-                    .journal_entries()
-                    .iter()
-                    .map(|e| format!("{} {} {} {}", e.status, e.method, e.path, e.body))
-                    .collect();
-                panic!(
-                    "timed out waiting for {what}; journal:\n{}\nlog:\n{}",
-                    journal.join("\n"),
-                    self.server.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.client
-            .get(format!("{}{path}", self.intercom))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn contacts(&self) -> Vec<Value> {
-        self.get("/contacts?per_page=150").await["data"]
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
-    /// Lets delivery settle, for checks that something did *not* happen.
-    async fn quiet(&self) {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-    }
-}
-
-/// A webhook receiver standing in for Slack: records every JSON body posted to it.
-async fn alert_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let store = Arc::clone(&received);
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let store = Arc::clone(&store);
-            async move {
-                store.lock().unwrap().push(body);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), received)
-}
+use std::time::Duration;
 
 #[tokio::test]
 async fn profile_sync_creates_one_contact_and_keeps_it_up_to_date() {
@@ -171,14 +18,17 @@ async fn profile_sync_creates_one_contact_and_keeps_it_up_to_date() {
         .map(|n| s.identify("u2", json!({"email": "bo@example.com", "seats": n})))
         .collect();
     futures_util::future::join_all(burst).await;
-    // u1: a create and an update; u2: a create and up to 19 updates (fewer when updates that
-    // queued up behind the create are coalesced).
-    s.until("both users' updates", |s| {
-        let puts = s.calls_to("PUT", "");
+    // u1: a create and an update; u2: a create and up to 19 updates — fewer when updates that
+    // queued up are coalesced (u1's two identifies may even become one create).
+    s.until("both users' latest traits", |s| {
+        let writes = s
+            .calls_to("PUT", "")
+            .into_iter()
+            .chain(s.calls_at("POST", "/contacts"));
         s.calls_at("POST", "/contacts").len() == 2
-            && puts
-                .iter()
-                .any(|p| p.body["custom_attributes"]["plan"] == "enterprise")
+            && writes
+                .into_iter()
+                .any(|w| w.body["custom_attributes"]["plan"] == "enterprise")
     })
     .await;
     s.quiet().await;

@@ -224,3 +224,28 @@ pub async fn show_run(
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no run {id}")))
 }
+
+/// `GET /api/delivery`: actions by state, timers waiting, and the backlog's age per lane.
+pub async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(state.inner.admin_token.as_deref(), &headers)?;
+    let counts = state.store().outbox_counts().await?;
+    Ok(Json(json!({
+        "actions": {
+            "pending": counts.pending,
+            "standby": counts.standby,
+            "done": counts.done,
+            "failed": counts.failed,
+            "skipped": counts.skipped,
+            "discarded": counts.discarded,
+            "replayed": counts.replayed,
+        },
+        "timersPending": counts.timers_pending,
+        "oldestPendingSeconds": {
+            "urgent": counts.oldest_pending_ms[0].map(|ms| ms as f64 / 1000.0),
+            "bulk": counts.oldest_pending_ms[1].map(|ms| ms as f64 / 1000.0),
+        },
+    })))
+}

@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(admin::list_events))
         .route("/api/events/{seq}", get(admin::show_event))
         .route("/api/rejected", get(admin::list_rejected))
+        .route("/api/delivery", get(delivery_api::status))
         .route("/api/dlq", get(delivery_api::list_dead_letters))
         .route("/api/dlq/replay", post(delivery_api::replay))
         .route("/api/dlq/discard", post(delivery_api::discard))

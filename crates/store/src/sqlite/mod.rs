@@ -402,7 +402,8 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.write(Box::new(move |tx| {
             tx.execute(
-                "UPDATE actions SET started_ms = ?2 WHERE id = ?1",
+                "UPDATE actions SET started_ms = ?2, first_attempt_ms = coalesce(first_attempt_ms, ?2)
+                 WHERE id = ?1",
                 params![id, chrono::Utc::now().timestamp_millis()],
             )?;
             Ok(())
