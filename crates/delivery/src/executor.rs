@@ -5,8 +5,9 @@
 //! - **Barrier, not blockage.** A user whose head action waits for a retry holds back only that
 //!   user's later actions; the outbox is read by users' heads, so the others go on however long
 //!   the stuck user's queue is.
-//! - **Lanes.** Among users whose heads are due, urgent heads (messages, conversations, notes,
-//!   alerts) go before bulk syncs.
+//! - **Lanes.** Among users whose heads are due, those with something urgent pending
+//!   (messages, conversations, notes, owners, alerts) are served before users with only bulk
+//!   syncs; within a user, order still holds.
 //! - **Retries** with exponential back-off and full jitter, for as long as the retry window
 //!   (default 4 hours, like Segment) and at least the minimum attempts; then the dead-letter
 //!   queue. Permanent errors go there at once.

@@ -385,3 +385,55 @@ fn replace(text: &str, pattern: &str, with: &str) -> String {
         .replace_all(text, with)
         .into_owned()
 }
+
+#[tokio::test]
+async fn urgent_actions_overtake_a_backlog_of_syncs() {
+    // A backlog of 150 users' profile syncs builds up while delivery waits for Intercom; then
+    // one user's payment fails. With one user delivered at a time, the conversation (urgent
+    // lane) goes out before the syncs queued ahead of it.
+    let workflows = "workflows:\n  - template: profile-sync\n  - template: churn-risk\n";
+    let mut s = Scenario::start_config(workflows, None).await;
+    let batch: Vec<Value> = (0..150)
+        .map(|n| json!({"type": "identify", "userId": format!("bulk{n:03}"), "traits": {"plan": "pro"}}))
+        .chain(std::iter::once(json!({"type": "track", "userId": "late", "event": "Payment Failed"})))
+        .collect();
+    s.send("batch", json!({ "batch": batch })).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // 150 syncs, and for the late user a tag, an attribute update and a conversation.
+    while s.admin("/api/delivery").await["actions"]["pending"] != 153 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            s.admin("/api/delivery").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.restart_with(
+        &format!("delivery: {{ users_in_parallel: 1 }}\n{workflows}"),
+        Some(TOKEN),
+    )
+    .await;
+    s.until("the conversation", |s| {
+        s.calls_at("POST", "/conversations").len() == 1
+    })
+    .await;
+    let journal = s.emulator.journal_entries();
+    let conversation_at = journal
+        .iter()
+        .position(|e| e.path == "/conversations")
+        .unwrap();
+    let syncs_before = journal[..conversation_at]
+        .iter()
+        .filter(|e| {
+            e.method == "POST"
+                && e.path == "/contacts"
+                && e.body["external_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("bulk"))
+        })
+        .count();
+    assert!(
+        syncs_before < 10,
+        "{syncs_before} of 150 earlier syncs went first"
+    );
+}

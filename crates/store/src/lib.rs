@@ -290,8 +290,8 @@ pub trait Store: Send + Sync + 'static {
     /// When the next pending timer is due.
     async fn next_timer_ms(&self) -> Result<Option<i64>, StoreError>;
 
-    /// Each user's first pending action that is due at `now_ms`: urgent lane first, then
-    /// planning order. (A user whose head waits for a retry is absent: only that user waits.)
+    /// Each user's first pending action that is due at `now_ms`: users with an urgent action
+    /// pending first, then planning order. (A user whose head waits for a retry is absent: only that user waits.)
     async fn ready_heads(&self, now_ms: i64, limit: usize)
     -> Result<Vec<ActionRecord>, StoreError>;
 

@@ -238,7 +238,8 @@ pub(super) fn action_outcomes(
     Ok(())
 }
 
-/// Each user's first pending action that is due, urgent lane first, then planning order.
+/// Each user's first pending action that is due. Users with anything urgent pending come
+/// first (their head goes out first, since a user's order holds), then planning order.
 pub(super) fn ready_heads(
     conn: &Connection,
     now_ms: i64,
@@ -246,10 +247,10 @@ pub(super) fn ready_heads(
 ) -> rusqlite::Result<Vec<ActionRecord>> {
     let sql = format!(
         "SELECT {} FROM actions AS a
-         JOIN (SELECT identity, min(position) AS head FROM actions
+         JOIN (SELECT identity, min(position) AS head, min(lane) AS lane FROM actions
                WHERE status = 'pending' GROUP BY identity) AS h ON a.position = h.head
          WHERE a.next_at_ms <= ?1
-         ORDER BY a.lane, a.position LIMIT ?2",
+         ORDER BY h.lane, a.position LIMIT ?2",
         prefixed("a")
     );
     let mut statement = conn.prepare_cached(&sql)?;
