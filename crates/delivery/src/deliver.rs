@@ -110,6 +110,7 @@ impl From<ResolveError> for Failure {
 
 pub struct Deliverer {
     intercom: Option<IntercomTarget>,
+    segment: Option<crate::segment::SegmentClient>,
     http: reqwest::Client,
     tag_ids: Mutex<HashMap<String, String>>,
 }
@@ -124,9 +125,50 @@ impl Deliverer {
             .expect("an HTTP client with the process TLS provider");
         Deliverer {
             intercom,
+            segment: None,
             http,
             tag_ids: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Segment calls (the Intercom → Segment direction) go through this client.
+    pub fn with_segment(mut self, segment: crate::segment::SegmentClient) -> Self {
+        self.segment = Some(segment);
+        self
+    }
+
+    /// A Segment call: the message with its type, a `messageId` from the action's id (a replay
+    /// is de-duplicated by Segment), and Junction's mark, so that the message coming back
+    /// through Segment triggers nothing.
+    async fn segment_call(
+        &self,
+        planned: &PlannedAction,
+        call: &str,
+        message: &serde_json::Map<String, Value>,
+    ) -> Result<String, Failure> {
+        let Some(segment) = &self.segment else {
+            return Err(Failure::new(
+                FailureClass::Credentials,
+                "not_configured",
+                "segment.outbound is not configured",
+            ));
+        };
+        let mut message = message.clone();
+        message.insert("type".into(), call.into());
+        message.insert("messageId".into(), planned.id.clone().into());
+        let context = message.entry("context").or_insert_with(|| json!({}));
+        if let Value::Object(context) = context {
+            context.insert(
+                "library".into(),
+                json!({"name": "junction", "version": env!("CARGO_PKG_VERSION")}),
+            );
+            context.insert(
+                "junction".into(),
+                json!({"workflow": planned.workflow, "run": planned.run}),
+            );
+        }
+        segment.send(Value::Object(message)).await?;
+        Ok(format!("Segment {call} {}", planned.id))
     }
 
     /// Carries out the action; `Ok` holds a short summary for the log. `earlier_attempt_ms`: when
@@ -147,9 +189,13 @@ impl Deliverer {
         {
             return self.http(method, url, headers, body.as_ref()).await;
         }
+        if let Action::Segment { call, message } = &planned.action {
+            return self.segment_call(planned, call, message).await;
+        }
         let Some(intercom) = &self.intercom else {
+            // Not a credential failure: pausing would hold back the Segment calls too.
             return Err(Failure::new(
-                FailureClass::Credentials,
+                FailureClass::Retry,
                 "not_configured",
                 "intercom.token is not configured",
             ));
@@ -368,7 +414,7 @@ impl Deliverer {
                     .await?;
                 Ok(format!("owner {admin} of contact {contact}"))
             }
-            Action::Http { .. } => unreachable!("handled before"),
+            Action::Http { .. } | Action::Segment { .. } => unreachable!("handled before"),
         }
     }
 

@@ -292,7 +292,8 @@ pub fn lane(action: &Action) -> i64 {
         | Action::Conversation { .. }
         | Action::Note { .. }
         | Action::Owner { .. }
-        | Action::Http { .. } => 0,
+        | Action::Http { .. }
+        | Action::Segment { .. } => 0,
         _ => 1,
     }
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod executor;
 pub mod inspect;
 pub mod replay;
+pub mod segment;
 
 use junction_flow::Planner;
 use junction_store::{Store, StoreError};
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 pub use alerts::{AlertSettings, Alerter, Sink, SinkFormat};
 pub use deliver::{Deliverer, Failure, FailureClass, IntercomTarget};
 pub use executor::DeliverySettings;
+pub use segment::{SegmentClient, SegmentSettings};
 
 /// The running engine and executor.
 pub struct Pipeline {

@@ -208,7 +208,10 @@ pub async fn create(
         searchable_after: Instant::now() + lag,
     };
     let rendered = contact.to_json();
+    let topic = format!("contact.{}.created", contact.role);
     workspace.contacts.insert(contact.id.clone(), contact);
+    drop(workspace);
+    crate::webhooks::notify(&emulator, &topic, rendered.clone());
     Ok(Json(rendered))
 }
 

@@ -78,6 +78,9 @@ pub async fn create(
             parts: Vec::new(),
         },
     );
+    let item = workspace.conversations[&id].to_json();
+    drop(workspace);
+    crate::webhooks::notify(&emulator, "conversation.user.created", item);
     Ok(Json(
         json!({"type": "user_message", "id": format!("{id}-source"), "created_at": now, "body": message,
                    "message_type": "inapp", "conversation_id": id}),

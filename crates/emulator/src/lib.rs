@@ -37,6 +37,7 @@ pub mod journal;
 pub mod limits;
 mod search;
 mod tags;
+pub mod webhooks;
 mod workspace;
 
 use axum::Router;
@@ -75,6 +76,9 @@ pub struct Emulator {
     pub(crate) limiter: Arc<limits::WindowLimiter>,
     pub(crate) journal: Arc<journal::Journal>,
     pub(crate) faults: Arc<faults::FaultInjector>,
+    pub(crate) webhook: Arc<Mutex<Option<webhooks::Webhook>>>,
+    /// Every notification sent: (body, X-Hub-Signature).
+    pub(crate) webhooks_sent: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Emulator {
@@ -85,7 +89,20 @@ impl Emulator {
             workspace: Arc::new(Mutex::new(workspace::Workspace::default())),
             journal: Arc::new(journal::Journal::default()),
             faults: Arc::new(faults::FaultInjector::default()),
+            webhook: Arc::default(),
+            webhooks_sent: Arc::default(),
         }
+    }
+
+    /// Every webhook notification sent so far: (body, `X-Hub-Signature`), oldest first.
+    pub fn webhooks_sent(&self) -> Vec<(String, String)> {
+        self.webhooks_sent.lock().expect("webhook log lock").clone()
+    }
+
+    /// Sends signed webhook notifications to `url` when contacts and conversations are
+    /// created (`None` stops them).
+    pub fn set_webhook(&self, webhook: Option<webhooks::Webhook>) {
+        *self.webhook.lock().expect("webhook lock") = webhook;
     }
 
     /// The Intercom API routes and the `/_emulator` control routes.

@@ -80,6 +80,12 @@ pub enum Action {
     Owner {
         admin: String,
     },
+    /// A Segment Tracking API call (`identify`, `track`, `group`); delivery adds the
+    /// `messageId` (the action's id, so Segment de-duplicates a replay) and Junction's mark.
+    Segment {
+        call: String,
+        message: Map<String, Json>,
+    },
     Http {
         method: String,
         url: String,
@@ -103,6 +109,7 @@ impl Action {
             Action::Note { .. } => "note",
             Action::Owner { .. } => "owner",
             Action::Http { .. } => "http",
+            Action::Segment { .. } => "segment",
         }
     }
 

@@ -21,6 +21,8 @@ pub struct Workflow {
     pub on: Vec<String>,
     /// Event (or page/screen) names it is limited to.
     pub events: Option<Vec<String>>,
+    /// Intercom notification topics it takes (`contact.lead.created`, …).
+    pub topics: Vec<String>,
     pub when: Option<Condition>,
     pub steps: Vec<Step>,
     /// The top-level names its expressions read (`event`, `traits`, `profile`, `vars`, …): the
@@ -99,6 +101,11 @@ pub enum StepKind {
         url: ValueTemplate,
         headers: Vec<(String, ValueTemplate)>,
         body: Option<ValueTemplate>,
+    },
+    /// A Segment call: `identify`, `track` or `group`, with its fields.
+    Segment {
+        call: &'static str,
+        fields: Vec<(String, ValueTemplate)>,
     },
     If {
         condition: Condition,
@@ -203,25 +210,23 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
         )));
     }
     let mut on = Vec::new();
+    let mut topics = Vec::new();
     let (line, column) = (file.trigger.on.line, file.trigger.on.column);
     for trigger in file.trigger.on.value.to_vec() {
         match trigger.strip_prefix("segment.") {
             Some(kind) if SEGMENT_TYPES.contains(&kind) => on.push(kind.to_owned()),
-            _ if trigger.starts_with("intercom.") => {
-                return Err(at(
-                    line,
-                    column,
-                    format!(
-                        "trigger.on: `{trigger}`: Intercom webhook triggers are reserved and not available yet"
-                    ),
-                ));
+            _ if trigger.starts_with("intercom.") && trigger.len() > "intercom.".len() => {
+                topics.push(trigger["intercom.".len()..].to_owned());
+                if !on.iter().any(|k| k == "intercom") {
+                    on.push("intercom".to_owned());
+                }
             }
             _ => {
                 return Err(at(
                     line,
                     column,
                     format!(
-                        "trigger.on: `{trigger}` is not a trigger; expected one of segment.identify, segment.track, segment.group, segment.page, segment.screen, segment.alias"
+                        "trigger.on: `{trigger}` is not a trigger; expected one of segment.identify, segment.track, segment.group, segment.page, segment.screen, segment.alias, or intercom.<topic>"
                     ),
                 ));
             }
@@ -247,6 +252,7 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
         vars,
         on,
         events: file.trigger.event.as_ref().map(OneOrMany::to_vec),
+        topics,
         when,
         steps,
         uses,
@@ -316,6 +322,7 @@ impl Step {
                 optional(admin, &mut add);
                 optional(round_robin, &mut add);
             }
+            StepKind::Segment { fields, .. } => fields.iter().for_each(|(_, f)| add(f)),
             StepKind::Http {
                 url, headers, body, ..
             } => {
@@ -383,6 +390,9 @@ fn kinds(def: &StepDef) -> Vec<&'static str> {
         ("intercom.note", def.note.is_some()),
         ("intercom.assign", def.assign.is_some()),
         ("http.request", def.http.is_some()),
+        ("segment.identify", def.segment_identify.is_some()),
+        ("segment.track", def.segment_track.is_some()),
+        ("segment.group", def.segment_group.is_some()),
         ("if", def.condition.is_some()),
         ("set", def.set.is_some()),
         ("remember", def.remember.is_some()),
@@ -397,7 +407,7 @@ fn kinds(def: &StepDef) -> Vec<&'static str> {
         .collect()
 }
 
-const STEP_KINDS: &str = "intercom.contact, intercom.company, intercom.tag, intercom.untag, intercom.event, intercom.message, intercom.conversation, intercom.note, intercom.assign, http.request, if, set, remember, milestone, score, count or wait";
+const STEP_KINDS: &str = "intercom.contact, intercom.company, intercom.tag, intercom.untag, intercom.event, intercom.message, intercom.conversation, intercom.note, intercom.assign, http.request, segment.identify, segment.track, segment.group, if, set, remember, milestone, score, count or wait";
 
 fn compile_step(
     index: usize,
@@ -563,6 +573,30 @@ fn compile_step(
             url: template(&http.url, "url")?,
             headers: pairs(&http.headers, "headers")?,
             body: optional(&http.body, "body")?,
+        }
+    } else if let Some((call, fields)) = def
+        .segment_identify
+        .as_ref()
+        .map(|f| ("identify", f))
+        .or_else(|| def.segment_track.as_ref().map(|f| ("track", f)))
+        .or_else(|| def.segment_group.as_ref().map(|f| ("group", f)))
+    {
+        let required = match call {
+            "track" => Some("event"),
+            "group" => Some("groupId"),
+            _ => None,
+        };
+        if let Some(field) = required
+            && !fields.contains_key(field)
+        {
+            return Err(here(format!("a Segment {call} needs `{field}`")));
+        }
+        if !fields.contains_key("userId") && !fields.contains_key("anonymousId") {
+            return Err(here("needs `userId` or `anonymousId`".into()));
+        }
+        StepKind::Segment {
+            call,
+            fields: pairs(fields, "fields")?,
         }
     } else if let Some(source) = &def.condition {
         let Some(then) = &def.then else {

@@ -165,6 +165,16 @@ pub struct StepDef {
     /// An HTTP request (alerts: generic or Slack-compatible webhooks).
     #[serde(default, rename = "http.request")]
     pub http: Option<HttpDef>,
+    /// A Segment identify sent through the Tracking API (`userId` or `anonymousId`, `traits`,
+    /// and any other Segment field). Null or empty values are left out.
+    #[serde(default, rename = "segment.identify")]
+    pub segment_identify: Option<BTreeMap<String, Json>>,
+    /// A Segment track (`event`, `properties`, and the ids).
+    #[serde(default, rename = "segment.track")]
+    pub segment_track: Option<BTreeMap<String, Json>>,
+    /// A Segment group (`groupId`, `traits`, and the ids).
+    #[serde(default, rename = "segment.group")]
+    pub segment_group: Option<BTreeMap<String, Json>>,
 
     /// A condition; `then` runs when it holds, `else` otherwise.
     #[serde(default, rename = "if")]

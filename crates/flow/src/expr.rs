@@ -6,8 +6,9 @@
 //!   with no `traits` is fine);
 //! - `x is present` is true when `x` is defined and not null (prefer it to `x != null`, which is
 //!   true for an undefined `x`); `null` is a global for `none`;
-//! - filters `unix` (an ISO-8601 date or a number → Unix seconds, an error otherwise) and `cents`
-//!   (a number → whole cents);
+//! - filters `unix` (an ISO-8601 date or a number → Unix seconds, an error otherwise), `iso`
+//!   (the same → an RFC 3339 date-time), `cents` (a number → whole cents) and `striptags` (HTML
+//!   → its text);
 //! - a mapping value that is exactly one `{{ expression }}` keeps its type (number, boolean,
 //!   object, list); any other text renders to a string; other YAML values are taken as written,
 //!   with templates inside objects and lists rendered in place.
@@ -32,6 +33,29 @@ fn environment() -> &'static Environment<'static> {
             !value.is_undefined() && !value.is_none()
         });
         env.add_filter("unix", unix_filter);
+        env.add_filter("iso", |value: Value| -> Result<String, Error> {
+            let seconds = unix_filter(value)?;
+            chrono::DateTime::from_timestamp(seconds, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "iso: out of range"))
+        });
+        env.add_filter("striptags", |text: String| -> String {
+            // Intercom bodies are HTML; Segment traits want the text.
+            let mut plain = String::with_capacity(text.len());
+            let mut in_tag = false;
+            for c in text.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' if in_tag => {
+                        in_tag = false;
+                        plain.push(' ');
+                    }
+                    c if !in_tag => plain.push(c),
+                    _ => {}
+                }
+            }
+            plain.split_whitespace().collect::<Vec<_>>().join(" ")
+        });
         env.add_filter("cents", |value: Value| -> Result<i64, Error> {
             let number = number_of(&value).ok_or_else(|| {
                 Error::new(

@@ -93,14 +93,34 @@ impl Planner {
         let mut plan = Plan::default();
         let name = event_name(event.kind, event.body);
         absorb(profile, event, name.as_deref(), &mut plan);
+        // What Junction itself sent to Segment, come back through Segment: it describes what
+        // Junction already acted on, so it triggers nothing (no loops).
+        if produced_by_junction(event.body) {
+            return plan;
+        }
+        if event.kind == "intercom"
+            && let Some(topic) = &name
+        {
+            let seen = profile
+                .intercom_seen
+                .entry(topic.clone())
+                .or_insert(i64::MIN);
+            if event.timestamp_ms < *seen {
+                // Older than a notification of the same topic already planned: superseded.
+                return plan;
+            }
+            *seen = event.timestamp_ms;
+        }
         let matching: Vec<&Workflow> = self
             .workflows
             .iter()
             .filter(|w| w.on.iter().any(|on| on == event.kind))
-            .filter(|w| match (&w.events, &name) {
-                (None, _) => true,
-                (Some(events), Some(name)) => events.iter().any(|e| e == name),
-                (Some(_), None) => false,
+            .filter(|w| match (event.kind, &w.events, &name) {
+                ("intercom", _, Some(topic)) => w.topics.iter().any(|t| t == topic),
+                ("intercom", _, None) => false,
+                (_, None, _) => true,
+                (_, Some(events), Some(name)) => events.iter().any(|e| e == name),
+                (_, Some(_), None) => false,
             })
             .collect();
         if matching.is_empty() {
@@ -238,11 +258,17 @@ fn company_change(event: EventInput<'_>, globals: &mut Globals) -> Option<(Value
     Some((before, from_json(&Json::Object(known.clone()))))
 }
 
-/// `event` for track, `name` for page and screen.
+/// Whether a message carries the mark Junction puts on what it sends to Segment.
+pub fn produced_by_junction(body: &Json) -> bool {
+    body["context"]["junction"].is_object()
+}
+
+/// `event` for track, `name` for page and screen, the topic for Intercom notifications.
 fn event_name(kind: &str, body: &Json) -> Option<String> {
     let field = match kind {
         "track" => "event",
         "page" | "screen" => "name",
+        "intercom" => "topic",
         _ => return None,
     };
     body[field].as_str().map(str::to_owned)
@@ -390,6 +416,14 @@ impl<'a> Run<'a> {
         }
         if wanted("now") {
             context.insert("now", Value::from(self.now_ms / 1000));
+        }
+        if wanted("item") {
+            // An Intercom notification's subject (the contact, the conversation).
+            let item = self
+                .event_value
+                .get_attr("data")
+                .and_then(|d| d.get_attr("item"));
+            context.insert("item", item.unwrap_or_default());
         }
         if let Some((before, after)) = &self.company {
             context.insert("previous_company", before.clone());
@@ -788,6 +822,34 @@ impl<'a> Run<'a> {
                     },
                     profile,
                 )
+            }
+            StepKind::Segment { call, fields } => {
+                let mut message = Map::new();
+                for (name, value) in fields {
+                    match self.render(value, profile, path, name)? {
+                        Json::Null => {}
+                        Json::String(s) if s.trim().is_empty() => {}
+                        value => {
+                            message.insert(name.clone(), value);
+                        }
+                    }
+                }
+                if !message.contains_key("userId") && !message.contains_key("anonymousId") {
+                    return Err(format!(
+                        "step {path}: both userId and anonymousId rendered empty"
+                    ));
+                }
+                for required in ["event", "groupId"] {
+                    if fields.iter().any(|(n, _)| n == required) && !message.contains_key(required)
+                    {
+                        return Err(format!("step {path} {required}: rendered empty"));
+                    }
+                }
+                let action = Action::Segment {
+                    call: (*call).to_owned(),
+                    message,
+                };
+                self.push(step, path, standby_for, action, profile)
             }
             StepKind::If {
                 condition,

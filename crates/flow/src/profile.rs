@@ -36,6 +36,11 @@ pub struct Profile {
     /// Waits in progress, with the events that cancel them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timers: Vec<PendingTimer>,
+    /// Per Intercom topic, the `created_at` (Unix ms) of the newest notification planned:
+    /// Intercom does not deliver in order, and an older `contact.user.updated` arriving after a
+    /// newer one must not win.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intercom_seen: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

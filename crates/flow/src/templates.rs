@@ -27,6 +27,7 @@ pub const TEMPLATES: &[Template] = templates![
     "onboarding",
     "inactivity",
     "track-events",
+    "intercom-lead-to-segment",
 ];
 
 pub fn find(name: &str) -> Option<&'static Template> {

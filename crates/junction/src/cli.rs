@@ -231,6 +231,13 @@ pub struct EmulateIntercomArgs {
     /// Share of requests answered with a 500 (0 to 1); more faults through /_emulator/config.
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     pub fault_rate: f64,
+    /// Send signed webhook notifications here when contacts and conversations are created
+    /// (Junction's `/hooks/intercom`).
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// The client secret that signs them (Junction's `intercom.client_secret`).
+    #[arg(long, env = "JUNCTION_EMULATOR_WEBHOOK_SECRET")]
+    pub webhook_secret: Option<String>,
 }
 
 /// A share between 0 and 1.

@@ -10,12 +10,16 @@
 //!     - { key: "${IOS_WRITE_KEY}", source: ios }
 //!   shared_secret: ${SEGMENT_SHARED_SECRET:-}   # empty: webhooks are not signed
 //!   dedupe_window: 7d
+//!   outbound:                           # where segment.* workflow steps send
+//!     write_key: ${SEGMENT_OUTBOUND_WRITE_KEY}
+//!     host: https://api.segment.io
 //! admin:
 //!   token: ${JUNCTION_ADMIN_TOKEN:-}
 //! intercom:
 //!   base_url: https://api.intercom.io   # or api.eu / api.au, or the emulator
 //!   token: ${INTERCOM_TOKEN}
 //!   version: "2.14"
+//!   client_secret: ${INTERCOM_CLIENT_SECRET:-}   # signs the webhooks /hooks/intercom accepts
 //!   unknown_attributes: create          # or drop
 //!   nested_values: flatten              # or json
 //!   null_values: skip                   # or clear
@@ -253,6 +257,9 @@ pub struct IntercomSection {
     /// The pinned `Intercom-Version` header.
     #[serde(default = "default_intercom_version")]
     pub version: String,
+    /// The Intercom app's client secret: it signs the webhooks `POST /hooks/intercom` accepts.
+    #[serde(default)]
+    pub client_secret: Option<String>,
     /// Traits with no custom attribute in Intercom yet: `create` it (typed from the value) or
     /// `drop` the trait with a warning.
     #[serde(default)]
@@ -295,6 +302,7 @@ impl Default for IntercomSection {
             base_url: default_intercom_url(),
             token: None,
             version: default_intercom_version(),
+            client_secret: None,
             unknown_attributes: UnknownAttributesSetting::default(),
             nested_values: NestedValuesSetting::default(),
             null_values: NullValuesSetting::default(),
@@ -365,6 +373,25 @@ pub struct SegmentConfig {
     /// How long a `messageId` is remembered for de-duplication (`7d`, `24h`, `90m`, `3600s`).
     #[serde(default)]
     pub dedupe_window: Window,
+    /// Where `segment.identify|track|group` steps send (the Intercom → Segment direction).
+    #[serde(default)]
+    pub outbound: Option<SegmentOutbound>,
+}
+
+/// A Segment source to send to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentOutbound {
+    /// The source's write key (a secret: keep it in the environment).
+    pub write_key: String,
+    /// `https://api.segment.io` (US, the default), `https://events.eu1.segmentapis.com` (EU),
+    /// or any Segment-compatible endpoint.
+    #[serde(default = "default_segment_host", deserialize_with = "http_url")]
+    pub host: String,
+}
+
+fn default_segment_host() -> String {
+    "https://api.segment.io".into()
 }
 
 /// A write key, alone or with the source name its events are recorded under.
@@ -578,6 +605,11 @@ impl Config {
                 .collect(),
             shared_secret: self.segment.shared_secret.clone().filter(|s| !s.is_empty()),
             admin_token: self.admin.token.clone().filter(|s| !s.is_empty()),
+            intercom_secret: self
+                .intercom
+                .client_secret
+                .clone()
+                .filter(|s| !s.is_empty()),
         }
     }
 

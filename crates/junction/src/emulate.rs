@@ -19,6 +19,13 @@ pub async fn intercom(args: EmulateIntercomArgs) -> anyhow::Result<()> {
         error_rates: [(500, args.fault_rate)].into(),
         ..Default::default()
     });
+    match (args.webhook_url, args.webhook_secret) {
+        (Some(url), Some(secret)) => {
+            emulator.set_webhook(Some(junction_emulator::webhooks::Webhook { url, secret }))
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("--webhook-url and --webhook-secret go together"),
+    }
     let addr = emulator.spawn(listener).await?;
     tracing::info!(%addr, "Intercom emulator listening");
     crate::serve::shutdown_signal().await;

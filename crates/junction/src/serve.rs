@@ -5,7 +5,9 @@
 use crate::config::Config;
 use anyhow::Context;
 use junction_delivery::alerts::AlertKind;
-use junction_delivery::{Alerter, Deliverer, IntercomTarget, Pipeline};
+use junction_delivery::{
+    Alerter, Deliverer, IntercomTarget, Pipeline, SegmentClient, SegmentSettings,
+};
 use junction_intercom::attributes::AttributeCatalog;
 use junction_intercom::{ContactResolver, IntercomClient};
 use junction_server::{AppState, serve_then};
@@ -59,15 +61,31 @@ pub async fn run_on(
     let alerts = Alerter::start(config.alerts.settings());
     let credential_alerts = alerts.clone();
     let probe_every = config.delivery.settings().probe_every;
+    let segment = config.segment.outbound.as_ref().map(|outbound| {
+        SegmentClient::start(SegmentSettings::new(
+            outbound.host.clone(),
+            outbound.write_key.clone(),
+        ))
+    });
     let deliverer = async move {
-        let client = client?;
-        let workspace = workspace_id(&client, &credential_alerts, probe_every).await;
-        Some(Deliverer::new(Some(IntercomTarget {
-            resolver: ContactResolver::new(client.clone(), resolver_store, workspace),
-            catalog: AttributeCatalog::new(client.clone()),
-            policy,
-            client,
-        })))
+        let deliverer = match client {
+            Some(client) => {
+                let workspace = workspace_id(&client, &credential_alerts, probe_every).await;
+                Deliverer::new(Some(IntercomTarget {
+                    resolver: ContactResolver::new(client.clone(), resolver_store, workspace),
+                    catalog: AttributeCatalog::new(client.clone()),
+                    policy,
+                    client,
+                }))
+            }
+            // Without Intercom, only Segment calls and webhooks can be delivered.
+            None if segment.is_some() => Deliverer::new(None),
+            None => return None,
+        };
+        Some(match segment {
+            Some(segment) => deliverer.with_segment(segment),
+            None => deliverer,
+        })
     };
     tracing::info!(workflows = ?planner.workflows().iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), "workflows loaded");
     let pipeline = Pipeline::start(

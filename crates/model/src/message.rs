@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::str::FromStr;
 
-/// The Segment Spec call types.
+/// The Segment Spec call types, and Intercom's webhook notifications (which Junction keeps in
+/// the same log, so that they are planned in order like everything else).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
@@ -17,9 +18,12 @@ pub enum MessageType {
     Screen,
     Group,
     Alias,
+    /// An Intercom webhook notification (`POST /hooks/intercom`); never a Segment call.
+    Intercom,
 }
 
 impl MessageType {
+    /// The Segment calls (not [`MessageType::Intercom`]).
     pub const ALL: [MessageType; 6] = [
         MessageType::Identify,
         MessageType::Track,
@@ -37,6 +41,7 @@ impl MessageType {
             MessageType::Screen => "screen",
             MessageType::Group => "group",
             MessageType::Alias => "alias",
+            MessageType::Intercom => "intercom",
         }
     }
 

@@ -1,3 +1,8 @@
+//! `POST /hooks/intercom`: Intercom's webhook notifications, signed with the app's client
+//! secret (`X-Hub-Signature: sha1=<hex HMAC-SHA1 of the raw body>`); `HEAD` answers Intercom's
+//! endpoint check, a `ping` is acknowledged and not kept. A notification is committed before the
+//! 200 (Intercom waits 5 seconds) and de-duplicated by its id.
+//!
 //! `POST /hooks/segment`: Segment's Webhooks destination (classic or Actions) and Destination
 //! Functions posting the Segment message itself, one object or a JSON array (batch mode).
 //!
@@ -14,7 +19,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::Utc;
-use junction_model::{first_array_element, parse_webhook};
+use junction_model::{Envelope, first_array_element, parse_webhook};
 use serde_json::Value;
 
 /// Events from the webhook endpoint are de-duplicated among themselves under this source.
@@ -46,4 +51,49 @@ pub async fn segment(
     } else {
         store_single(&state, WEBHOOK_SOURCE.into(), received_at, envelope).await
     }
+}
+
+/// Intercom notifications are de-duplicated among themselves under this source.
+pub const INTERCOM_SOURCE: &str = "intercom";
+
+pub async fn intercom(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let received_at = Utc::now();
+    let bytes = body::read(&headers, body, Limit::WEBHOOK).await?;
+    let Some(secret) = &state.inner.intercom_secret else {
+        return Err(ApiError::unauthorized(
+            "intercom.client_secret is not configured: Intercom webhooks are refused",
+        ));
+    };
+    let presented = headers
+        .get("x-hub-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing X-Hub-Signature header"))?;
+    let hex = presented.strip_prefix("sha1=").unwrap_or(presented);
+    if !signature::verify(secret.as_bytes(), &bytes, hex) {
+        return Err(ApiError::unauthorized(
+            "X-Hub-Signature does not match the body (sha1= hex HMAC-SHA1 with intercom.client_secret)",
+        ));
+    }
+    match junction_model::intercom::parse_notification(&bytes, received_at)? {
+        None => Ok(Json(
+            serde_json::json!({ "success": true, "topic": "ping" }),
+        )),
+        Some(notification) => {
+            let envelope = Envelope {
+                write_key: None,
+                messages: vec![notification],
+                rejected: Vec::new(),
+            };
+            store_single(&state, INTERCOM_SOURCE.into(), received_at, envelope).await
+        }
+    }
+}
+
+/// `HEAD /hooks/intercom`: Intercom checks that the endpoint answers before saving it.
+pub async fn intercom_check() -> axum::http::StatusCode {
+    axum::http::StatusCode::OK
 }

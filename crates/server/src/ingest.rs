@@ -135,7 +135,7 @@ pub(crate) async fn store_batch(
 
 /// Commits the envelope (valid messages to the log, refused ones to the rejected log) and
 /// counts what happened.
-async fn commit(
+pub(crate) async fn commit(
     state: &AppState,
     source: String,
     received_at: DateTime<Utc>,

@@ -41,6 +41,9 @@ pub struct ServerSettings {
     pub shared_secret: Option<String>,
     /// Bearer token for `/api/*`; when unset the admin API is open.
     pub admin_token: Option<String>,
+    /// The Intercom app's client secret, which signs its webhooks (`X-Hub-Signature`); without
+    /// it `/hooks/intercom` refuses everything.
+    pub intercom_secret: Option<String>,
 }
 
 /// Shared by every handler.
@@ -54,6 +57,7 @@ struct Inner {
     write_keys: auth::WriteKeys,
     shared_secret: Option<String>,
     admin_token: Option<String>,
+    intercom_secret: Option<String>,
     metrics: Option<telemetry::PrometheusHandle>,
     draining: AtomicBool,
     /// Rung after each commit that stored events, so the engine plans them at once.
@@ -70,6 +74,7 @@ impl AppState {
                 write_keys: auth::WriteKeys::new(settings.write_keys),
                 shared_secret: settings.shared_secret.filter(|s| !s.is_empty()),
                 admin_token: settings.admin_token.filter(|s| !s.is_empty()),
+                intercom_secret: settings.intercom_secret.filter(|s| !s.is_empty()),
                 metrics: telemetry::prometheus(),
                 draining: AtomicBool::new(false),
                 committed: Arc::new(tokio::sync::Notify::new()),
@@ -119,6 +124,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/b", post(ingest::batch))
         .route("/v1/{call}", post(ingest::single))
         .route("/hooks/segment", post(hooks::segment))
+        .route(
+            "/hooks/intercom",
+            post(hooks::intercom).head(hooks::intercom_check),
+        )
         .route("/api/events", get(admin::list_events))
         .route("/api/events/{seq}", get(admin::show_event))
         .route("/api/rejected", get(admin::list_rejected))

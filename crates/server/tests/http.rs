@@ -41,6 +41,7 @@ fn keyed() -> ServerSettings {
         }],
         shared_secret: Some("shhh-shared-secret".into()),
         admin_token: Some("admin-t".into()),
+        ..ServerSettings::default()
     }
 }
 

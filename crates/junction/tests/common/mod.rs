@@ -21,6 +21,22 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+/// A configuration: the store, [`ADMIN_TOKEN`], a `segment` section accepting [`WRITE_KEY`]
+/// (unless `extra` has its own `segment` section, which must then list the write keys), and
+/// `extra`.
+pub fn config_text(database: &Path, extra: &str) -> String {
+    let own_segment = extra.starts_with("segment:\n") || extra.contains("\nsegment:\n");
+    let segment = if own_segment {
+        String::new()
+    } else {
+        format!("segment:\n  write_keys: [{WRITE_KEY}]\n")
+    };
+    format!(
+        "store: sqlite://{}\n{segment}admin:\n  token: {ADMIN_TOKEN}\n{extra}",
+        database.display()
+    )
+}
+
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
@@ -39,14 +55,7 @@ impl Server {
     /// `workflows`, …).
     pub async fn start_with(dir: &Path, extra: &str) -> Server {
         let config = dir.join("junction.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "store: sqlite://{}\nsegment:\n  write_keys: [{WRITE_KEY}]\nadmin:\n  token: {ADMIN_TOKEN}\n{extra}",
-                dir.join("data/junction.db").display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, config_text(&dir.join("data/junction.db"), extra)).unwrap();
         let port = free_port();
         let mut server = Server {
             child: None,

@@ -47,22 +47,31 @@ impl Scenario {
         }
     }
 
+    /// `extra` with the emulator's base URL and token in its `intercom` section (added when
+    /// `extra` has none).
     fn config(intercom: &str, extra: &str, token: Option<&str>) -> String {
-        match token {
-            Some(token) => format!("intercom:\n  base_url: {intercom}\n  token: {token}\n{extra}"),
-            None => extra.to_owned(),
+        let Some(token) = token else {
+            return extra.to_owned();
+        };
+        let lines = format!("  base_url: {intercom}\n  token: {token}\n");
+        match extra
+            .find("intercom:\n")
+            .filter(|i| *i == 0 || extra[..*i].ends_with('\n'))
+        {
+            Some(at) => {
+                let split = at + "intercom:\n".len();
+                format!("{}{lines}{}", &extra[..split], &extra[split..])
+            }
+            None => format!("intercom:\n{lines}{extra}"),
         }
     }
 
     /// Stops Junction (SIGKILL), writes a new configuration, and starts it again.
     pub async fn restart_with(&mut self, extra: &str, token: Option<&str>) {
         self.server.kill();
-        let config = format!(
-            "store: sqlite://{}\nsegment:\n  write_keys: [{}]\nadmin:\n  token: {}\n{}",
-            self.dir.path().join("data/junction.db").display(),
-            super::WRITE_KEY,
-            super::ADMIN_TOKEN,
-            Scenario::config(&self.intercom, extra, token)
+        let config = super::config_text(
+            &self.dir.path().join("data/junction.db"),
+            &Scenario::config(&self.intercom, extra, token),
         );
         std::fs::write(&self.server.config, config).unwrap();
         self.server.spawn().await;
