@@ -31,6 +31,7 @@ pub struct Engine {
     profiles: HashMap<String, Profile>,
     globals: Globals,
     cursor: i64,
+    profile_api: Option<Arc<crate::profiles::ProfileApiClient>>,
 }
 
 impl Engine {
@@ -52,6 +53,7 @@ impl Engine {
             profiles: HashMap::new(),
             globals,
             cursor,
+            profile_api: None,
         })
     }
 
@@ -154,12 +156,62 @@ impl Engine {
         Ok(())
     }
 
+    /// Uses Segment's Profile API for `segment_profile` in expressions (instead of Junction's
+    /// own history of the user).
+    pub fn with_profile_api(mut self, client: Option<crate::profiles::ProfileApiClient>) -> Self {
+        self.profile_api = client.map(Arc::new);
+        self
+    }
+
+    /// The Segment profiles of these events' users, when a workflow reads `segment_profile` and
+    /// the Profile API is configured (fetched side by side; a failure falls back to Junction's
+    /// own history).
+    async fn fetch_segment_profiles(
+        &self,
+        events: &[StoredEvent],
+    ) -> HashMap<i64, serde_json::Value> {
+        let Some(client) = &self.profile_api else {
+            return HashMap::new();
+        };
+        if !self
+            .planner
+            .workflows()
+            .iter()
+            .any(|w| w.uses.contains("segment_profile"))
+        {
+            return HashMap::new();
+        }
+        let mut fetches = tokio::task::JoinSet::new();
+        for event in events.iter().filter(|e| e.kind != "intercom") {
+            let (client, seq) = (Arc::clone(client), event.seq);
+            let (user, anonymous) = (event.user_id.clone(), event.anonymous_id.clone());
+            fetches.spawn(async move {
+                (
+                    seq,
+                    client.fetch(user.as_deref(), anonymous.as_deref()).await,
+                )
+            });
+        }
+        let mut found = HashMap::new();
+        while let Some(Ok((seq, result))) = fetches.join_next().await {
+            match result {
+                Ok(Some(profile)) => {
+                    found.insert(seq, profile);
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "using Junction's own history instead"),
+            }
+        }
+        found
+    }
+
     async fn plan_events(&mut self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
         let wanted: Vec<(String, Option<String>)> = events
             .iter()
             .map(|e| (e.identity.clone(), e.anonymous_id.clone()))
             .collect();
         self.load_profiles(&wanted).await?;
+        let remote_profiles = self.fetch_segment_profiles(&events).await;
         let mut commit = EngineCommit::default();
         let mut touched = HashSet::new();
         let globals_before = self.globals.clone();
@@ -173,6 +225,7 @@ impl Engine {
                     identity: &event.identity,
                     body: &body,
                     timestamp_ms: event.timestamp.timestamp_millis(),
+                    segment_profile: remote_profiles.get(&event.seq),
                 },
                 profile,
                 &mut self.globals,

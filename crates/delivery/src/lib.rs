@@ -9,6 +9,7 @@ pub mod deliver;
 pub mod engine;
 pub mod executor;
 pub mod inspect;
+pub mod profiles;
 pub mod replay;
 pub mod segment;
 
@@ -41,6 +42,7 @@ impl Pipeline {
         events_arrived: Arc<Notify>,
         settings: DeliverySettings,
         alerts: Alerter,
+        profile_api: Option<profiles::ProfileApiClient>,
     ) -> Result<Pipeline, StoreError> {
         let (shutdown, stop) = watch::channel(false);
         let actions_planned = Arc::new(Notify::new());
@@ -50,7 +52,8 @@ impl Pipeline {
             Arc::clone(&events_arrived),
             Arc::clone(&actions_planned),
         )
-        .await?;
+        .await?
+        .with_profile_api(profile_api);
         let mut delivery_stop = stop.clone();
         let delivery = async move {
             let deliverer = tokio::select! {

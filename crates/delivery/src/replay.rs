@@ -60,6 +60,7 @@ pub async fn replay(store: &dyn Store, planner: &Planner, id: &str) -> Result<us
                 identity: &event.identity,
                 body: &body,
                 timestamp_ms: event.timestamp.timestamp_millis(),
+                segment_profile: None,
             },
             &failed.workflow,
             &mut profile,

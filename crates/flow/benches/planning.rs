@@ -63,6 +63,7 @@ fn bench(c: &mut Criterion, name: &str, workflows: &[&str], kind: &str) {
                     identity: user,
                     body,
                     timestamp_ms: 1_795_946_400_000,
+                    segment_profile: None,
                 },
                 profile,
                 &mut globals,

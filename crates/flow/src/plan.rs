@@ -24,6 +24,9 @@ pub struct EventInput<'a> {
     pub body: &'a Json,
     /// The event's `timestamp`, Unix ms: the planner's clock.
     pub timestamp_ms: i64,
+    /// The user's profile from Segment's Profile API (`{traits, events}`), when fetched;
+    /// otherwise expressions see Junction's own history as `segment_profile`.
+    pub segment_profile: Option<&'a Json>,
 }
 
 /// State shared by all users: round-robin positions and what group calls said of each
@@ -226,6 +229,7 @@ impl Planner {
             identity: &timer.identity,
             body: &timer.event,
             timestamp_ms: timer.fire_at_ms,
+            segment_profile: None,
         };
         let mut run = Run::new(
             workflow,
@@ -416,6 +420,19 @@ impl<'a> Run<'a> {
         }
         if wanted("now") {
             context.insert("now", Value::from(self.now_ms / 1000));
+        }
+        if wanted("segment_profile") {
+            let profile_value = match self.event.segment_profile {
+                Some(fetched) => from_json(fetched),
+                None => {
+                    let view = profile.view(self.now_ms);
+                    let mut events: Vec<Json> =
+                        view["recent"].as_array().cloned().unwrap_or_default();
+                    events.reverse();
+                    from_json(&json!({"traits": profile.traits, "events": events}))
+                }
+            };
+            context.insert("segment_profile", profile_value);
         }
         if wanted("item") {
             // An Intercom notification's subject (the contact, the conversation).

@@ -59,6 +59,7 @@ impl Harness {
                 identity: &identity,
                 body: &body,
                 timestamp_ms: self.clock_ms,
+                segment_profile: None,
             },
             profile,
             &mut self.globals,

@@ -13,6 +13,9 @@
 //!   outbound:                           # where segment.* workflow steps send
 //!     write_key: ${SEGMENT_OUTBOUND_WRITE_KEY}
 //!     host: https://api.segment.io
+//!   profiles:                           # Segment Profile API, for segment_profile in expressions
+//!     space_id: spa_123
+//!     token: ${SEGMENT_PROFILES_TOKEN}
 //! admin:
 //!   token: ${JUNCTION_ADMIN_TOKEN:-}
 //! intercom:
@@ -376,6 +379,25 @@ pub struct SegmentConfig {
     /// Where `segment.identify|track|group` steps send (the Intercom → Segment direction).
     #[serde(default)]
     pub outbound: Option<SegmentOutbound>,
+    /// Segment's Profile API, for `segment_profile` in expressions (without it, Junction's own
+    /// history of the user).
+    #[serde(default)]
+    pub profiles: Option<SegmentProfiles>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentProfiles {
+    pub space_id: String,
+    /// The space's access token (a secret: keep it in the environment).
+    pub token: String,
+    /// `https://profiles.segment.com` (US, the default) or `https://profiles.euw1.segment.com`.
+    #[serde(default = "default_profiles_host", deserialize_with = "http_url")]
+    pub host: String,
+}
+
+fn default_profiles_host() -> String {
+    "https://profiles.segment.com".into()
 }
 
 /// A Segment source to send to.

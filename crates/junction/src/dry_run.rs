@@ -155,6 +155,7 @@ async fn dry_run(planner: &Planner, events: &[Event]) -> anyhow::Result<String> 
                 identity: &event.identity,
                 body: &event.body,
                 timestamp_ms: event.timestamp_ms,
+                segment_profile: None,
             },
             profile,
             &mut globals,

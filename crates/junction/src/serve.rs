@@ -5,6 +5,7 @@
 use crate::config::Config;
 use anyhow::Context;
 use junction_delivery::alerts::AlertKind;
+use junction_delivery::profiles::{ProfileApiClient, ProfileApiSettings};
 use junction_delivery::{
     Alerter, Deliverer, IntercomTarget, Pipeline, SegmentClient, SegmentSettings,
 };
@@ -95,6 +96,13 @@ pub async fn run_on(
         state.commit_bell(),
         config.delivery.settings(),
         alerts,
+        config.segment.profiles.as_ref().map(|p| {
+            ProfileApiClient::new(ProfileApiSettings {
+                host: p.host.clone(),
+                space_id: p.space_id.clone(),
+                token: p.token.clone(),
+            })
+        }),
     )
     .await
     .context("starting the engine")?;

@@ -234,3 +234,50 @@ async fn junction_sending_to_itself_does_not_loop() {
         .collect();
     assert!(writes.is_empty(), "no further Intercom calls: {writes:#?}");
 }
+
+/// A Segment Profile API stand-in: one profile, `user_id:u1`.
+async fn profile_api() -> String {
+    let app = axum::Router::new()
+        .route(
+            "/v1/spaces/spa_test/collections/users/profiles/user_id:u1/traits",
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                // The access token as the Basic user: "tok:" in base64.
+                assert_eq!(headers["authorization"], "Basic dG9rOg==");
+                axum::Json(json!({"traits": {"plan": "enterprise", "seats": 40}, "cursor": {"has_more": false}}))
+            }),
+        )
+        .route(
+            "/v1/spaces/spa_test/collections/users/profiles/user_id:u1/events",
+            axum::routing::get(|| async {
+                axum::Json(json!({"data": [{"type": "track", "event": "Order Completed", "timestamp": "2026-11-28T10:00:00Z", "message_id": "x"}], "cursor": {"has_more": false}}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn expressions_read_segments_profile_api_when_configured() {
+    let host = profile_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = dir.path().join("brief.yaml");
+    std::fs::write(
+        &workflow,
+        "name: brief\ntrigger:\n  on: segment.identify\nsteps:\n  - intercom.note:\n      admin: \"991267001\"\n      body: \"{{ segment_profile.traits.plan }} / {{ segment_profile.events[0].name }}\"\n",
+    )
+    .unwrap();
+    let config = format!(
+        "segment:\n  write_keys: [{WRITE_KEY}]\n  profiles:\n    space_id: spa_test\n    token: tok\n    host: {host}\nworkflows:\n  - file: {}\n",
+        workflow.display()
+    );
+    let s = Scenario::start_config(&config, Some(TOKEN)).await;
+    s.identify("u1", json!({"name": "Ann"})).await;
+    s.until("the note", |s| s.calls_to("POST", "/notes").len() == 1)
+        .await;
+    assert_eq!(
+        s.calls_to("POST", "/notes")[0].body["body"],
+        "enterprise / Order Completed"
+    );
+}
