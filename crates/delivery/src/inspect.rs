@@ -1,7 +1,7 @@
 //! Read views of delivery for people: dead letters and runs as the admin API serves them and
 //! the CLI prints them (one shape for both), and the time filters both accept.
 
-use junction_store::{ActionRecord, DeadLetterQuery, RunQuery, Store, StoreError};
+use junction_store::{ActionRecord, Attempt, DeadLetterQuery, RunQuery, Store, StoreError};
 use serde_json::{Value, json};
 
 /// `2026-11-29T10:00:00Z`, or a span back from now: `90s`, `30m`, `2h`, `7d`.
@@ -18,6 +18,18 @@ pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
 fn iso(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// One attempt with the calls it made.
+fn attempt(a: &Attempt) -> Value {
+    json!({
+        "number": a.number,
+        "at": iso(a.at_ms),
+        "ms": a.duration_ms,
+        "outcome": a.outcome,
+        "error": a.error,
+        "calls": a.calls,
+    })
 }
 
 /// One dead letter, as listed.
@@ -57,14 +69,7 @@ pub async fn action_detail(store: &dyn Store, id: &str) -> Result<Option<Value>,
         "onError": record.body["on_error"],
         "plannedAt": iso(record.created_ms),
         "updatedAt": iso(record.updated_ms),
-        "attempts": attempts.iter().map(|a| json!({
-            "number": a.number,
-            "at": iso(a.at_ms),
-            "ms": a.duration_ms,
-            "outcome": a.outcome,
-            "error": a.error,
-            "calls": a.calls,
-        })).collect::<Vec<_>>(),
+        "attempts": attempts.iter().map(attempt).collect::<Vec<_>>(),
         "event": event.map(|e| json!({"seq": e.seq, "type": e.kind, "messageId": e.message_id, "timestamp": e.timestamp, "body": e.body})),
     })))
 }
@@ -117,14 +122,7 @@ pub async fn run_detail(store: &dyn Store, id: &str) -> Result<Option<Value>, St
             "status": action.status,
             "result": action.result,
             "code": action.error_code,
-            "attempts": attempts.iter().map(|a| json!({
-                "number": a.number,
-                "at": iso(a.at_ms),
-                "ms": a.duration_ms,
-                "outcome": a.outcome,
-                "error": a.error,
-                "calls": a.calls,
-            })).collect::<Vec<_>>(),
+            "attempts": attempts.iter().map(attempt).collect::<Vec<_>>(),
         }));
     }
     Ok(Some(json!({
