@@ -841,11 +841,18 @@ impl<'a> Run<'a> {
                 )
             }
             StepKind::Segment { call, fields } => {
+                // Null or empty values are left out, at the top and inside traits and properties:
+                // Segment would store a null trait as a value.
+                let blank =
+                    |v: &Json| v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty());
                 let mut message = Map::new();
                 for (name, value) in fields {
                     match self.render(value, profile, path, name)? {
-                        Json::Null => {}
-                        Json::String(s) if s.trim().is_empty() => {}
+                        Json::Object(mut members) => {
+                            members.retain(|_, v| !blank(v));
+                            message.insert(name.clone(), Json::Object(members));
+                        }
+                        value if blank(&value) => {}
                         value => {
                             message.insert(name.clone(), value);
                         }

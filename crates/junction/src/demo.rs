@@ -32,6 +32,7 @@ fn workflows() -> Vec<WorkflowEntry> {
         entry("churn-risk", json!({})),
         entry("onboarding", json!({})),
         entry("inactivity", json!({"delay": "3s"})),
+        entry("intercom-lead-to-segment", json!({})),
     ]
 }
 
@@ -138,6 +139,19 @@ async fn demo(data: Option<PathBuf>, keep_running: bool) -> anyhow::Result<()> {
     let store_url = config.store.0.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let junction = listener.local_addr()?;
+    // The other direction: the emulator signs webhooks to Junction, which sends Segment calls
+    // to a Segment-compatible endpoint — itself, here (what it sends is marked and triggers
+    // nothing when it comes back).
+    let client_secret = format!("demo-secret-{}", std::process::id());
+    config.intercom.client_secret = Some(client_secret.clone());
+    config.segment.outbound = Some(crate::config::SegmentOutbound {
+        write_key: WRITE_KEY.into(),
+        host: format!("http://{junction}"),
+    });
+    emulator.set_webhook(Some(junction_emulator::webhooks::Webhook {
+        url: format!("http://{junction}/hooks/intercom"),
+        secret: client_secret,
+    }));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::serve::run_on(config, listener, async {
         let _ = stopped.await;
@@ -171,8 +185,23 @@ async fn demo(data: Option<PathBuf>, keep_running: bool) -> anyhow::Result<()> {
             response.text().await?
         );
     }
+    // Meanwhile in Intercom: a visitor opens the Messenger, leaves an email and writes.
+    let intercom = format!("http://{emulator_addr}");
+    let lead: Value = http
+        .post(format!("{intercom}/contacts"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"role": "lead", "email": "visitor@initech.test", "name": "Val Visitor"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    http.post(format!("{intercom}/conversations"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"from": {"type": "lead", "id": lead["id"]}, "body": "Hi! Does the Growth plan include SSO?"}))
+        .send()
+        .await?;
     println!(
-        "sent {} Segment events in {:.0?}; waiting for delivery (and the 3-second inactivity timer)…",
+        "sent {} Segment events in {:.0?}, and a visitor started a conversation in Intercom; waiting for delivery (and the 3-second inactivity timer)…",
         events.len(),
         started.elapsed()
     );
@@ -197,6 +226,7 @@ async fn demo(data: Option<PathBuf>, keep_running: bool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     print_intercom(&http, &format!("http://{emulator_addr}"), &emulator).await?;
+    print_segment(store.as_ref()).await?;
 
     if keep_running {
         println!(
@@ -320,6 +350,38 @@ async fn print_intercom(
     let calls = journal.len();
     let refused = journal.iter().filter(|e| e.status == 429).count();
     println!("\n{calls} requests to Intercom, {refused} refused for rate limiting.");
+    Ok(())
+}
+
+/// What Junction sent to Segment (it came back to Junction's own ingest in the demo).
+async fn print_segment(store: &dyn junction_store::Store) -> anyhow::Result<()> {
+    let page = store
+        .events(junction_store::EventQuery {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await?;
+    let sent: Vec<_> = page
+        .items
+        .iter()
+        .rev()
+        .filter(|e| junction_flow::plan::produced_by_junction(&e.body))
+        .collect();
+    println!(
+        "\nSegment calls from Intercom (intercom-lead-to-segment; they came back marked and triggered nothing)"
+    );
+    for event in sent {
+        let what = match event.kind.as_str() {
+            "track" => format!("track {:?}", event.event.as_deref().unwrap_or("")),
+            other => other.to_owned(),
+        };
+        let traits = event.body["traits"]
+            .as_object()
+            .or(event.body["properties"].as_object())
+            .cloned()
+            .unwrap_or_default();
+        println!("  {what:<38} {}  {}", event.identity, compact(&traits));
+    }
     Ok(())
 }
 

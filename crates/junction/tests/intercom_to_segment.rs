@@ -175,6 +175,14 @@ async fn a_new_lead_reaches_segment_once() {
     assert_eq!(identify["traits"]["phone"], "+33 1 23 45 67 89");
     assert_eq!(identify["traits"]["intercom_role"], "lead");
     assert!(
+        identify["traits"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| !v.is_null()),
+        "no null traits: {identify:#}"
+    );
+    assert!(
         identify["messageId"]
             .as_str()
             .unwrap()
