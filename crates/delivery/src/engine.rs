@@ -18,6 +18,9 @@ use tokio::sync::{Notify, watch};
 const BATCH: usize = 500;
 /// Cached profiles before the cache is dropped (they are reloaded from the store on demand).
 const PROFILE_CACHE: usize = 200_000;
+/// How long a fresh Intercom notification waits for earlier ones that may arrive after it.
+const INTERCOM_REORDER: Duration = Duration::from_millis(300);
+
 /// Longest sleep between looks at the log and the timers when nothing wakes the loop.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -94,8 +97,24 @@ impl Engine {
 
     /// Plans one batch of events, or else one batch of due timers. True when it did work.
     pub async fn step(&mut self, now_ms: i64) -> Result<bool, StoreError> {
-        let events = self.store.events_after(self.cursor, BATCH).await?;
+        let mut events = self.store.events_after(self.cursor, BATCH).await?;
         if !events.is_empty() {
+            // Intercom does not deliver notifications in order: give a fresh one a moment for
+            // any earlier one still on its way, then plan each contact's in `created_at` order.
+            let youngest = events
+                .iter()
+                .filter(|e| e.kind == "intercom")
+                .map(|e| e.received_at.timestamp_millis())
+                .max();
+            if let Some(received) = youngest {
+                let wait = received + INTERCOM_REORDER.as_millis() as i64
+                    - chrono::Utc::now().timestamp_millis();
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                    events = self.store.events_after(self.cursor, BATCH).await?;
+                }
+                order_notifications(&mut events);
+            }
             self.plan_events(events).await?;
             return Ok(true);
         }
@@ -233,7 +252,8 @@ impl Engine {
             touched.insert(event.identity.clone());
             add_plan(&mut commit, plan, event.seq, &event.identity);
         }
-        commit.cursor = events.last().map(|e| e.seq);
+        // Notifications may have been reordered: the cursor moves past the highest position.
+        commit.cursor = events.iter().map(|e| e.seq).max();
         self.finish(commit, touched, globals_before, events.len())
             .await
     }
@@ -312,6 +332,28 @@ impl Engine {
             self.actions_planned.notify_one();
         }
         Ok(())
+    }
+}
+
+/// Puts each contact's Intercom notifications in `created_at` order, in the places they hold
+/// in the batch (everything else keeps its log order).
+fn order_notifications(events: &mut [StoredEvent]) {
+    let mut by_contact: HashMap<String, Vec<usize>> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        if event.kind == "intercom" {
+            by_contact
+                .entry(event.identity.clone())
+                .or_default()
+                .push(index);
+        }
+    }
+    for places in by_contact.into_values().filter(|p| p.len() > 1) {
+        let mut notifications: Vec<StoredEvent> =
+            places.iter().map(|&i| events[i].clone()).collect();
+        notifications.sort_by_key(|e| (e.timestamp, e.seq));
+        for (place, notification) in places.into_iter().zip(notifications) {
+            events[place] = notification;
+        }
     }
 }
 

@@ -289,3 +289,62 @@ async fn expressions_read_segments_profile_api_when_configured() {
         "enterprise / Order Completed"
     );
 }
+
+#[tokio::test]
+async fn a_contacts_notifications_are_planned_in_created_at_order() {
+    let (sink, received) = common::scenario::alert_sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = dir.path().join("topics.yaml");
+    std::fs::write(
+        &workflow,
+        format!("name: topics\ntrigger:\n  on: [intercom.contact.lead.created, intercom.contact.lead.signed_up]\nsteps:\n  - http.request:\n      url: \"{sink}\"\n      body: {{ text: \"{{{{ event.topic }}}}\" }}\n"),
+    )
+    .unwrap();
+    let s = Scenario::start_config(
+        &format!(
+            "intercom:\n  client_secret: {SECRET}\nworkflows:\n  - file: {}\n",
+            workflow.display()
+        ),
+        Some(TOKEN),
+    )
+    .await;
+    let notification = |id: &str, topic: &str, at: i64| {
+        json!({"type": "notification_event", "topic": topic, "id": id, "created_at": at,
+               "data": {"item": {"type": "contact", "id": "lead-9", "role": "lead"}}})
+        .to_string()
+    };
+    // The later event arrives first.
+    let signed_up = notification("n2", "contact.lead.signed_up", 1_700_000_200);
+    let created = notification("n1", "contact.lead.created", 1_700_000_100);
+    assert_eq!(
+        post_hook(
+            &s,
+            &signed_up,
+            Some(&signature(SECRET, signed_up.as_bytes()))
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post_hook(&s, &created, Some(&signature(SECRET, created.as_bytes()))).await,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "{}", s.server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let topics: Vec<Value> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["text"].clone())
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            json!("contact.lead.created"),
+            json!("contact.lead.signed_up")
+        ]
+    );
+}
