@@ -49,6 +49,8 @@ pub struct DeliverySettings {
     pub probe_every: Duration,
     /// Finished actions, attempts and runs older than this are deleted (dead letters stay).
     pub retention: Duration,
+    /// How often the error rate and the backlog's age are checked (metrics and alerts).
+    pub health_every: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -60,6 +62,7 @@ impl Default for DeliverySettings {
             users_in_parallel: 64,
             probe_every: Duration::from_secs(10),
             retention: Duration::from_secs(30 * 86_400),
+            health_every: Duration::from_secs(15),
         }
     }
 }
@@ -67,7 +70,6 @@ impl Default for DeliverySettings {
 /// A user's actions read per turn.
 const USER_BATCH: usize = 500;
 const IDLE_POLL: Duration = Duration::from_secs(1);
-const HEALTH_EVERY: Duration = Duration::from_secs(15);
 const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
 /// The window the error rate is measured over.
 const ERROR_WINDOW: Duration = Duration::from_secs(300);
@@ -105,7 +107,7 @@ impl Executor {
         self.recover_uncertain().await;
         let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut tasks = JoinSet::new();
-        let mut next_health = Instant::now() + HEALTH_EVERY;
+        let mut next_health = Instant::now() + self.settings.health_every;
         let mut next_cleanup = Instant::now();
         let mut next_probe = Instant::now();
         loop {
@@ -167,7 +169,7 @@ impl Executor {
                 }
             }
             if Instant::now() >= next_health {
-                next_health = Instant::now() + HEALTH_EVERY;
+                next_health = Instant::now() + self.settings.health_every;
                 self.check_health().await;
             }
             if Instant::now() >= next_cleanup {

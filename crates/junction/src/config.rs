@@ -112,6 +112,13 @@ pub struct DeliverySection {
     /// How often a paused delivery checks whether Intercom accepts the credentials again.
     #[serde(default = "default_probe_every")]
     pub probe_every: Window,
+    /// How often the error rate and the backlog's age are checked for metrics and alerts.
+    #[serde(default = "default_health_every")]
+    pub health_every: Window,
+}
+
+fn default_health_every() -> Window {
+    Window(Duration::from_secs(15))
 }
 
 fn default_retry_window() -> Window {
@@ -138,6 +145,7 @@ impl Default for DeliverySection {
             users_in_parallel: default_users_in_parallel(),
             retention: default_retention(),
             probe_every: default_probe_every(),
+            health_every: default_health_every(),
         }
     }
 }
@@ -150,6 +158,7 @@ impl DeliverySection {
             users_in_parallel: self.users_in_parallel.max(1),
             retention: self.retention.0,
             probe_every: self.probe_every.0.max(Duration::from_secs(1)),
+            health_every: self.health_every.0.max(Duration::from_secs(1)),
             ..junction_delivery::DeliverySettings::default()
         }
     }

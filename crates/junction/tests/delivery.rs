@@ -437,3 +437,61 @@ async fn urgent_actions_overtake_a_backlog_of_syncs() {
         "{syncs_before} of 150 earlier syncs went first"
     );
 }
+
+#[tokio::test]
+async fn sustained_errors_and_an_aging_backlog_raise_grouped_alerts() {
+    let (sink, alerts) = alert_sink().await;
+    let config = format!(
+        "delivery: {{ health_every: 1s }}\nalerts:\n  sinks: [{{ url: \"{sink}\", format: webhook }}]\n  backlog_age: 1s\n  error_rate: 0.5\nworkflows:\n  - template: profile-sync\n"
+    );
+    let s = Scenario::start_config(&config, Some(TOKEN)).await;
+    // Delivery is up (it checks the credentials first), then Intercom starts failing.
+    s.identify("first", json!({"plan": "pro"})).await;
+    s.until("the first contact", |s| {
+        s.calls_at("POST", "/contacts").len() == 1
+    })
+    .await;
+    s.emulator.set_faults(junction_emulator::faults::Faults {
+        error_rates: std::collections::BTreeMap::from([(500, 1.0)]),
+        ..Default::default()
+    });
+    let batch: Vec<Value> = (0..25)
+        .map(|n| json!({"type": "identify", "userId": format!("u{n}"), "traits": {"plan": "pro"}}))
+        .collect();
+    s.send("batch", json!({ "batch": batch })).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kinds = loop {
+        let kinds: std::collections::BTreeSet<String> = alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["kind"].as_str().map(str::to_owned))
+            .collect();
+        if kinds.contains("error_rate") && kinds.contains("backlog") {
+            break kinds;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts so far: {:?}",
+            alerts.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let all = alerts.lock().unwrap().clone();
+    let error_rate = all.iter().find(|a| a["kind"] == "error_rate").unwrap();
+    assert!(
+        error_rate["examples"][0]
+            .as_str()
+            .unwrap()
+            .contains("attempts failed"),
+        "{error_rate}"
+    );
+    // Rate-limited: one message per kind within the cooldown, however many checks fired.
+    for kind in &kinds {
+        assert_eq!(
+            all.iter().filter(|a| a["kind"] == kind.as_str()).count(),
+            1,
+            "{kind}: {all:#?}"
+        );
+    }
+}
