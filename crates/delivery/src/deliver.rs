@@ -110,6 +110,8 @@ impl From<ResolveError> for Failure {
 
 pub struct Deliverer {
     intercom: Option<IntercomTarget>,
+    /// Where conversations Junction starts are remembered (so their webhooks are known).
+    made: Option<std::sync::Arc<dyn junction_store::Store>>,
     segment: Option<crate::segment::SegmentClient>,
     http: reqwest::Client,
     tag_ids: Mutex<HashMap<String, String>>,
@@ -125,10 +127,18 @@ impl Deliverer {
             .expect("an HTTP client with the process TLS provider");
         Deliverer {
             intercom,
+            made: None,
             segment: None,
             http,
             tag_ids: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Remembers in `store` the conversations Junction starts: Intercom's webhook about one of
+    /// them then triggers nothing (it is Junction's own doing, not a customer's).
+    pub fn remembering_made(mut self, store: std::sync::Arc<dyn junction_store::Store>) -> Self {
+        self.made = Some(store);
+        self
     }
 
     /// Segment calls (the Intercom → Segment direction) go through this client.
@@ -376,7 +386,15 @@ impl Deliverer {
                         metrics::counter!("junction_duplicates_avoided_total").increment(1);
                         id
                     }
-                    None => client.start_conversation(&contact, role, body).await?,
+                    None => {
+                        let id = client.start_conversation(&contact, role, body).await?;
+                        if let Some(store) = &self.made
+                            && let Err(error) = store.remember_made("conversation", &id).await
+                        {
+                            tracing::warn!(%error, "cannot remember a conversation Junction started");
+                        }
+                        id
+                    }
                 };
                 let acting = admin.clone().or_else(|| assign_admin.clone());
                 let assignee = match (assign_admin, assign_team) {

@@ -175,6 +175,42 @@ impl Engine {
         Ok(())
     }
 
+    /// The log positions of Intercom notifications announcing a contact or conversation that
+    /// Junction itself created (later changes to them are real news and are not filtered).
+    async fn echoes(&self, events: &[StoredEvent]) -> Result<HashSet<i64>, StoreError> {
+        let mut echoes = HashSet::new();
+        for (kind, prefix) in [("contact", "contact."), ("conversation", "conversation.")] {
+            let created: Vec<(i64, String)> = events
+                .iter()
+                .filter(|e| {
+                    e.kind == "intercom"
+                        && e.event
+                            .as_deref()
+                            .is_some_and(|t| t.starts_with(prefix) && t.ends_with(".created"))
+                })
+                .filter_map(|e| {
+                    e.body["data"]["item"]["id"]
+                        .as_str()
+                        .map(|id| (e.seq, id.to_owned()))
+                })
+                .collect();
+            if created.is_empty() {
+                continue;
+            }
+            let made = self
+                .store
+                .made_by_junction(kind, created.iter().map(|(_, id)| id.clone()).collect())
+                .await?;
+            echoes.extend(
+                created
+                    .into_iter()
+                    .filter(|(_, id)| made.contains(id))
+                    .map(|(seq, _)| seq),
+            );
+        }
+        Ok(echoes)
+    }
+
     /// Uses Segment's Profile API for `segment_profile` in expressions (instead of Junction's
     /// own history of the user).
     pub fn with_profile_api(mut self, client: Option<crate::profiles::ProfileApiClient>) -> Self {
@@ -231,11 +267,18 @@ impl Engine {
             .collect();
         self.load_profiles(&wanted).await?;
         let remote_profiles = self.fetch_segment_profiles(&events).await;
+        let echoes = self.echoes(&events).await?;
         let mut commit = EngineCommit::default();
         let mut touched = HashSet::new();
         let globals_before = self.globals.clone();
         for event in &events {
-            let body = with_timestamp(event);
+            let mut body = with_timestamp(event);
+            if echoes.contains(&event.seq) {
+                // Intercom telling of a conversation Junction started: mark it as Junction's,
+                // so it triggers nothing (the same rule as for Segment calls coming back).
+                body.to_mut()["context"] =
+                    serde_json::json!({"junction": {"echo": "conversation"}});
+            }
             let profile = self.profiles.entry(event.identity.clone()).or_default();
             let plan = self.planner.plan_event(
                 EventInput {

@@ -239,7 +239,11 @@ impl ContactResolver {
         let mut body = fields.clone();
         body.extend(identity.contact_fields(true));
         match self.client.create_contact(&Value::Object(body)).await {
-            Ok(contact) => Ok((contact, ResolvedBy::Created)),
+            Ok(contact) => {
+                // Intercom's webhook about it is Junction's own doing: known as an echo.
+                self.store.remember_made("contact", &contact.id).await?;
+                Ok((contact, ResolvedBy::Created))
+            }
             Err(IntercomError::Conflict {
                 existing_id,
                 archived,

@@ -59,6 +59,7 @@ pub async fn run_on(
         }
     };
     let (policy, resolver_store) = (config.intercom.attribute_policy(), Arc::clone(&store));
+    let made_store = Arc::clone(&store) as Arc<dyn Store>;
     let alerts = Alerter::start(config.alerts.settings());
     let credential_alerts = alerts.clone();
     let probe_every = config.delivery.settings().probe_every;
@@ -83,6 +84,7 @@ pub async fn run_on(
             None if segment.is_some() => Deliverer::new(None),
             None => return None,
         };
+        let deliverer = deliverer.remembering_made(made_store);
         Some(match segment {
             Some(segment) => deliverer.with_segment(segment),
             None => deliverer,

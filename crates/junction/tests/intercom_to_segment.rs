@@ -348,3 +348,50 @@ async fn a_contacts_notifications_are_planned_in_created_at_order() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_conversation_junction_started_is_not_echoed_to_segment() {
+    let receiver_dir = tempfile::tempdir().unwrap();
+    let receiver = Server::start(receiver_dir.path()).await;
+    let s = junction_a(&receiver.url(""), "  - template: churn-risk\n").await;
+    // Junction starts a churn conversation; Intercom tells Junction about it.
+    s.track("dee", "Payment Failed", json!({})).await;
+    s.until("the churn conversation", |s| {
+        s.calls_at("POST", "/conversations").len() == 1
+    })
+    .await;
+    // A customer starts one too.
+    let lead: Value = http()
+        .post(format!("{}/contacts", s.intercom))
+        .bearer_auth(TOKEN)
+        .json(&json!({"role": "lead", "email": "asker@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    http()
+        .post(format!("{}/conversations", s.intercom))
+        .bearer_auth(TOKEN)
+        .json(&json!({"from": {"type": "lead", "id": lead["id"]}, "body": "Is there an API?"}))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stored(&receiver.url(""), "track").await.is_empty() {
+        assert!(Instant::now() < deadline, "{}", s.server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let tracks = stored(&receiver.url(""), "track").await;
+    assert_eq!(
+        tracks.len(),
+        1,
+        "only the customer's conversation: {tracks:#?}"
+    );
+    assert_eq!(
+        tracks[0]["body"]["properties"]["first_message"],
+        "Is there an API?"
+    );
+}

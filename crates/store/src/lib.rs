@@ -349,6 +349,16 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes finished records older than `before_ms` (see the SQLite implementation).
     async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError>;
 
+    /// Records that Junction created this Intercom object (`conversation`, id).
+    async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Which of these ids of one kind Junction created.
+    async fn made_by_junction(
+        &self,
+        kind: &str,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+
     /// How many actions are in each state, how many timers wait, and the backlog's age.
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
 

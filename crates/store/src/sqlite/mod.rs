@@ -537,6 +537,38 @@ impl Store for SqliteStore {
         count.await.map_err(|_| StoreError::Closed)
     }
 
+    async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError> {
+        let (kind, id) = (kind.to_owned(), id.to_owned());
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO made_by_junction (kind, id, made_ms) VALUES (?1, ?2, ?3)",
+                params![kind, id, chrono::Utc::now().timestamp_millis()],
+            )?;
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn made_by_junction(
+        &self,
+        kind: &str,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let kind = kind.to_owned();
+        self.read(move |conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT 1 FROM made_by_junction WHERE kind = ?1 AND id = ?2")?;
+            let mut made = std::collections::HashSet::new();
+            for id in ids {
+                if statement.exists(params![kind, id])? {
+                    made.insert(id);
+                }
+            }
+            Ok(made)
+        })
+        .await
+    }
+
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         self.read(|conn| Ok(outbox::outbox_counts(conn)?)).await
     }

@@ -150,6 +150,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_by_time ON runs (planned_ms);
     CREATE INDEX runs_by_identity ON runs (identity, planned_ms);
     "#,
+    // 5: what Junction itself created in Intercom (conversations), so that Intercom's webhook
+    // about it is known for an echo and triggers nothing.
+    r#"
+    CREATE TABLE made_by_junction (
+        kind    TEXT    NOT NULL,
+        id      TEXT    NOT NULL,
+        made_ms INTEGER NOT NULL,
+        PRIMARY KEY (kind, id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.
