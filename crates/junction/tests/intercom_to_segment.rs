@@ -350,7 +350,7 @@ async fn a_contacts_notifications_are_planned_in_created_at_order() {
 }
 
 #[tokio::test]
-async fn a_conversation_junction_started_is_not_echoed_to_segment() {
+async fn what_junction_created_in_intercom_is_not_echoed_to_segment() {
     let receiver_dir = tempfile::tempdir().unwrap();
     let receiver = Server::start(receiver_dir.path()).await;
     let s = junction_a(&receiver.url(""), "  - template: churn-risk\n").await;
@@ -393,5 +393,13 @@ async fn a_conversation_junction_started_is_not_echoed_to_segment() {
     assert_eq!(
         tracks[0]["body"]["properties"]["first_message"],
         "Is there an API?"
+    );
+    // Nor is the contact Junction created for dee announced back to Segment.
+    let identifies = stored(&receiver.url(""), "identify").await;
+    assert!(
+        identifies
+            .iter()
+            .all(|i| i["body"]["anonymousId"] == lead["id"]),
+        "only the customer's lead: {identifies:#?}"
     );
 }
