@@ -373,6 +373,9 @@ impl Worker {
         let duration_ms = started.elapsed().as_millis() as i64;
         let kind = planned.action.kind();
         let number = record.attempts + 1;
+        let this_attempt = |outcome: &str, error: Option<String>| {
+            attempt(number, started_at, duration_ms, outcome, error, &calls)
+        };
         metrics::histogram!("junction_action_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("junction_api_calls_total").increment(calls.len() as u64);
@@ -387,7 +390,7 @@ impl Worker {
                 ActionOutcome::Done {
                     id,
                     result: Some(summary),
-                    attempt: attempt(number, started_at, duration_ms, "done", None, &calls),
+                    attempt: this_attempt("done", None),
                     merged,
                 }
             }
@@ -405,14 +408,7 @@ impl Worker {
                     next_at_ms: now_ms() + self.settings.probe_every.as_millis() as i64,
                     error: message.clone(),
                     code,
-                    attempt: attempt(
-                        number,
-                        started_at,
-                        duration_ms,
-                        "paused",
-                        Some(message),
-                        &calls,
-                    ),
+                    attempt: this_attempt("paused", Some(message)),
                     counts: false,
                 }
             }
@@ -433,14 +429,7 @@ impl Worker {
                         id,
                         error: error.clone(),
                         code,
-                        attempt: attempt(
-                            number,
-                            started_at,
-                            duration_ms,
-                            "failed",
-                            Some(message),
-                            &calls,
-                        ),
+                        attempt: this_attempt("failed", Some(message)),
                         skip_rest_of_run: planned.on_error == OnError::Stop,
                     }
                 } else {
@@ -451,14 +440,7 @@ impl Worker {
                         next_at_ms: now_ms() + delay.as_millis() as i64,
                         error: message.clone(),
                         code,
-                        attempt: attempt(
-                            number,
-                            started_at,
-                            duration_ms,
-                            "retry",
-                            Some(message),
-                            &calls,
-                        ),
+                        attempt: this_attempt("retry", Some(message)),
                         counts: true,
                     }
                 }
@@ -473,14 +455,7 @@ impl Worker {
                     id,
                     error: message.clone(),
                     code,
-                    attempt: attempt(
-                        number,
-                        started_at,
-                        duration_ms,
-                        "failed",
-                        Some(message),
-                        &calls,
-                    ),
+                    attempt: this_attempt("failed", Some(message)),
                     skip_rest_of_run: planned.on_error == OnError::Stop,
                 }
             }
