@@ -268,9 +268,13 @@ async fn print_intercom(
             .cloned()
             .unwrap_or_default();
         println!(
-            "  {:<5} {:<16} {:<18} owner {:<10} tags {:?}\n        {}",
+            "  {:<5} {:<6} {:<22} owner {:<10} tags {:?}\n        {}",
             contact["role"].as_str().unwrap_or(""),
-            contact["external_id"].as_str().unwrap_or("-"),
+            // A lead's external_id is Intercom's own UUID, not a Segment id.
+            match contact["role"].as_str() {
+                Some("user") => contact["external_id"].as_str().unwrap_or("-"),
+                _ => "-",
+            },
             contact["email"].as_str().unwrap_or("-"),
             contact["owner_id"]
                 .as_i64()
