@@ -214,7 +214,13 @@ impl Engine {
     /// Uses Segment's Profile API for `segment_profile` in expressions (instead of Junction's
     /// own history of the user).
     pub fn with_profile_api(mut self, client: Option<crate::profiles::ProfileApiClient>) -> Self {
-        self.profile_api = client.map(Arc::new);
+        // Only worth a request per event when some workflow reads it.
+        let read = self
+            .planner
+            .workflows()
+            .iter()
+            .any(|w| w.uses.contains("segment_profile"));
+        self.profile_api = client.filter(|_| read).map(Arc::new);
         self
     }
 
@@ -228,14 +234,6 @@ impl Engine {
         let Some(client) = &self.profile_api else {
             return HashMap::new();
         };
-        if !self
-            .planner
-            .workflows()
-            .iter()
-            .any(|w| w.uses.contains("segment_profile"))
-        {
-            return HashMap::new();
-        }
         let mut fetches = tokio::task::JoinSet::new();
         for event in events.iter().filter(|e| e.kind != "intercom") {
             let (client, seq) = (Arc::clone(client), event.seq);

@@ -42,10 +42,13 @@ impl SegmentSettings {
 
 type Waiter = oneshot::Sender<Result<(), Failure>>;
 
+/// A message, its size as JSON text (measured once, when it is handed in), and who waits.
+type Queued = (Value, usize, Waiter);
+
 /// Hands messages to the batching task; cheap to clone.
 #[derive(Clone)]
 pub struct SegmentClient {
-    sender: mpsc::Sender<(Value, Waiter)>,
+    sender: mpsc::Sender<Queued>,
 }
 
 impl SegmentClient {
@@ -67,7 +70,7 @@ impl SegmentClient {
             ));
         }
         let (done, outcome) = oneshot::channel();
-        self.sender.send((message, done)).await.map_err(|_| {
+        self.sender.send((message, size, done)).await.map_err(|_| {
             Failure::new(
                 FailureClass::Retry,
                 "shutting_down",
@@ -84,14 +87,14 @@ impl SegmentClient {
     }
 }
 
-async fn run(settings: SegmentSettings, mut receiver: mpsc::Receiver<(Value, Waiter)>) {
+async fn run(settings: SegmentSettings, mut receiver: mpsc::Receiver<Queued>) {
     junction_intercom::install_tls_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .user_agent(concat!("junction/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("an HTTP client");
-    let mut carried: Option<(Value, Waiter)> = None;
+    let mut carried: Option<Queued> = None;
     loop {
         let first = match carried.take() {
             Some(first) => first,
@@ -101,12 +104,12 @@ async fn run(settings: SegmentSettings, mut receiver: mpsc::Receiver<(Value, Wai
             },
         };
         let deadline = Instant::now() + settings.flush_interval;
-        let mut bytes = first.0.to_string().len();
+        let mut bytes = first.1;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_MESSAGES {
             match tokio::time::timeout_at(deadline.into(), receiver.recv()).await {
                 Ok(Some(next)) => {
-                    let size = next.0.to_string().len() + 1;
+                    let size = next.1 + 1;
                     if bytes + size > MAX_BATCH_BYTES {
                         carried = Some(next);
                         break;
@@ -117,7 +120,10 @@ async fn run(settings: SegmentSettings, mut receiver: mpsc::Receiver<(Value, Wai
                 Ok(None) | Err(_) => break,
             }
         }
-        let (messages, waiters): (Vec<Value>, Vec<Waiter>) = batch.into_iter().unzip();
+        let (messages, waiters): (Vec<Value>, Vec<Waiter>) = batch
+            .into_iter()
+            .map(|(message, _, waiter)| (message, waiter))
+            .unzip();
         let outcome = send_batch(&http, &settings, messages).await;
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());

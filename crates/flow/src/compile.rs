@@ -171,22 +171,26 @@ fn at(line: u32, column: u32, message: impl Into<String>) -> LoadError {
 pub fn parse(text: &str) -> Result<WorkflowFile, LoadError> {
     serde_saphyr::from_str(text).map_err(|error| {
         let location = error.location();
-        let message = error.to_string();
-        let first = message.lines().next().unwrap_or(&message).trim();
-        // serde-saphyr starts its messages with `error: line L column C: `; the location is
-        // reported separately.
-        let reason = first
-            .strip_prefix("error: ")
-            .unwrap_or(first)
-            .strip_prefix("line ")
-            .and_then(|rest| rest.split_once(": "))
-            .map_or(first, |(_, reason)| reason);
         LoadError {
             line: location.map(|l| l.line() as u32),
             column: location.map(|l| l.column() as u32),
-            message: reason.to_owned(),
+            message: yaml_error_reason(&error.to_string()),
         }
     })
+}
+
+/// The reason in a serde-saphyr error message: its first line, without the `error: line L
+/// column C: ` prefix (the location is reported separately).
+pub fn yaml_error_reason(message: &str) -> String {
+    let first = message.lines().next().unwrap_or(message).trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((position, reason)) if position.contains("column") => reason.to_owned(),
+        _ => first.to_owned(),
+    }
 }
 
 /// Parses and compiles a workflow file; `overrides` replace the file's `vars` defaults.

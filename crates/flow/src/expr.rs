@@ -343,13 +343,8 @@ pub fn to_json(value: &Value) -> Result<Json, String> {
 
 /// JSON as a minijinja value (see [`JsonNode`]).
 pub fn from_json(value: &Json) -> Value {
-    from_shared_json(Arc::new(value.clone()))
-}
-
-/// Shared JSON as a minijinja value, without copying it.
-pub fn from_shared_json(root: Arc<Json>) -> Value {
     JsonNode {
-        root,
+        root: Arc::new(value.clone()),
         path: Vec::new(),
     }
     .into_value()

@@ -890,18 +890,17 @@ impl<'a> Run<'a> {
                     self.steps(otherwise, &format!("{path}.else"), standby_for, profile)
                 }
             }
-            StepKind::Set(values) => {
+            StepKind::Set(values) | StepKind::Remember(values) => {
+                let remember = matches!(step.kind, StepKind::Remember(_));
                 for (name, value) in values {
                     let value = self.render(value, profile, path, name)?;
-                    self.vars.insert(name.clone(), value);
-                    self.context = None;
-                }
-                Ok(())
-            }
-            StepKind::Remember(values) => {
-                for (name, value) in values {
-                    let value = self.render(value, profile, path, name)?;
-                    profile.memory.insert(name.clone(), value);
+                    // `set` lasts for the run, `remember` on the user's profile.
+                    let target = if remember {
+                        &mut profile.memory
+                    } else {
+                        &mut self.vars
+                    };
+                    target.insert(name.clone(), value);
                     self.context = None;
                 }
                 Ok(())

@@ -337,20 +337,20 @@ impl AttributeCatalog {
         }
         // Refresh only when the traits name a custom attribute the cache does not know (someone
         // may have created it since); standard fields and known attributes cost no call.
+        let mut prepared = prepare_contact(traits, known.as_ref().expect("filled above"), policy);
         let unknown = {
             let catalog = known.as_ref().expect("filled above");
-            let attempt = prepare_contact(traits, catalog, policy);
-            !attempt.to_create.is_empty()
-                || attempt
+            !prepared.to_create.is_empty()
+                || prepared
                     .dropped
                     .iter()
                     .any(|(name, _)| !catalog.contains_key(name))
         };
         if unknown && !fresh {
             *known = Some(self.client.contact_attributes().await?);
+            prepared = prepare_contact(traits, known.as_ref().expect("filled above"), policy);
         }
         let catalog = known.as_mut().expect("filled above");
-        let prepared = prepare_contact(traits, catalog, policy);
         for (name, data_type) in &prepared.to_create {
             match self.client.create_contact_attribute(name, *data_type).await {
                 Ok(()) => {}

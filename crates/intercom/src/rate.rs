@@ -84,11 +84,6 @@ impl RateGate {
         }
     }
 
-    /// The budget left in the current window as far as the gate knows (for metrics and tests).
-    pub fn remaining(&self) -> Option<u32> {
-        self.window.lock().expect("rate gate lock").remaining
-    }
-
     /// A request got no response at all: if it was the probe, let another one try.
     pub fn observe_no_response(&self) {
         let mut window = self.window.lock().expect("rate gate lock");

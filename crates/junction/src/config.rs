@@ -573,7 +573,7 @@ impl Config {
             let (line, column) = e
                 .location()
                 .map_or((None, None), |l| (Some(l.line()), Some(l.column())));
-            let reason = redact(strip_location(&first_line(&e.to_string())));
+            let reason = redact(junction_flow::compile::yaml_error_reason(&e.to_string()));
             let message = match line.and_then(|l| key_path_at(&text, l)) {
                 Some(path) => format!("{path}: {reason}"),
                 None => reason,
@@ -648,23 +648,6 @@ impl Config {
         junction_store::StoreOptions {
             dedupe_window: self.segment.dedupe_window.0,
         }
-    }
-}
-
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).trim().to_owned()
-}
-
-/// serde-saphyr prefixes its messages with `error: line L column C: `; the location is
-/// reported separately.
-fn strip_location(message: &str) -> String {
-    let message = message.strip_prefix("error: ").unwrap_or(message);
-    match message
-        .strip_prefix("line ")
-        .and_then(|rest| rest.split_once(": "))
-    {
-        Some((position, reason)) if position.contains("column") => reason.to_owned(),
-        _ => message.to_owned(),
     }
 }
 

@@ -35,23 +35,8 @@ pub struct DeadLetterFilter {
 impl DeadLetterFilter {
     fn query(&self) -> Result<DeadLetterQuery, ApiError> {
         let now = chrono::Utc::now().timestamp_millis();
-        let time = |field: &str, value: &Option<String>| {
-            value
-                .as_deref()
-                .map(|v| {
-                    inspect::parse_time(v, now)
-                        .map_err(|e| ApiError::bad_request("invalid_query", field, e))
-                })
-                .transpose()
-        };
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "limit",
-                format!("limit must be 1 to {MAX_LIMIT}"),
-            ));
-        }
+        let time = |field: &str, value: &Option<String>| time_filter(field, value.as_deref(), now);
+        let limit = page_limit(self.limit)?;
         Ok(DeadLetterQuery {
             workflow: self.workflow.clone(),
             code: self.code.clone(),
@@ -61,6 +46,29 @@ impl DeadLetterFilter {
             limit,
         })
     }
+}
+
+/// `limit`: the default when absent, else 1 to [`MAX_LIMIT`].
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// A time filter: a date-time or a span back from `now_ms`.
+fn time_filter(field: &str, value: Option<&str>, now_ms: i64) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|v| {
+            inspect::parse_time(v, now_ms)
+                .map_err(|e| ApiError::bad_request("invalid_query", field, e))
+        })
+        .transpose()
 }
 
 fn bad_query(rejection: QueryRejection) -> ApiError {
@@ -185,23 +193,9 @@ pub async fn list_runs(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(state.inner.admin_token.as_deref(), &headers)?;
     let Query(filter) = query.map_err(bad_query)?;
-    let limit = filter.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit",
-            format!("limit must be 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let limit = page_limit(filter.limit)?;
     let now = chrono::Utc::now().timestamp_millis();
-    let before_ms = filter
-        .before
-        .as_deref()
-        .map(|b| {
-            inspect::parse_time(b, now)
-                .map_err(|e| ApiError::bad_request("invalid_query", "before", e))
-        })
-        .transpose()?;
+    let before_ms = time_filter("before", filter.before.as_deref(), now)?;
     let query = RunQuery {
         workflow: filter.workflow,
         identity: filter.user,

@@ -316,14 +316,6 @@ pub trait Store: Send + Sync + 'static {
     /// Records what delivery learned, in one commit.
     async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError>;
 
-    /// Actions newest first, optionally only of one status or one identity.
-    async fn actions(
-        &self,
-        status: Option<ActionStatus>,
-        identity: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<ActionRecord>, StoreError>;
-
     /// One action by id.
     async fn action(&self, id: &str) -> Result<Option<ActionRecord>, StoreError>;
 

@@ -9,8 +9,8 @@ mod writer;
 
 use crate::IdentityKey;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, ActionStatus, Attempt, DeadLetterQuery, EngineCommit, NewAction,
-    OutboxCounts, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, Attempt, DeadLetterQuery, EngineCommit, NewAction, OutboxCounts,
+    RunQuery, RunRecord,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
@@ -437,31 +437,6 @@ impl Store for SqliteStore {
     async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError> {
         self.write(Box::new(move |tx| outbox::action_outcomes(tx, &outcomes)))
             .await
-    }
-
-    async fn actions(
-        &self,
-        status: Option<ActionStatus>,
-        identity: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<ActionRecord>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(&format!(
-                "SELECT {} FROM actions
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR identity = ?2)
-                 ORDER BY position DESC LIMIT ?3",
-                outbox::ACTION_COLUMNS
-            ))?;
-            let rows = statement
-                .query_map(
-                    params![status.map(ActionStatus::as_str), identity, limit],
-                    outbox::action_from_row,
-                )?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
-        .await
     }
 
     async fn action(&self, id: &str) -> Result<Option<ActionRecord>, StoreError> {
