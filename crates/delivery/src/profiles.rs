@@ -5,6 +5,8 @@
 //! `GET {host}/v1/spaces/{space}/collections/users/profiles/user_id:{id}/traits?limit=200` and
 //! `…/events?limit=20`, HTTP Basic with the access token as user; a missing profile is a 404.
 
+use junction_intercom::ApiPath;
+use reqwest::Url;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ pub struct ProfileApiSettings {
 
 pub struct ProfileApiClient {
     settings: ProfileApiSettings,
+    host: Url,
     http: reqwest::Client,
 }
 
@@ -27,13 +30,23 @@ pub struct ProfileApiClient {
 pub struct ProfileApiError(String);
 
 impl ProfileApiClient {
-    pub fn new(settings: ProfileApiSettings) -> Self {
+    pub fn new(settings: ProfileApiSettings) -> Result<Self, ProfileApiError> {
         junction_intercom::install_tls_provider();
+        let host = Url::parse(&settings.host)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .ok_or_else(|| {
+                ProfileApiError(format!("host {:?} is not an http(s) URL", settings.host))
+            })?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .expect("an HTTP client");
-        ProfileApiClient { settings, http }
+        Ok(ProfileApiClient {
+            settings,
+            host,
+            http,
+        })
     }
 
     /// The profile of a user (by userId, else anonymousId) as expressions see it:
@@ -45,20 +58,23 @@ impl ProfileApiClient {
         anonymous_id: Option<&str>,
     ) -> Result<Option<Value>, ProfileApiError> {
         let id = match (user_id, anonymous_id) {
-            (Some(id), _) => format!("user_id:{}", encode(id)),
-            (None, Some(id)) => format!("anonymous_id:{}", encode(id)),
+            (Some(id), _) => format!("user_id:{id}"),
+            (None, Some(id)) => format!("anonymous_id:{id}"),
             (None, None) => return Ok(None),
         };
-        let base = format!(
-            "{}/v1/spaces/{}/collections/users/profiles/{id}",
-            self.settings.host.trim_end_matches('/'),
-            self.settings.space_id
-        );
-        let Some(traits) = self.get(&format!("{base}/traits?limit=200")).await? else {
+        // Built from segments (each id encoded as exactly one), never by formatting a URL.
+        let profile = ApiPath::fixed("v1/spaces")
+            .id(&self.settings.space_id)
+            .and_then(|p| p.then("collections/users/profiles").id(&id))
+            .map_err(|e| ProfileApiError(e.to_string()))?;
+        let Some(traits) = self
+            .get(profile.clone().then("traits").query("limit", "200"))
+            .await?
+        else {
             return Ok(None);
         };
         let events = self
-            .get(&format!("{base}/events?limit=20"))
+            .get(profile.then("events").query("limit", "20"))
             .await?
             .unwrap_or_default();
         let events: Vec<Value> = events["data"]
@@ -70,10 +86,10 @@ impl ProfileApiClient {
         Ok(Some(json!({"traits": traits["traits"], "events": events})))
     }
 
-    async fn get(&self, url: &str) -> Result<Option<Value>, ProfileApiError> {
+    async fn get(&self, path: ApiPath) -> Result<Option<Value>, ProfileApiError> {
         let response = self
             .http
-            .get(url)
+            .get(path.url(&self.host))
             .basic_auth(&self.settings.token, Some(""))
             .send()
             .await
@@ -88,16 +104,4 @@ impl ProfileApiClient {
             status => Err(ProfileApiError(format!("answered {status}"))),
         }
     }
-}
-
-/// Profile ids go in the path; `+` must be escaped, and so must anything outside the safe set.
-fn encode(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'@' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }

@@ -2,9 +2,10 @@
 
 use crate::concurrency::{AdaptiveConcurrency, ConcurrencySettings, Outcome};
 use crate::error::IntercomError;
+use crate::path::ApiPath;
 use crate::rate::RateGate;
 use crate::recorder::{self, CallRecord};
-use reqwest::Method;
+use reqwest::{Method, Url};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
@@ -55,16 +56,27 @@ impl Default for RetryPolicy {
 
 /// Whether sending a call twice does no harm: reads, updates and upserts, and creates whose
 /// repetition Intercom refuses (409) or de-duplicates (events). Conversations, replies,
-/// messages, notes and merges are not: a retry could repeat them.
-pub fn repeatable(method: &Method, path: &str) -> bool {
+/// messages, notes and merges are not: a retry could repeat them. Decided on the path's shape,
+/// so no id can make a call look repeatable.
+pub fn repeatable(method: &Method, path: &ApiPath) -> bool {
     if *method != Method::POST {
         return true;
     }
-    let not_repeatable = path.starts_with("/conversations")
-        || path.starts_with("/messages")
-        || path == "/contacts/merge"
-        || path.ends_with("/notes");
+    let shape = path.shape();
+    let not_repeatable = shape.starts_with("/conversations")
+        || shape.starts_with("/messages")
+        || shape == "/contacts/merge"
+        || shape.ends_with("/notes");
     !not_repeatable
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("intercom base URL {0:?} is not an http(s) URL")]
+    BaseUrl(String),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
 }
 
 impl IntercomConfig {
@@ -94,13 +106,18 @@ impl fmt::Debug for IntercomConfig {
 #[derive(Clone, Debug)]
 pub struct IntercomClient {
     http: reqwest::Client,
+    base: Url,
     config: Arc<IntercomConfig>,
     gate: Arc<RateGate>,
     slots: Arc<AdaptiveConcurrency>,
 }
 
 impl IntercomClient {
-    pub fn new(config: IntercomConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: IntercomConfig) -> Result<Self, BuildError> {
+        let base = Url::parse(&config.base_url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .ok_or_else(|| BuildError::BaseUrl(config.base_url.clone()))?;
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -118,6 +135,7 @@ impl IntercomClient {
             .build()?;
         Ok(IntercomClient {
             http,
+            base,
             slots: AdaptiveConcurrency::new(config.concurrency),
             config: Arc::new(config),
             gate: Arc::new(RateGate::default()),
@@ -141,7 +159,7 @@ impl IntercomClient {
     pub async fn call(
         &self,
         method: Method,
-        path: &str,
+        path: &ApiPath,
         body: Option<&Value>,
     ) -> Result<Value, IntercomError> {
         if !repeatable(&method, path) || self.config.retry.attempts <= 1 {
@@ -160,7 +178,7 @@ impl IntercomClient {
     async fn call_with_retries(
         &self,
         method: Method,
-        path: &str,
+        path: &ApiPath,
         body: Option<&Value>,
     ) -> Result<Value, IntercomError> {
         use backon::{ExponentialBuilder, Retryable};
@@ -177,7 +195,7 @@ impl IntercomClient {
                 error.is_retryable() && !matches!(error, IntercomError::RateLimited { .. })
             })
             .notify(
-                |error, delay| tracing::debug!(%error, ?delay, path, "retrying an Intercom call"),
+                |error, delay| tracing::debug!(%error, ?delay, path = %path.shape(), "retrying an Intercom call"),
             )
             .await
     }
@@ -186,7 +204,7 @@ impl IntercomClient {
     async fn call_once(
         &self,
         method: Method,
-        path: &str,
+        path: &ApiPath,
         body: Option<&Value>,
     ) -> Result<Value, IntercomError> {
         let slot = self.slots.acquire().await;
@@ -194,13 +212,13 @@ impl IntercomClient {
         let started = Instant::now();
         let mut call = CallRecord {
             method: method.to_string(),
-            path: path.to_owned(),
+            path: path.to_string(),
             status: None,
             request: body.and_then(|b| recorder::excerpt(b.to_string().as_bytes())),
             response: None,
             ms: 0,
         };
-        let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
+        let url = path.url(&self.base);
         let mut request = self
             .http
             .request(method, url)

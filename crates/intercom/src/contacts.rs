@@ -1,6 +1,6 @@
 //! Contact operations (`/contacts`), returning the fields Junction relies on.
 
-use crate::{IntercomClient, IntercomError};
+use crate::{ApiPath, IntercomClient, IntercomError};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,19 +37,26 @@ pub struct SearchPage {
 
 impl IntercomClient {
     pub async fn create_contact(&self, fields: &Value) -> Result<Contact, IntercomError> {
-        contact(self.call(Method::POST, "/contacts", Some(fields)).await?)
+        contact(
+            self.call(Method::POST, &ApiPath::fixed("contacts"), Some(fields))
+                .await?,
+        )
     }
 
     pub async fn update_contact(&self, id: &str, fields: &Value) -> Result<Contact, IntercomError> {
         contact(
-            self.call(Method::PUT, &format!("/contacts/{id}"), Some(fields))
-                .await?,
+            self.call(
+                Method::PUT,
+                &ApiPath::fixed("contacts").id(id)?,
+                Some(fields),
+            )
+            .await?,
         )
     }
 
     pub async fn get_contact(&self, id: &str) -> Result<Contact, IntercomError> {
         contact(
-            self.call(Method::GET, &format!("/contacts/{id}"), None)
+            self.call(Method::GET, &ApiPath::fixed("contacts").id(id)?, None)
                 .await?,
         )
     }
@@ -62,7 +69,7 @@ impl IntercomClient {
         match self
             .call(
                 Method::GET,
-                &format!("/contacts/find_by_external_id/{external_id}"),
+                &ApiPath::fixed("contacts/find_by_external_id").id(external_id)?,
                 None,
             )
             .await
@@ -88,7 +95,7 @@ impl IntercomClient {
         let page = self
             .call(
                 Method::POST,
-                "/contacts/search",
+                &ApiPath::fixed("contacts/search"),
                 Some(&json!({"query": query, "pagination": pagination})),
             )
             .await?;
@@ -123,7 +130,7 @@ impl IntercomClient {
         contact(
             self.call(
                 Method::POST,
-                "/contacts/merge",
+                &ApiPath::fixed("contacts/merge"),
                 Some(&json!({"from": lead_id, "into": user_id})),
             )
             .await?,
@@ -131,8 +138,7 @@ impl IntercomClient {
     }
 
     pub async fn unarchive_contact(&self, id: &str) -> Result<(), IntercomError> {
-        self.call(Method::POST, &format!("/contacts/{id}/unarchive"), None)
-            .await
-            .map(|_| ())
+        let path = ApiPath::fixed("contacts").id(id)?.then("unarchive");
+        self.call(Method::POST, &path, None).await.map(|_| ())
     }
 }

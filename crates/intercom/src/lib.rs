@@ -22,13 +22,15 @@ pub mod concurrency;
 pub mod contacts;
 mod error;
 pub mod operations;
+pub mod path;
 mod rate;
 pub mod recorder;
 pub mod resolve;
 pub mod timestamps;
 
-pub use client::{IntercomClient, IntercomConfig, RetryPolicy, repeatable};
+pub use client::{BuildError, IntercomClient, IntercomConfig, RetryPolicy, repeatable};
 pub use error::IntercomError;
+pub use path::ApiPath;
 pub use rate::RateGate;
 pub use resolve::{ContactResolver, Identity, Resolution, ResolveError, ResolvedBy};
 

@@ -1,6 +1,6 @@
 //! Companies, tags, data events and admins: thin typed calls over [`IntercomClient::call`].
 
-use crate::{IntercomClient, IntercomError};
+use crate::{ApiPath, IntercomClient, IntercomError};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -19,7 +19,9 @@ pub const MAX_EVENT_METADATA_KEYS: usize = 10;
 impl IntercomClient {
     /// `POST /companies`: creates or updates the company with this `company_id`.
     pub async fn upsert_company(&self, fields: &Value) -> Result<CompanyRef, IntercomError> {
-        let company = self.call(Method::POST, "/companies", Some(fields)).await?;
+        let company = self
+            .call(Method::POST, &ApiPath::fixed("companies"), Some(fields))
+            .await?;
         match (company["id"].as_str(), company["company_id"].as_str()) {
             (Some(id), Some(company_id)) => Ok(CompanyRef {
                 id: id.to_owned(),
@@ -39,7 +41,7 @@ impl IntercomClient {
     ) -> Result<(), IntercomError> {
         self.call(
             Method::POST,
-            &format!("/contacts/{contact_id}/companies"),
+            &ApiPath::fixed("contacts").id(contact_id)?.then("companies"),
             Some(&json!({ "id": company_id })),
         )
         .await
@@ -53,7 +55,10 @@ impl IntercomClient {
     ) -> Result<(), IntercomError> {
         self.call(
             Method::DELETE,
-            &format!("/contacts/{contact_id}/companies/{company_id}"),
+            &ApiPath::fixed("contacts")
+                .id(contact_id)?
+                .then("companies")
+                .id(company_id)?,
             None,
         )
         .await
@@ -63,7 +68,11 @@ impl IntercomClient {
     /// `POST /tags` creates the tag or returns the existing one of that name; its id.
     pub async fn tag_id(&self, name: &str) -> Result<String, IntercomError> {
         let tag = self
-            .call(Method::POST, "/tags", Some(&json!({ "name": name })))
+            .call(
+                Method::POST,
+                &ApiPath::fixed("tags"),
+                Some(&json!({ "name": name })),
+            )
             .await?;
         tag["id"]
             .as_str()
@@ -77,7 +86,7 @@ impl IntercomClient {
     pub async fn tag_contact(&self, contact_id: &str, tag_id: &str) -> Result<(), IntercomError> {
         self.call(
             Method::POST,
-            &format!("/contacts/{contact_id}/tags"),
+            &ApiPath::fixed("contacts").id(contact_id)?.then("tags"),
             Some(&json!({ "id": tag_id })),
         )
         .await
@@ -87,7 +96,10 @@ impl IntercomClient {
     pub async fn untag_contact(&self, contact_id: &str, tag_id: &str) -> Result<(), IntercomError> {
         self.call(
             Method::DELETE,
-            &format!("/contacts/{contact_id}/tags/{tag_id}"),
+            &ApiPath::fixed("contacts")
+                .id(contact_id)?
+                .then("tags")
+                .id(tag_id)?,
             None,
         )
         .await
@@ -115,19 +127,21 @@ impl IntercomClient {
             });
         }
         let body = json!({"event_name": event_name, "created_at": created_at, "id": contact_id, "metadata": metadata});
-        self.call(Method::POST, "/events", Some(&body))
+        self.call(Method::POST, &ApiPath::fixed("events"), Some(&body))
             .await
             .map(|_| ())
     }
 
     /// `GET /me`: the admin the token belongs to (checks credentials).
     pub async fn me(&self) -> Result<Value, IntercomError> {
-        self.call(Method::GET, "/me", None).await
+        self.call(Method::GET, &ApiPath::fixed("me"), None).await
     }
 
     /// `GET /admins`.
     pub async fn admins(&self) -> Result<Vec<Value>, IntercomError> {
-        let list = self.call(Method::GET, "/admins", None).await?;
+        let list = self
+            .call(Method::GET, &ApiPath::fixed("admins"), None)
+            .await?;
         Ok(list["admins"].as_array().cloned().unwrap_or_default())
     }
 }
@@ -139,7 +153,11 @@ impl IntercomClient {
     ) -> Result<std::collections::BTreeMap<String, crate::attributes::AttributeType>, IntercomError>
     {
         let list = self
-            .call(Method::GET, "/data_attributes?model=contact", None)
+            .call(
+                Method::GET,
+                &ApiPath::fixed("data_attributes").query("model", "contact"),
+                None,
+            )
             .await?;
         Ok(list["data"]
             .as_array()
@@ -161,9 +179,13 @@ impl IntercomClient {
         data_type: crate::attributes::AttributeType,
     ) -> Result<(), IntercomError> {
         let body = json!({"name": name, "model": "contact", "data_type": data_type.as_str()});
-        self.call(Method::POST, "/data_attributes", Some(&body))
-            .await
-            .map(|_| ())
+        self.call(
+            Method::POST,
+            &ApiPath::fixed("data_attributes"),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -193,7 +215,11 @@ impl IntercomClient {
     ) -> Result<String, IntercomError> {
         let request = json!({"from": {"type": role, "id": contact_id}, "body": body});
         let message = self
-            .call(Method::POST, "/conversations", Some(&request))
+            .call(
+                Method::POST,
+                &ApiPath::fixed("conversations"),
+                Some(&request),
+            )
             .await?;
         message["conversation_id"]
             .as_str()
@@ -220,7 +246,11 @@ impl IntercomClient {
             "pagination": {"per_page": 50},
         });
         let found = self
-            .call(Method::POST, "/conversations/search", Some(&query))
+            .call(
+                Method::POST,
+                &ApiPath::fixed("conversations/search"),
+                Some(&query),
+            )
             .await?;
         Ok(found["conversations"]
             .as_array()
@@ -239,7 +269,9 @@ impl IntercomClient {
         let request = json!({"type": "admin", "admin_id": admin_id, "message_type": if note { "note" } else { "comment" }, "body": body});
         self.call(
             Method::POST,
-            &format!("/conversations/{conversation_id}/reply"),
+            &ApiPath::fixed("conversations")
+                .id(conversation_id)?
+                .then("reply"),
             Some(&request),
         )
         .await
@@ -260,7 +292,9 @@ impl IntercomClient {
         let request = json!({"message_type": "assignment", "type": kind, "admin_id": admin_id, "assignee_id": assignee_id});
         self.call(
             Method::POST,
-            &format!("/conversations/{conversation_id}/parts"),
+            &ApiPath::fixed("conversations")
+                .id(conversation_id)?
+                .then("parts"),
             Some(&request),
         )
         .await
@@ -297,7 +331,8 @@ impl IntercomClient {
                 request["template"] = "plain".into();
             }
         }
-        self.call(Method::POST, "/messages", Some(&request)).await
+        self.call(Method::POST, &ApiPath::fixed("messages"), Some(&request))
+            .await
     }
 
     /// `POST /contacts/{id}/notes`.
@@ -309,7 +344,7 @@ impl IntercomClient {
     ) -> Result<Value, IntercomError> {
         self.call(
             Method::POST,
-            &format!("/contacts/{contact_id}/notes"),
+            &ApiPath::fixed("contacts").id(contact_id)?.then("notes"),
             Some(&json!({"body": body, "admin_id": admin_id})),
         )
         .await

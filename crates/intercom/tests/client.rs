@@ -97,7 +97,10 @@ async fn every_error_class_comes_out_of_real_responses() {
     intercom
         .call(
             reqwest::Method::POST,
-            &format!("/contacts/{}/archive", existing.id),
+            &junction_intercom::ApiPath::fixed("contacts")
+                .id(&existing.id)
+                .unwrap()
+                .then("archive"),
             None,
         )
         .await
@@ -178,7 +181,11 @@ async fn a_429_names_the_reset_and_the_gate_waits_for_it() {
     settings.retry.attempts = 1;
     let intercom = IntercomClient::new(settings).unwrap();
     intercom
-        .call(reqwest::Method::GET, "/me", None)
+        .call(
+            reqwest::Method::GET,
+            &junction_intercom::ApiPath::fixed("me"),
+            None,
+        )
         .await
         .unwrap();
     emulator.set_faults(Faults {
@@ -186,7 +193,11 @@ async fn a_429_names_the_reset_and_the_gate_waits_for_it() {
         ..Faults::default()
     });
     let limited = intercom
-        .call(reqwest::Method::GET, "/me", None)
+        .call(
+            reqwest::Method::GET,
+            &junction_intercom::ApiPath::fixed("me"),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -209,7 +220,15 @@ async fn a_burst_stays_inside_the_window() {
     let calls: Vec<_> = (0..8)
         .map(|_| {
             let intercom = intercom.clone();
-            tokio::spawn(async move { intercom.call(reqwest::Method::GET, "/admins", None).await })
+            tokio::spawn(async move {
+                intercom
+                    .call(
+                        reqwest::Method::GET,
+                        &junction_intercom::ApiPath::fixed("admins"),
+                        None,
+                    )
+                    .await
+            })
         })
         .collect();
     for call in calls {
@@ -447,7 +466,10 @@ async fn conversations_messages_notes_and_assignment() {
     let notes = intercom
         .call(
             reqwest::Method::GET,
-            &format!("/contacts/{}/notes", contact.id),
+            &junction_intercom::ApiPath::fixed("contacts")
+                .id(&contact.id)
+                .unwrap()
+                .then("notes"),
             None,
         )
         .await
@@ -508,26 +530,36 @@ async fn momentary_failures_are_ridden_out() {
 
 #[test]
 fn only_calls_safe_to_repeat_are_retried() {
-    use junction_intercom::repeatable;
+    use junction_intercom::{ApiPath, repeatable};
     use reqwest::Method;
+    let contact = || ApiPath::fixed("contacts").id("1").unwrap();
     for (method, path) in [
-        (Method::GET, "/contacts/1"),
-        (Method::PUT, "/contacts/1"),
-        (Method::POST, "/contacts"),
-        (Method::POST, "/contacts/search"),
-        (Method::POST, "/events"),
-        (Method::POST, "/companies"),
+        (Method::GET, contact()),
+        (Method::PUT, contact()),
+        (Method::POST, ApiPath::fixed("contacts")),
+        (Method::POST, ApiPath::fixed("contacts/search")),
+        (Method::POST, ApiPath::fixed("events")),
+        (Method::POST, ApiPath::fixed("companies")),
+        // An id that reads like a path cannot make a call look like another.
+        (
+            Method::POST,
+            ApiPath::fixed("contacts")
+                .id("x/notes")
+                .unwrap()
+                .then("tags"),
+        ),
     ] {
-        assert!(repeatable(&method, path), "{method} {path}");
+        assert!(repeatable(&method, &path), "{method} {path}");
     }
+    let conversation = || ApiPath::fixed("conversations").id("1").unwrap();
     for path in [
-        "/conversations",
-        "/conversations/1/reply",
-        "/conversations/1/parts",
-        "/messages",
-        "/contacts/1/notes",
-        "/contacts/merge",
+        ApiPath::fixed("conversations"),
+        conversation().then("reply"),
+        conversation().then("parts"),
+        ApiPath::fixed("messages"),
+        contact().then("notes"),
+        ApiPath::fixed("contacts/merge"),
     ] {
-        assert!(!repeatable(&Method::POST, path), "{path}");
+        assert!(!repeatable(&Method::POST, &path), "{path}");
     }
 }

@@ -38,7 +38,15 @@ async fn run_calls(intercom: &IntercomClient, calls: usize) {
     let tasks: Vec<_> = (0..calls)
         .map(|_| {
             let intercom = intercom.clone();
-            tokio::spawn(async move { intercom.call(reqwest::Method::GET, "/admins", None).await })
+            tokio::spawn(async move {
+                intercom
+                    .call(
+                        reqwest::Method::GET,
+                        &junction_intercom::ApiPath::fixed("admins"),
+                        None,
+                    )
+                    .await
+            })
         })
         .collect();
     for task in tasks {

@@ -218,7 +218,10 @@ async fn an_archived_contact_is_unarchived_and_reused() {
     outside
         .call(
             reqwest::Method::POST,
-            &format!("/contacts/{}/archive", existing.id),
+            &junction_intercom::ApiPath::fixed("contacts")
+                .id(&existing.id)
+                .unwrap()
+                .then("archive"),
             None,
         )
         .await
@@ -264,7 +267,9 @@ async fn a_remembered_contact_that_was_deleted_is_resolved_again() {
     outside
         .call(
             reqwest::Method::DELETE,
-            &format!("/contacts/{}", first.contact.id),
+            &junction_intercom::ApiPath::fixed("contacts")
+                .id(&first.contact.id)
+                .unwrap(),
             None,
         )
         .await

@@ -98,13 +98,19 @@ pub async fn run_on(
         state.commit_bell(),
         config.delivery.settings(),
         alerts,
-        config.segment.profiles.as_ref().map(|p| {
-            ProfileApiClient::new(ProfileApiSettings {
-                host: p.host.clone(),
-                space_id: p.space_id.clone(),
-                token: p.token.clone(),
+        config
+            .segment
+            .profiles
+            .as_ref()
+            .map(|p| {
+                ProfileApiClient::new(ProfileApiSettings {
+                    host: p.host.clone(),
+                    space_id: p.space_id.clone(),
+                    token: p.token.clone(),
+                })
             })
-        }),
+            .transpose()
+            .context("configuring segment.profiles")?,
     )
     .await
     .context("starting the engine")?;

@@ -13,3 +13,12 @@ pub const MAX_BATCH_MESSAGES: usize = 2_500;
 
 /// Segment drops messages whose `messageId` is longer than this.
 pub const MAX_MESSAGE_ID_CHARS: usize = 100;
+
+/// Ids (`userId`, `anonymousId`, `groupId`, `previousId`) become Intercom's `external_id` and
+/// `company_id` and parts of Intercom URLs. Intercom documents no maximum for them; its own ids
+/// are at most 128 characters and its identifier columns 255, so Junction refuses longer ones
+/// at ingest rather than have every delivery of them fail.
+pub const MAX_ID_CHARS: usize = 255;
+
+/// A numeric id is exact in JSON (whose readers keep numbers as IEEE doubles) only up to 2^53.
+pub const MAX_EXACT_JSON_INTEGER: u64 = 1 << 53;

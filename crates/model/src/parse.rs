@@ -8,7 +8,10 @@
 //!   single-message call answers 400 with it, a batch stores the valid messages; either way the
 //!   refused message is kept, with its reason, in the rejected log.
 
-use crate::limits::{MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS};
+use crate::limits::{
+    MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_EXACT_JSON_INTEGER, MAX_ID_CHARS, MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_ID_CHARS,
+};
 use crate::message::{Message, MessageType};
 use crate::timestamp;
 use chrono::{DateTime, Utc};
@@ -565,15 +568,69 @@ fn optional_time(
 }
 
 /// An id field that may be absent, null, a string or a number (analytics.js allows numeric
-/// ids; Segment treats them as strings). Empty strings count as absent.
-fn optional_id(object: &Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
-    match object.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(id)) if id.is_empty() => Ok(None),
-        Some(Value::String(id)) => Ok(Some(id.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(MessageError::invalid(field, "must be a string")),
+/// ids; Segment treats them as strings, and so does Junction: a numeric id is rewritten as its
+/// string in the stored body). Empty strings count as absent.
+///
+/// Ids end up in Intercom (`external_id`, `company_id`) and in its URLs, so an id Intercom
+/// cannot hold exactly is refused here, where the sender hears about it, rather than failing
+/// every delivery later: blank, control characters, longer than [`MAX_ID_CHARS`], `.` or `..`
+/// (no URL can address them as a path segment), or a number that JSON cannot carry exactly.
+fn optional_id(
+    object: &mut Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, MessageError> {
+    let id = match object.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(id)) if id.is_empty() => return Ok(None),
+        Some(Value::String(id)) => id.clone(),
+        Some(Value::Number(n)) => {
+            let exact = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => u <= MAX_EXACT_JSON_INTEGER,
+                (None, Some(i)) => i.unsigned_abs() <= MAX_EXACT_JSON_INTEGER,
+                (None, None) => false,
+            };
+            if !exact {
+                return Err(MessageError::invalid(
+                    field,
+                    format!(
+                        "the number {n} cannot be held exactly (only integers up to 2^53 can); send the id as a string"
+                    ),
+                ));
+            }
+            let id = n.to_string();
+            object.insert(field.into(), Value::String(id.clone()));
+            id
+        }
+        Some(_) => return Err(MessageError::invalid(field, "must be a string")),
+    };
+    check_id(field, &id)?;
+    Ok(Some(id))
+}
+
+/// The rules an id must meet to be sent to Intercom exactly (see [`optional_id`]).
+pub fn check_id(field: &str, id: &str) -> Result<(), MessageError> {
+    if id.trim().is_empty() {
+        return Err(MessageError::invalid(field, "must not be blank"));
     }
+    if id.chars().any(char::is_control) {
+        return Err(MessageError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    if id.chars().count() > MAX_ID_CHARS {
+        return Err(MessageError::invalid(
+            field,
+            format!("longer than {MAX_ID_CHARS} characters"),
+        ));
+    }
+    if id == "." || id == ".." {
+        return Err(MessageError::invalid(
+            field,
+            "must not be \".\" or \"..\" (no URL can address it)",
+        ));
+    }
+    Ok(())
 }
 
 /// Merges a batch-level object into the message's own: the message's keys win, objects merge

@@ -234,6 +234,71 @@ fn numeric_ids_and_string_or_number_versions_are_accepted() {
     .unwrap();
     assert!(envelope.rejected.is_empty());
     assert_eq!(envelope.messages[0].identity(), "42");
+    // Stored as the string Segment treats it as, so every reader sees the same id.
+    assert_eq!(envelope.messages[0].body["userId"], "42");
+    assert_eq!(envelope.messages[2].body["groupId"], "7");
+}
+
+#[test]
+fn ids_intercom_cannot_hold_exactly_are_refused_naming_the_field() {
+    let long = "x".repeat(256);
+    let cases = [
+        (json!({"userId": "   "}), "userId", "must not be blank"),
+        (json!({"userId": "a\u{0}b"}), "userId", "control characters"),
+        (json!({"userId": "a\nb"}), "userId", "control characters"),
+        (
+            json!({"userId": long}),
+            "userId",
+            "longer than 255 characters",
+        ),
+        (json!({"userId": ".."}), "userId", "no URL can address it"),
+        (
+            json!({"anonymousId": "."}),
+            "anonymousId",
+            "no URL can address it",
+        ),
+        (
+            json!({"userId": 9007199254740993u64}),
+            "userId",
+            "cannot be held exactly",
+        ),
+        (
+            json!({"userId": -9007199254740993i64}),
+            "userId",
+            "cannot be held exactly",
+        ),
+        (json!({"userId": 1.5}), "userId", "cannot be held exactly"),
+        (json!({"userId": 1e300}), "userId", "cannot be held exactly"),
+        (
+            json!({"userId": "u", "type": "group", "groupId": "\t"}),
+            "groupId",
+            "must not be blank",
+        ),
+    ];
+    for (fields, field, rule) in cases {
+        let mut message = json!({"type": "identify"});
+        for (key, value) in fields.as_object().unwrap() {
+            message[key] = value.clone();
+        }
+        let envelope = batch(json!({ "batch": [message.clone()] })).unwrap();
+        assert!(envelope.messages.is_empty(), "{message} was accepted");
+        let error = &envelope.rejected[0].error;
+        assert_eq!(error.field, field, "{message}");
+        assert!(error.rule.contains(rule), "{message}: {}", error.rule);
+    }
+    // What Intercom can hold is accepted as it is, however odd for a URL.
+    for id in [
+        "alice?x=1",
+        "alice#f",
+        "../abc",
+        "alice/../bob",
+        "%2e%2e",
+        "é 字",
+        "9007199254740992",
+    ] {
+        let envelope = batch(json!({"batch": [{"type": "identify", "userId": id}]})).unwrap();
+        assert_eq!(envelope.messages[0].identity(), id);
+    }
 }
 
 #[test]
