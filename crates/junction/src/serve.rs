@@ -34,9 +34,9 @@ pub async fn run_on(
     if settings.write_keys.is_empty() {
         tracing::warn!("segment.write_keys is empty: any write key is accepted");
     }
-    if settings.shared_secret.is_none() {
+    if settings.shared_secret.is_none() && settings.write_keys.is_empty() {
         tracing::warn!(
-            "segment.shared_secret is not set: /hooks/segment accepts unsigned requests"
+            "neither segment.shared_secret nor segment.write_keys is set: /hooks/segment refuses every request"
         );
     }
     if settings.admin_token.is_none() && !config.listen.ip().is_loopback() {

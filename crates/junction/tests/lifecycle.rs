@@ -234,6 +234,20 @@ async fn json_logs_are_structured_and_never_show_secrets() {
         .send()
         .await
         .unwrap();
+    // Credentials in query strings, which some senders use, are redacted from request logs.
+    http.get(url(
+        "/api/events?limit=1&token=qs-secret-111&access_token=qs-secret-222",
+    ))
+    .send()
+    .await
+    .unwrap();
+    http.post(url(
+        "/v1/batch?writeKey=qs-secret-333&api_key=qs-secret-444",
+    ))
+    .json(&body)
+    .send()
+    .await
+    .unwrap();
     let logs = common::stop_and_collect_logs(child);
     assert!(logs.lines().count() > 3, "{logs}");
     for line in logs.lines() {
@@ -245,12 +259,20 @@ async fn json_logs_are_structured_and_never_show_secrets() {
         );
     }
     assert!(logs.contains("listening"), "{logs}");
+    assert!(
+        logs.contains("token=[redacted]"),
+        "request targets are logged: {logs}"
+    );
     for secret in [
         "wk-secret-123",
         "hook-secret-456",
         "admin-secret-789",
         "wk-wrong-000",
         "admin-wrong-000",
+        "qs-secret-111",
+        "qs-secret-222",
+        "qs-secret-333",
+        "qs-secret-444",
     ] {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }

@@ -97,3 +97,46 @@ async fn ids_in_urls_never_reach_another_users_contact() {
         );
     }
 }
+
+/// Through the real listener (hyper in front of Junction's router), refusals that axum or
+/// Junction's limits produce are JSON naming a code.
+#[tokio::test]
+async fn refusals_through_the_real_listener_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path()).await;
+    let http = common::http();
+    let long = server.url(&format!("/v1/track?pad={}", "x".repeat(20_000)));
+    let mut many = http.get(server.url("/healthz"));
+    for n in 0..80 {
+        many = many.header(format!("x-h{n}"), "v");
+    }
+    let cases = [
+        (http.get(server.url("/v1/batch")), 405, "method_not_allowed"),
+        (
+            http.delete(server.url("/hooks/segment")),
+            405,
+            "method_not_allowed",
+        ),
+        (http.get(server.url("/no/such/page")), 404, "not_found"),
+        (http.post(long), 414, "uri_too_long"),
+        (many, 431, "headers_too_large"),
+        (
+            http.post(server.url("/hooks/segment")).json(&json!([])),
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{code}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}

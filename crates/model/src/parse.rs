@@ -291,13 +291,14 @@ fn single_envelope(
 }
 
 /// The first element of a JSON array body, as its exact bytes (Segment signs only that element
-/// of a webhook batch). `None` when the body is not a non-empty array.
-pub fn first_array_element(body: &[u8]) -> Option<&str> {
+/// of a webhook batch), and how many elements the array holds. `None` when the body is not a
+/// non-empty array.
+pub fn first_array_element(body: &[u8]) -> Option<(&str, usize)> {
     if !is_json_array(body) {
         return None;
     }
     let items: Vec<&RawValue> = serde_json::from_slice(body).ok()?;
-    items.first().map(|raw| raw.get())
+    items.first().map(|raw| (raw.get(), items.len()))
 }
 
 fn is_json_array(body: &[u8]) -> bool {
@@ -347,13 +348,17 @@ fn parse_items(
                 take_write_key(&mut object);
                 object
             }
-            // RawValue already checked the syntax, so only the shape can be wrong here.
-            _ => {
+            // RawValue already checked the syntax, so the shape or the depth is wrong here.
+            other => {
+                let rule = match other {
+                    Err(e) if is_too_deep(&e) => TOO_DEEP.to_owned(),
+                    _ => "must be a JSON object".to_owned(),
+                };
                 envelope.rejected.push(RejectedMessage {
                     index,
                     kind: None,
                     message_id: None,
-                    error: MessageError::invalid("message", "must be a JSON object"),
+                    error: MessageError::invalid("message", rule),
                     raw: text.to_owned(),
                 });
                 continue;
@@ -367,7 +372,21 @@ fn parse_items(
     Ok(envelope)
 }
 
+/// serde_json stops reading at 128 levels of nesting (which keeps a hostile body from
+/// exhausting the stack); Segment messages never come close.
+const TOO_DEEP: &str = "nested more than 128 levels deep (arrays and objects)";
+
+fn is_too_deep(e: &serde_json::Error) -> bool {
+    e.to_string().starts_with("recursion limit exceeded")
+}
+
 fn malformed(e: serde_json::Error) -> RequestError {
+    if is_too_deep(&e) {
+        return RequestError::InvalidBody {
+            field: "body",
+            rule: format!("{TOO_DEEP} (line {}, column {})", e.line(), e.column()),
+        };
+    }
     let detail = e.to_string();
     // serde_json appends " at line L column C"; the position is reported separately.
     let detail = detail

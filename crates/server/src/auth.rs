@@ -43,6 +43,11 @@ impl WriteKeys {
         WriteKeys { keys }
     }
 
+    /// Whether any write key is configured (without one, the Tracking API is open for trials).
+    pub fn is_configured(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
     /// The source for a presented key. With no keys configured every sender is accepted.
     pub fn authorize(&self, presented: Option<&str>) -> Result<&str, ApiError> {
         if self.keys.is_empty() {

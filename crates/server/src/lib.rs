@@ -16,6 +16,7 @@ mod error;
 mod hooks;
 mod ingest;
 mod ops;
+mod refusals;
 pub mod signature;
 pub mod telemetry;
 
@@ -142,8 +143,19 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(refusals::json_refusals))
         .layer(axum::middleware::from_fn(ops::record_request))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                // The target with credential-like query values redacted, never the raw URI.
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    uri = %refusals::redacted_uri(request.uri()),
+                    version = ?request.version(),
+                )
+            },
+        ))
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
         ]))

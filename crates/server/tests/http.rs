@@ -296,9 +296,10 @@ async fn oversize_bodies_are_refused_naming_the_limit() {
 
 #[tokio::test]
 async fn malformed_json_is_a_400_naming_the_position() {
-    let h = harness(ServerSettings::default()).await;
+    let h = harness(keyed()).await;
     for path in ["/v1/batch", "/v1/track", "/hooks/segment"] {
         let request = Request::post(path)
+            .header(header::AUTHORIZATION, basic("wk_live:"))
             .body(Body::from("{\"batch\": [}"))
             .unwrap();
         let (status, reply) = h.send(request).await;
@@ -429,20 +430,53 @@ async fn segment_webhooks_are_verified_before_anything_is_stored() {
     let (status, reply) = h.send(hook(raw, Some(signature))).await;
     assert_eq!((status, reply), (StatusCode::OK, json!({"success": true})));
 
+    // Segment signs only a batch's first element: a longer batch signed that way would let the
+    // other elements ride in unauthenticated, so it is refused …
     let batch = vector("batch.json");
     let raw_batch = batch["raw_body"].as_str().unwrap();
-    let (status, reply) = h
-        .send(hook(
-            raw_batch,
-            Some(batch["expected_x_signature"].as_str().unwrap()),
-        ))
-        .await;
+    let batch_signature = batch["expected_x_signature"].as_str().unwrap();
+    let (status, reply) = h.send(hook(raw_batch, Some(batch_signature))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("only the first of the batch's 2 events"),
+        "{reply}"
+    );
+    // … and an element swapped in behind a validly signed first one changes nothing.
+    let smuggled = raw_batch.replace("\"m-2\"", "\"m-smuggled\"");
+    let (status, _) = h.send(hook(&smuggled, Some(batch_signature))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A batch of one is wholly covered; a signature of the whole array covers it all.
+    let (status, _) = h.send(hook(&format!("[{raw}]"), Some(signature))).await;
+    assert_eq!(status, StatusCode::OK);
+    let whole = signature::sign(b"shhh-shared-secret", raw_batch.as_bytes());
+    let (status, reply) = h.send(hook(raw_batch, Some(&whole))).await;
     assert_eq!(status, StatusCode::OK);
     // m-1 was already stored by the single delivery: a duplicate, acknowledged.
     assert_eq!(
         (reply["accepted"].as_u64(), reply["duplicates"].as_u64()),
         (Some(1), Some(1))
     );
+    // A write key in Authorization covers any batch, with or without a signature.
+    let with_key = Request::post("/hooks/segment")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, basic("wk_live:"))
+        .body(Body::from(json!([track("k-1"), track("k-2")]).to_string()))
+        .unwrap();
+    let (status, reply) = h.send(with_key).await;
+    assert_eq!(
+        (status, reply["accepted"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+    let wrong_key = Request::post("/hooks/segment")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, basic("wk_stolen:"))
+        .header("X-Signature", signature)
+        .body(Body::from(raw.to_owned()))
+        .unwrap();
+    assert_eq!(h.send(wrong_key).await.0, StatusCode::UNAUTHORIZED);
 
     let tampered = raw
         .replace("a@example.com", "evil@example.com")
@@ -458,19 +492,37 @@ async fn segment_webhooks_are_verified_before_anything_is_stored() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{signature:?}");
         assert_eq!(reply["code"], "unauthorized");
     }
-    assert_eq!(h.message_ids().await, ["m-1", "m-2"]);
+    let mut stored = h.message_ids().await;
+    stored.sort();
+    assert_eq!(stored, ["k-1", "k-2", "m-1", "m-2"]);
     let stored = h.store.events(EventQuery::default()).await.unwrap();
     assert!(stored.items.iter().all(|e| e.source == "segment-webhook"));
 }
 
 #[tokio::test]
-async fn unsigned_webhooks_are_accepted_when_no_secret_is_configured() {
+async fn webhooks_are_refused_when_nothing_could_authenticate_them() {
+    // No shared secret and no write keys: nothing can prove a webhook's origin.
     let h = harness(ServerSettings::default()).await;
+    for auth in [None, Some(basic("any-key:"))] {
+        let (status, reply) = h
+            .post_json("/hooks/segment", auth.as_deref(), &json!([track("w1")]))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(reply["code"], "unauthorized");
+    }
+    // Write keys but no secret: the key is required.
+    let h = harness(ServerSettings {
+        shared_secret: None,
+        ..keyed()
+    })
+    .await;
+    let (status, _) = h.post_json("/hooks/segment", None, &track("w2")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, reply) = h
         .post_json(
             "/hooks/segment",
-            None,
-            &json!([track("w1"), {"type": "delete", "userId": "u1"}]),
+            Some(&basic("wk_live:")),
+            &json!([track("w3"), {"type": "delete", "userId": "u1"}]),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -481,7 +533,7 @@ async fn unsigned_webhooks_are_accepted_when_no_secret_is_configured() {
     let (status, reply) = h
         .post_json(
             "/hooks/segment",
-            None,
+            Some(&basic("wk_live:")),
             &json!({"type": "track", "userId": "u"}),
         )
         .await;
@@ -489,6 +541,61 @@ async fn unsigned_webhooks_are_accepted_when_no_secret_is_configured() {
         (status, reply["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("event"))
     );
+    assert_eq!(h.message_ids().await, ["w3"]);
+}
+
+#[tokio::test]
+async fn every_refusal_is_json_with_a_reason() {
+    let h = harness(keyed()).await;
+    let long = format!("/v1/track?pad={}", "x".repeat(9_000));
+    let mut many_headers = Request::get("/healthz");
+    for n in 0..70 {
+        many_headers = many_headers.header(format!("x-h{n}"), "v");
+    }
+    let cases = [
+        (
+            Request::get("/v1/batch").body(Body::empty()).unwrap(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Request::get("/nowhere").body(Body::empty()).unwrap(),
+            404,
+            "not_found",
+        ),
+        (
+            Request::post(long.as_str()).body(Body::empty()).unwrap(),
+            414,
+            "uri_too_long",
+        ),
+        (
+            many_headers.body(Body::empty()).unwrap(),
+            431,
+            "headers_too_large",
+        ),
+        (
+            post("/v1/track", ())
+                .header(header::AUTHORIZATION, basic("wk_live:"))
+                .body(Body::from(vec![b' '; 600 * 1024]))
+                .unwrap(),
+            400,
+            "payload_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let what = format!(
+            "{} {}",
+            request.method(),
+            &request.uri().to_string()[..20.min(request.uri().to_string().len())]
+        );
+        let (got, body) = h.send(request).await;
+        assert_eq!(got.as_u16(), status, "{what}: {body}");
+        assert_eq!(body["code"], code, "{what}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -647,8 +754,8 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let h = harness(ServerSettings::default()).await;
-            let mut request = Request::post(path);
+            let h = harness(keyed()).await;
+            let mut request = Request::post(path).header(header::AUTHORIZATION, basic("wk_live:"));
             if gzip {
                 request = request.header(header::CONTENT_ENCODING, "gzip");
             }
@@ -661,9 +768,9 @@ proptest! {
     fn arbitrary_json_never_breaks_the_server(value in arb_json(), path in prop_oneof![Just("/v1/batch"), Just("/v1/page"), Just("/hooks/segment")], wrap in any::<bool>()) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let h = harness(ServerSettings::default()).await;
+            let h = harness(keyed()).await;
             let body = if wrap { json!({"batch": [value.clone()], "context": value}) } else { value };
-            let (status, reply) = h.post_json(path, None, &body).await;
+            let (status, reply) = h.post_json(path, Some(&basic("wk_live:")), &body).await;
             assert_json_refusal_or_success(status, &reply)
         })?;
     }

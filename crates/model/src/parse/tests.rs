@@ -374,7 +374,7 @@ fn webhook_bodies_are_one_message_or_an_array() {
     );
     assert_eq!(
         first_array_element(raw.as_bytes()),
-        single["raw_body"].as_str()
+        Some((single["raw_body"].as_str().unwrap(), 2))
     );
     assert_eq!(first_array_element(b"{}"), None);
     assert_eq!(first_array_element(b"[]"), None);
@@ -462,4 +462,37 @@ fn arb_message() -> impl Strategy<Value = serde_json::Value> {
         }),
         arb_json(),
     ]
+}
+
+#[test]
+fn nesting_too_deep_is_named_as_such() {
+    let deep = format!(
+        r#"{{"type":"track","userId":"u","event":"e","properties":{}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let body = format!(r#"{{"batch":[{deep},{{"type":"identify","userId":"ok"}}]}}"#);
+    match parse_batch(body.as_bytes(), now()) {
+        Ok(envelope) => {
+            assert_eq!(envelope.messages.len(), 1);
+            assert!(
+                envelope.rejected[0]
+                    .error
+                    .rule
+                    .contains("nested more than 128 levels"),
+                "{:?}",
+                envelope.rejected
+            );
+        }
+        Err(error) => assert!(
+            error.to_string().contains("nested more than 128"),
+            "{error}"
+        ),
+    }
+    let error = parse_single(deep.as_bytes(), MessageType::Track, now()).unwrap_err();
+    assert_eq!(error.code(), "invalid_request");
+    assert!(
+        error.to_string().contains("nested more than 128 levels"),
+        "{error}"
+    );
 }
