@@ -188,9 +188,26 @@ pub fn yaml_error_reason(message: &str) -> String {
         .strip_prefix("line ")
         .and_then(|rest| rest.split_once(": "))
     {
-        Some((position, reason)) if position.contains("column") => reason.to_owned(),
-        _ => first.to_owned(),
+        Some((position, reason)) if position.contains("column") => plain_reason(reason),
+        _ => plain_reason(first),
     }
+}
+
+/// serde-saphyr's resource limits, in words: they are what a hostile or broken file meets.
+fn plain_reason(reason: &str) -> String {
+    if let Some(rest) = reason.strip_prefix("budget breached: ") {
+        if let Some(depth) = rest
+            .strip_prefix("Depth { depth: ")
+            .and_then(|d| d.strip_suffix(" }"))
+        {
+            return format!("nested more than {depth} levels deep");
+        }
+        return format!("the YAML is too large or too complex ({rest})");
+    }
+    if reason.starts_with("recursion limit exceeded") {
+        return "nested too deeply (flow collections inside each other)".to_owned();
+    }
+    reason.to_owned()
 }
 
 /// Parses and compiles a workflow file; `overrides` replace the file's `vars` defaults.

@@ -12,6 +12,13 @@
 //! - a mapping value that is exactly one `{{ expression }}` keeps its type (number, boolean,
 //!   object, list); any other text renders to a string; other YAML values are taken as written,
 //!   with templates inside objects and lists rendered in place.
+//!
+//! Workflows are code that runs on every event, so each expression is bounded: its source at
+//! most [`MAX_EXPRESSION_CHARS`] (a 200,000-term sum would exhaust the parser's stack), each
+//! evaluation at most [`EVALUATION_FUEL`] units of minijinja's fuel (instructions and about one
+//! per 64 bytes created: a loop of 10¹⁰ steps stops within milliseconds), and each result at most
+//! [`MAX_RENDERED_BYTES`]. Exceeding a limit at load is a located compile error; while planning,
+//! it fails that action with the reason.
 
 use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr};
 use minijinja::{Environment, Error, ErrorKind, Expression, Template, UndefinedBehavior, Value};
@@ -19,12 +26,21 @@ use serde_json::Value as Json;
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
+/// The longest expression (a condition, or one `{{ }}` or `{% %}` inside a template). Real ones
+/// are a line; minijinja's parser recurses per operator, so length bounds its stack use.
+pub const MAX_EXPRESSION_CHARS: usize = 2_000;
+/// The work one evaluation may do, in minijinja's fuel (≈ 50,000 instructions or 3 MB created).
+pub const EVALUATION_FUEL: u64 = 50_000;
+/// The largest text one template or expression may produce.
+pub const MAX_RENDERED_BYTES: usize = 64 * 1024;
+
 /// The environment every workflow shares: filters and tests only, no templates registered by
 /// name, so one process-wide instance serves every load.
 fn environment() -> &'static Environment<'static> {
     static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
     ENVIRONMENT.get_or_init(|| {
         let mut env = Environment::new();
+        env.set_fuel(Some(EVALUATION_FUEL));
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         // Message bodies are plain text or Intercom's own HTML; escaping is the author's call.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
@@ -131,9 +147,15 @@ fn compile_error(error: &Error) -> CompileError {
 }
 
 fn eval_error(source: &str, error: &Error) -> EvalError {
+    let message = match error.kind() {
+        ErrorKind::OutOfFuel => format!(
+            "stopped after doing more work than one evaluation may ({EVALUATION_FUEL} units of fuel)"
+        ),
+        _ => compile_error(error).message,
+    };
     EvalError {
-        source_text: source.to_owned(),
-        message: compile_error(error).message,
+        source_text: truncated(source),
+        message,
     }
 }
 
@@ -166,7 +188,59 @@ fn foreign_operator(expression: &str) -> Option<CompileError> {
     None
 }
 
+/// Refuses a source whose longest expression exceeds [`MAX_EXPRESSION_CHARS`]. In a template,
+/// each `{{ … }}` and `{% … %}` is measured on its own (string literals inside are skipped, so
+/// a quoted `}}` cannot hide the rest); plain text between them is free.
+fn check_expression_sizes(source: &str, whole_is_expression: bool) -> Result<(), CompileError> {
+    let too_long = |chars: usize| CompileError {
+        message: format!(
+            "an expression of {chars} characters; expressions are limited to {MAX_EXPRESSION_CHARS}"
+        ),
+    };
+    if whole_is_expression {
+        let chars = source.chars().count();
+        return if chars > MAX_EXPRESSION_CHARS {
+            Err(too_long(chars))
+        } else {
+            Ok(())
+        };
+    }
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        let close = match (c, chars.peek()) {
+            ('{', Some('{')) => '}',
+            ('{', Some('%')) => '%',
+            _ => continue,
+        };
+        chars.next();
+        let mut length = 0usize;
+        let mut quote: Option<char> = None;
+        while let Some(c) = chars.next() {
+            length += 1;
+            match quote {
+                Some(_) if c == '\\' => {
+                    chars.next();
+                    length += 1;
+                }
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '"' || c == '\'' => quote = Some(c),
+                None if c == close && chars.peek() == Some(&'}') => {
+                    chars.next();
+                    break;
+                }
+                None => {}
+            }
+            if length > MAX_EXPRESSION_CHARS {
+                return Err(too_long(length));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn compile_expression(source: &str) -> Result<Expression<'static, 'static>, CompileError> {
+    check_expression_sizes(source, true)?;
     if let Some(error) = foreign_operator(source) {
         return Err(error);
     }
@@ -243,6 +317,7 @@ impl ValueTemplate {
                         expression: compile_expression(inner)?,
                     }
                 } else if text.contains("{{") || text.contains("{%") {
+                    check_expression_sizes(text, false)?;
                     // Compiled templates borrow their source; workflows live as long as the
                     // process, so the text is kept for good.
                     let source: &'static str = Box::leak(text.clone().into_boxed_str());
@@ -281,15 +356,21 @@ impl ValueTemplate {
                 let value = expression
                     .eval(context.clone())
                     .map_err(|e| eval_error(source, &e))?;
+                if let Some(text) = value.as_str() {
+                    check_rendered_size(source, text.len())?;
+                }
                 to_json(&value).map_err(|message| EvalError {
                     source_text: source.clone(),
                     message,
                 })
             }
-            ValueTemplate::Text { source, template } => template
-                .render(context.clone())
-                .map(Json::String)
-                .map_err(|e| eval_error(source, &e)),
+            ValueTemplate::Text { source, template } => {
+                let text = template
+                    .render(context.clone())
+                    .map_err(|e| eval_error(source, &e))?;
+                check_rendered_size(source, text.len())?;
+                Ok(Json::String(text))
+            }
             ValueTemplate::Object(members) => {
                 let mut object = serde_json::Map::with_capacity(members.len());
                 for (key, member) in members {
@@ -327,6 +408,88 @@ impl ValueTemplate {
             Json::Null => String::new(),
             other => other.to_string(),
         })
+    }
+}
+
+fn check_rendered_size(source: &str, bytes: usize) -> Result<(), EvalError> {
+    if bytes <= MAX_RENDERED_BYTES {
+        return Ok(());
+    }
+    Err(EvalError {
+        source_text: truncated(source),
+        message: format!(
+            "produced {bytes} bytes of text, over the limit of {MAX_RENDERED_BYTES} bytes"
+        ),
+    })
+}
+
+/// An expression's source as errors quote it: at most 200 characters.
+fn truncated(source: &str) -> String {
+    match source.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &source[..cut]),
+        None => source.to_owned(),
+    }
+}
+
+/// A warning about a workflow file's templates, at a 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lint {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Work that will probably run out of fuel, visible in the text: loops nested in loops, and
+/// `range(N)` with a literal N above 10,000. A lexical scan of the whole file (templates can
+/// span lines in YAML block scalars); `junction validate` prints what it finds as warnings.
+pub fn lint_templates(text: &str) -> Vec<Lint> {
+    let mut lints = Vec::new();
+    let mut loop_depth = 0usize;
+    for (offset, _) in text.match_indices("{%") {
+        let statement = text[offset + 2..].trim_start_matches(['-', '+', ' ', '\t', '\n']);
+        if statement.starts_with("endfor") {
+            loop_depth = loop_depth.saturating_sub(1);
+        } else if statement.starts_with("for ") {
+            loop_depth += 1;
+            if loop_depth == 2 {
+                lints.push(lint_at(
+                    text,
+                    offset,
+                    format!(
+                        "a loop inside a loop: each evaluation stops after {EVALUATION_FUEL} units of fuel, so large inputs will fail the action"
+                    ),
+                ));
+            }
+        }
+    }
+    for (offset, _) in text.match_indices("range(") {
+        let digits: String = text[offset + 6..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if digits.parse::<u64>().is_ok_and(|n| n > 10_000) || digits.len() > 18 {
+            lints.push(lint_at(
+                text,
+                offset,
+                format!(
+                    "range({digits}) is more work than one evaluation may do ({EVALUATION_FUEL} units of fuel)"
+                ),
+            ));
+        }
+    }
+    lints.sort_by_key(|l| (l.line, l.column));
+    lints
+}
+
+fn lint_at(text: &str, offset: usize, message: String) -> Lint {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Lint {
+        line,
+        column,
+        message,
     }
 }
 
@@ -539,5 +702,73 @@ mod tests {
                 .contains("syntax error")
         );
         assert!(ValueTemplate::compile(&json!("{{ unclosed ")).is_err());
+    }
+
+    #[test]
+    fn expressions_too_large_to_parse_safely_are_compile_errors() {
+        let sum = vec!["1"; 200_000].join(" + ");
+        let error = Condition::compile(&sum).unwrap_err();
+        assert!(error.message.contains("limited to 2000"), "{error}");
+        let error = ValueTemplate::compile(&json!(format!("{{{{ {sum} }}}}"))).unwrap_err();
+        assert!(error.message.contains("limited to 2000"), "{error}");
+        // Inside a text template each expression is measured, and a quoted `}}` hides nothing.
+        let hidden = format!("Hi {{{{ \"}}}}\" ~ {sum} }}}}!");
+        assert!(ValueTemplate::compile(&json!(hidden)).is_err());
+        let statement = format!("{{% if {sum} %}}x{{% endif %}}");
+        assert!(ValueTemplate::compile(&json!(statement)).is_err());
+        // Long text around short expressions is fine.
+        let letter = format!("{}{{{{ traits.name }}}}", "Dear customer, ".repeat(1_000));
+        assert!(ValueTemplate::compile(&json!(letter)).is_ok());
+    }
+
+    #[test]
+    fn runaway_evaluations_stop_with_a_clear_error() {
+        let context = ctx(json!({"n": 3}));
+        let nested =
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
+        let error = ValueTemplate::compile(&json!(nested))
+            .unwrap()
+            .render(&context)
+            .unwrap_err();
+        assert!(error.message.contains("fuel"), "{error}");
+        let error = Condition::compile("range(100000) | map('string') | join | length > 1")
+            .unwrap()
+            .test(&context)
+            .unwrap_err();
+        assert!(error.message.contains("fuel"), "{error}");
+        // Big results are refused whether fuel or the size limit catches them first.
+        let error = ValueTemplate::compile(&json!("{{ 'x' * 70000 }}"))
+            .unwrap()
+            .render(&context)
+            .unwrap_err();
+        assert!(
+            error.message.contains("over the limit") || error.message.contains("fuel"),
+            "{error}"
+        );
+        // Ordinary work is nowhere near the limits.
+        let fine = "{% for i in range(n) %}{{ i }},{% endfor %}";
+        assert_eq!(
+            ValueTemplate::compile(&json!(fine))
+                .unwrap()
+                .render(&context)
+                .unwrap(),
+            json!("0,1,2,")
+        );
+    }
+
+    #[test]
+    fn lints_point_at_work_that_will_run_out_of_fuel() {
+        let text = "steps:\n  - intercom.note:\n      body: |\n        {% for a in range(100000) %}\n          {%- for b in items %}x{% endfor %}\n        {% endfor %}\n";
+        let lints = lint_templates(text);
+        assert_eq!(
+            lints.iter().map(|l| (l.line, l.column)).collect::<Vec<_>>(),
+            [(4, 21), (5, 11)]
+        );
+        assert!(lints[0].message.contains("range(100000)"));
+        assert!(lints[1].message.contains("a loop inside a loop"));
+        assert!(
+            lint_templates("{% for i in range(10) %}{% endfor %}{% for j in x %}{% endfor %}")
+                .is_empty()
+        );
     }
 }

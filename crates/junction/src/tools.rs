@@ -55,6 +55,15 @@ fn check(file: &Path) -> Result<String, String> {
         .map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
     let workflow =
         crate::workflows::load_text(&file.display().to_string(), &text, &Default::default())?;
+    for lint in junction_flow::expr::lint_templates(&text) {
+        eprintln!(
+            "warning: {}:{}:{}: {}",
+            file.display(),
+            lint.line,
+            lint.column,
+            lint.message
+        );
+    }
     let triggers: Vec<String> = workflow.on.iter().map(|t| format!("segment.{t}")).collect();
     Ok(format!(
         "workflow `{}`, {} top-level step(s), on {}{}",

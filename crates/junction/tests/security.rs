@@ -140,3 +140,91 @@ async fn refusals_through_the_real_listener_are_json() {
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
 }
+
+/// Workflow files built to crash or hang the loader: `validate` answers each with a located
+/// error and exit 2 (never a stack overflow), and warns about loops that will run out of fuel.
+#[test]
+fn hostile_workflow_files_get_located_errors_not_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "name: h\ntrigger:\n  on: segment.identify\n";
+    let sum = vec!["1"; 200_000].join(" + ");
+    let nested_if = {
+        let mut text = format!("{head}steps:\n");
+        for depth in 0..10_000 {
+            let pad = "  ".repeat(depth + 1);
+            text.push_str(&format!("{pad}- if: true\n{pad}  then:\n"));
+        }
+        text
+    };
+    let cases = [
+        (
+            "sum.yaml",
+            format!("{head}when: \"{sum} > 0\"\nsteps:\n  - intercom.tag: x\n"),
+            "4:7: when: an expression of",
+        ),
+        (
+            "parens.yaml",
+            format!(
+                "{head}when: \"{}1{}\"\nsteps:\n  - intercom.tag: x\n",
+                "(".repeat(10_000),
+                ")".repeat(10_000)
+            ),
+            "4:7: when: an expression of",
+        ),
+        (
+            "flow.yaml",
+            format!(
+                "{head}steps:\n  - intercom.contact:\n      traits: {}1{}\n",
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            ),
+            "nested too deeply",
+        ),
+        ("block.yaml", nested_if, "nested more than"),
+    ];
+    for (name, text, expected) in cases {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_junction"))
+            .args(["validate", name])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {name}:")),
+            "{name}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+    let looping = format!(
+        "{head}steps:\n  - intercom.contact:\n      traits:\n        x: \"{{% for a in range(100000) %}}{{% for b in range(100000) %}}x{{% endfor %}}{{% endfor %}}\"\n"
+    );
+    std::fs::write(dir.path().join("loop.yaml"), looping).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_junction"))
+        .args(["validate", "loop.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: loop.yaml:7:"), "{stderr}");
+    assert!(stderr.contains("a loop inside a loop"), "{stderr}");
+    // Planned for a real event, the loop stops with a clear error instead of hanging.
+    std::fs::write(
+        dir.path().join("identify.json"),
+        r#"{"type": "identify", "userId": "u1", "traits": {"email": "a@example.com"}}"#,
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_junction"))
+        .args(["test", "loop.yaml", "--event", "identify.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(all.contains("units of fuel"), "{all}");
+}
