@@ -153,7 +153,7 @@ impl Executor {
                                     continue;
                                 }
                                 busy.lock().expect("busy set").insert(head.identity.clone());
-                                let worker = self.worker();
+                                let worker = self.worker(shutdown.clone());
                                 let busy = Arc::clone(&busy);
                                 tasks.spawn(async move {
                                     worker.deliver_user(&head.identity).await;
@@ -194,8 +194,9 @@ impl Executor {
         while tasks.join_next().await.is_some() {}
     }
 
-    fn worker(&self) -> Worker {
+    fn worker(&self, stopping: watch::Receiver<bool>) -> Worker {
         Worker {
+            stopping,
             store: Arc::clone(&self.store),
             deliverer: Arc::clone(&self.deliverer),
             settings: self.settings.clone(),
@@ -285,6 +286,8 @@ impl Executor {
 
 /// What a user's delivery task needs.
 struct Worker {
+    /// Turns true at shutdown: the worker finishes the action in hand and takes no other.
+    stopping: watch::Receiver<bool>,
     store: Arc<dyn Store>,
     deliverer: Arc<Deliverer>,
     settings: DeliverySettings,
@@ -306,7 +309,10 @@ impl Worker {
         };
         let mut index = 0;
         while index < actions.len() {
-            if actions[index].next_at_ms > now_ms() || self.paused.load(Ordering::SeqCst) {
+            if actions[index].next_at_ms > now_ms()
+                || self.paused.load(Ordering::SeqCst)
+                || *self.stopping.borrow()
+            {
                 break;
             }
             let (planned, merged) = match coalesce(&actions[index..]) {

@@ -85,11 +85,21 @@ impl Pipeline {
         Arc::clone(&self.events_arrived)
     }
 
-    /// Stops taking new work, lets calls in flight finish and record their outcomes.
-    pub async fn stop(self) {
+    /// Stops taking new work and lets calls in flight finish and record their outcomes, until
+    /// `deadline`. Whatever is still running then (a call waiting out a spent rate-limit
+    /// window, say) is abandoned exactly as a crash would abandon it: its action stays pending
+    /// (a call that must not repeat keeps its in-flight mark, checked at the next start), and
+    /// nothing acknowledged is lost, because ingest committed it before answering.
+    pub async fn stop(self, deadline: tokio::time::Instant) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
-            let _ = task.await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+                tracing::warn!(
+                    "delivery did not stop by the shutdown deadline: calls still waiting were abandoned as a crash would abandon them"
+                );
+            }
         }
     }
 }

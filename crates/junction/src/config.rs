@@ -36,6 +36,7 @@
 //!   cooldown: 5m                        # at most one message per kind this often
 //!   error_rate: 0.2                     # share of failing attempts over 5 minutes
 //!   backlog_age: 15m                    # oldest pending action
+//! shutdown_timeout: 10s                 # a stop never takes longer
 //! workflows:                            # default: profile-sync, company-sync, track-events
 //!   - template: profile-sync
 //!   - template: lead-score
@@ -72,6 +73,11 @@ pub struct Config {
     /// destination (profile-sync, company-sync, track-events).
     #[serde(default)]
     pub workflows: Option<Vec<WorkflowEntry>>,
+    /// How long a stop (SIGTERM, Ctrl-C) may take: requests drain, calls in flight finish and
+    /// are recorded; what is still waiting then is abandoned as a crash would abandon it.
+    /// Below Kubernetes' 30-second grace period by default.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Window,
     /// The folder relative workflow paths start from (the configuration file's own).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -88,6 +94,7 @@ impl Default for Config {
             delivery: DeliverySection::default(),
             alerts: AlertsSection::default(),
             workflows: None,
+            shutdown_timeout: default_shutdown_timeout(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -115,6 +122,10 @@ pub struct DeliverySection {
     /// How often the error rate and the backlog's age are checked for metrics and alerts.
     #[serde(default = "default_health_every")]
     pub health_every: Window,
+}
+
+fn default_shutdown_timeout() -> Window {
+    Window(Duration::from_secs(10))
 }
 
 fn default_health_every() -> Window {

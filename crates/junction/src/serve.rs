@@ -114,7 +114,32 @@ pub async fn run_on(
     )
     .await
     .context("starting the engine")?;
-    serve_then(listener, state, shutdown, pipeline.stop())
+    // A stop is bounded by `shutdown_timeout`: requests drain and delivery stops within it
+    // (leaving a second for the store to close), and a watchdog ends the process if anything
+    // still hangs then — exactly the state a crash leaves, which Junction recovers from.
+    let timeout = config.shutdown_timeout.0;
+    let stop_began: Arc<std::sync::OnceLock<tokio::time::Instant>> = Arc::default();
+    let began = Arc::clone(&stop_began);
+    let shutdown = async move {
+        shutdown.await;
+        let now = tokio::time::Instant::now();
+        let _ = began.set(now);
+        tracing::info!(timeout = ?timeout, "stopping");
+        tokio::spawn(async move {
+            tokio::time::sleep_until(now + timeout).await;
+            tracing::error!(timeout = ?timeout, "shutdown_timeout reached: exiting now, as after a crash");
+            std::process::exit(1);
+        });
+    };
+    let stop_delivery = async move {
+        let began = stop_began
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        let close_store = Duration::from_secs(1).min(timeout / 4);
+        pipeline.stop(began + timeout - close_store).await
+    };
+    serve_then(listener, state, shutdown, stop_delivery)
         .await
         .context("serving HTTP")
 }

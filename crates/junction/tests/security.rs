@@ -228,3 +228,57 @@ fn hostile_workflow_files_get_located_errors_not_aborts() {
     );
     assert!(all.contains("units of fuel"), "{all}");
 }
+
+/// SIGTERM with 100,000 actions waiting out Intercom's rate limit: Junction exits within
+/// `shutdown_timeout`, and everything it acknowledged is still there when it starts again.
+#[tokio::test]
+async fn shutdown_is_bounded_with_a_rate_limited_backlog() {
+    use junction_emulator::faults::Faults;
+    use std::time::{Duration, Instant};
+    let mut s = Scenario::start_config(
+        "shutdown_timeout: 3s\nworkflows:\n  - template: profile-sync\n",
+        Some(common::scenario::TOKEN),
+    )
+    .await;
+    // Intercom answers 429 to everything for the next ten minutes.
+    s.emulator.set_faults(Faults {
+        storm_seconds: 600,
+        ..Faults::default()
+    });
+    const USERS: usize = 100_000;
+    for chunk in 0..USERS / 2_500 {
+        let batch: Vec<Value> = (0..2_500)
+            .map(|n| json!({"type": "identify", "userId": format!("u{}", chunk * 2_500 + n), "traits": {"plan": "pro"}}))
+            .collect();
+        s.send("batch", json!({ "batch": batch })).await;
+    }
+    let planned = Instant::now() + Duration::from_secs(240);
+    loop {
+        let status = s.admin("/api/delivery").await;
+        if status["actions"]["pending"].as_u64() >= Some(USERS as u64 - 100) {
+            break;
+        }
+        assert!(Instant::now() < planned, "not planned: {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stopping = Instant::now();
+    let status = s.server.terminate();
+    let took = stopping.elapsed();
+    // The bound itself is the contract (3 s), with room for process start-up noise.
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?} ({status}); log:\n{}",
+        s.server.log()
+    );
+    eprintln!(
+        "SIGTERM with {USERS} actions waiting out a 429 storm: stopped in {took:?} ({status})"
+    );
+    s.emulator.set_faults(Faults::default());
+    s.server.spawn().await;
+    let events = s.admin("/api/events?limit=1").await;
+    assert_eq!(
+        events["items"][0]["seq"].as_u64(),
+        Some(USERS as u64),
+        "every acknowledged event is kept"
+    );
+}
