@@ -16,6 +16,10 @@ pub enum AlertKind {
     Credentials,
     ErrorRate,
     Backlog,
+    /// A pipeline task (the engine, delivery) stopped; it is being restarted.
+    TaskStopped,
+    /// Stored state could not be read; what depends on it is held.
+    UnreadableState,
 }
 
 impl AlertKind {
@@ -25,6 +29,8 @@ impl AlertKind {
             AlertKind::Credentials => "credentials",
             AlertKind::ErrorRate => "error_rate",
             AlertKind::Backlog => "backlog",
+            AlertKind::TaskStopped => "task_stopped",
+            AlertKind::UnreadableState => "unreadable_state",
         }
     }
 
@@ -34,6 +40,10 @@ impl AlertKind {
             AlertKind::Credentials => "Intercom refused the credentials; delivery is paused",
             AlertKind::ErrorRate => "a sustained share of Intercom calls is failing",
             AlertKind::Backlog => "the delivery backlog is getting old",
+            AlertKind::TaskStopped => "a pipeline task stopped and is being restarted",
+            AlertKind::UnreadableState => {
+                "stored state could not be read; what depends on it is held"
+            }
         }
     }
 }
@@ -93,6 +103,19 @@ impl Alerter {
             sender,
             settings: std::sync::Arc::new(settings),
         }
+    }
+
+    /// An alerter whose alerts are only queued on the returned receiver (for tests).
+    #[cfg(test)]
+    pub(crate) fn queued(
+        settings: AlertSettings,
+    ) -> (Alerter, mpsc::UnboundedReceiver<(AlertKind, String)>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let alerter = Alerter {
+            sender,
+            settings: std::sync::Arc::new(settings),
+        };
+        (alerter, receiver)
     }
 
     pub fn settings(&self) -> &AlertSettings {

@@ -19,6 +19,10 @@ pub struct IntercomTarget {
     pub policy: AttributePolicy,
 }
 
+/// How long a message refused with 404 for a contact that exists is retried (Intercom refuses
+/// messages to a contact created moments ago).
+pub const NEW_CONTACT_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What delivery should do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
@@ -216,8 +220,14 @@ impl Deliverer {
             .await
         {
             Err(failure) if failure.class == FailureClass::Gone => {
-                self.after_not_found(intercom, &identity, &planned.action, failure)
-                    .await
+                self.after_not_found(
+                    intercom,
+                    &identity,
+                    &planned.action,
+                    failure,
+                    earlier_attempt_ms,
+                )
+                .await
             }
             other => other,
         }
@@ -235,17 +245,23 @@ impl Deliverer {
     /// A 404 or 410 on an action: find out whether the contact itself is gone. If it is (deleted,
     /// or merged away), forget it and try once more with the contact resolved again. If it is
     /// not, the 404 was about something else (an admin, say) and is final — except for a message
-    /// to a contact created moments ago, which Intercom refuses for a short while.
+    /// to a contact created moments ago, which Intercom refuses for a short while (retried for
+    /// [`NEW_CONTACT_GRACE`] from the first attempt, then final: not hours of retries).
     async fn after_not_found(
         &self,
         target: &IntercomTarget,
         identity: &Identity,
         action: &Action,
         failure: Failure,
+        earlier_attempt_ms: Option<i64>,
     ) -> Result<String, Failure> {
         let id = target.resolver.contact_id(identity).await?;
+        let first_attempt =
+            earlier_attempt_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let within_grace = chrono::Utc::now().timestamp_millis() - first_attempt
+            < NEW_CONTACT_GRACE.as_millis() as i64;
         match target.client.get_contact(&id).await {
-            Ok(_) if matches!(action, Action::Message { .. }) => Err(Failure::new(
+            Ok(_) if matches!(action, Action::Message { .. }) && within_grace => Err(Failure::new(
                 FailureClass::Retry,
                 failure.code,
                 format!(

@@ -4,10 +4,18 @@
 //!
 //! Per-user order starts here: events are planned strictly in log order, and the outbox keeps
 //! the planning order for delivery.
+//!
+//! Stored state is read strictly (`junction_flow::stored`): unreadable shared state stops the
+//! engine (its supervisor reports it and retries), and a user whose profile cannot be read has
+//! their events and timers held in quarantine — reported, never planned against an empty
+//! profile — until `junction quarantine release` plans them again.
 
 use junction_flow::action::{Action, PlannedAction};
-use junction_flow::{EventInput, Globals, Plan, Planner, Profile, TimerPlan};
-use junction_store::{EngineCommit, NewAction, NewRun, NewTimer, Store, StoreError, StoredEvent};
+use junction_flow::{EventInput, Globals, Plan, Planner, Profile, TimerPlan, stored};
+use junction_store::{
+    EngineCommit, NewAction, NewQuarantine, NewRun, NewTimer, ReleasedEntry, Store, StoreError,
+    StoredEvent,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +43,10 @@ pub struct Engine {
     globals: Globals,
     cursor: i64,
     profile_api: Option<Arc<crate::profiles::ProfileApiClient>>,
+    /// Users whose stored profile could not be read in this step, with the reason: their
+    /// events are held in quarantine, never planned against an empty profile.
+    unreadable: HashMap<String, String>,
+    alerts: Option<crate::Alerter>,
 }
 
 impl Engine {
@@ -45,9 +57,14 @@ impl Engine {
         actions_planned: Arc<Notify>,
     ) -> Result<Self, StoreError> {
         let (cursor, globals) = store.engine_state().await?;
-        let globals = globals
-            .and_then(|g| serde_json::from_str(&g).ok())
-            .unwrap_or_default();
+        // Round-robin positions and company traits serve every user: planning waits (and the
+        // engine reports itself stopped) rather than start them over from nothing.
+        let globals = match globals {
+            Some(text) => stored::decode(&text).map_err(|e| {
+                StoreError::Unreadable(format!("the shared planner state (globals): {e}"))
+            })?,
+            None => Globals::default(),
+        };
         Ok(Engine {
             store,
             planner,
@@ -57,7 +74,15 @@ impl Engine {
             globals,
             cursor,
             profile_api: None,
+            unreadable: HashMap::new(),
+            alerts: None,
         })
+    }
+
+    /// Where unreadable state is reported.
+    pub fn with_alerts(mut self, alerts: crate::Alerter) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 
     /// Runs until `shutdown` turns true. Store errors are logged and retried after a pause.
@@ -97,6 +122,11 @@ impl Engine {
 
     /// Plans one batch of events, or else one batch of due timers. True when it did work.
     pub async fn step(&mut self, now_ms: i64) -> Result<bool, StoreError> {
+        let released = self.store.quarantine_released(BATCH).await?;
+        if !released.is_empty() {
+            self.plan_released(released, now_ms).await?;
+            return Ok(true);
+        }
         let mut events = self.store.events_after(self.cursor, BATCH).await?;
         if !events.is_empty() {
             // Intercom does not deliver notifications in order: give a fresh one a moment for
@@ -152,27 +182,109 @@ impl Engine {
             if self.profiles.contains_key(identity) {
                 continue;
             }
-            let parse = |key: &str| {
-                stored
-                    .get(key)
-                    .and_then(|body| serde_json::from_str::<Profile>(body).ok())
+            // A stored profile that cannot be read is never replaced by an empty one.
+            let parse = |key: &str| -> Result<Option<Profile>, String> {
+                match stored.get(key) {
+                    None => Ok(None),
+                    Some(body) => stored::decode::<Profile>(body)
+                        .map(Some)
+                        .map_err(|e| format!("the stored profile of {key:?} is {e}")),
+                }
             };
-            let profile = parse(identity)
-                .or_else(|| {
-                    anonymous
-                        .as_deref()
-                        .filter(|a| a != identity)
-                        .and_then(parse)
-                })
-                .or_else(|| {
-                    anonymous
-                        .as_deref()
-                        .and_then(|a| self.profiles.get(a).cloned())
-                })
-                .unwrap_or_default();
-            self.profiles.insert(identity.clone(), profile);
+            let inherited = || -> Result<Option<Profile>, String> {
+                let Some(anonymous) = anonymous.as_deref().filter(|a| a != identity) else {
+                    return Ok(None);
+                };
+                if let Some(cached) = self.profiles.get(anonymous) {
+                    return Ok(Some(cached.clone()));
+                }
+                parse(anonymous)
+            };
+            match parse(identity).and_then(|own| match own {
+                Some(profile) => Ok(Some(profile)),
+                None => inherited(),
+            }) {
+                Ok(profile) => {
+                    self.unreadable.remove(identity);
+                    self.profiles
+                        .insert(identity.clone(), profile.unwrap_or_default());
+                }
+                Err(reason) => {
+                    self.unreadable.insert(identity.clone(), reason);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Holds an event (or timer) of a user whose state is unreadable, with a run saying so,
+    /// and reports it.
+    fn hold(&self, commit: &mut EngineCommit, identity: &str, seq: i64, timer: Option<String>) {
+        let reason = self.unreadable.get(identity).cloned().unwrap_or_default();
+        let what = if timer.is_some() { "timer" } else { "event" };
+        tracing::error!(identity, seq, %reason, "{what} held in quarantine: the user's state is unreadable");
+        metrics::counter!("junction_quarantined_total", "kind" => what).increment(1);
+        if let Some(alerts) = &self.alerts {
+            alerts.raise(
+                crate::alerts::AlertKind::UnreadableState,
+                format!("{identity}: {reason}"),
+            );
+        }
+        commit.runs.push(NewRun {
+            run: format!("quarantine/{seq}/{identity}"),
+            seq,
+            workflow: "(quarantine)".into(),
+            identity: identity.to_owned(),
+            actions: 0,
+            paused: false,
+            error: Some(format!(
+                "{what} held, not planned: {reason}; release with `junction quarantine release`"
+            )),
+        });
+        commit.quarantine.push(NewQuarantine {
+            identity: identity.to_owned(),
+            seq,
+            timer,
+            reason,
+        });
+    }
+
+    /// Plans entries an operator released from quarantine: held events (in log order, the
+    /// cursor staying where it is) and held timers (armed again, due now).
+    async fn plan_released(
+        &mut self,
+        released: Vec<ReleasedEntry>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut events = Vec::new();
+        let mut commit = EngineCommit::default();
+        for entry in &released {
+            // Their profiles were unreadable: read them again (released means repaired or reset).
+            self.profiles.remove(&entry.identity);
+            match &entry.timer {
+                Some(body) => {
+                    if let Ok(timer) = serde_json::from_str::<TimerPlan>(body) {
+                        commit.timers.push(NewTimer {
+                            id: format!("{}/released/{}", timer.id, entry.id),
+                            identity: timer.identity.clone(),
+                            fire_at_ms: now_ms,
+                            body: serde_json::to_string(&TimerPlan {
+                                id: format!("{}/released/{}", timer.id, entry.id),
+                                ..timer
+                            })
+                            .expect("a timer is JSON"),
+                        });
+                    }
+                }
+                None => {
+                    if let Some(event) = self.store.event(entry.seq).await? {
+                        events.push(event);
+                    }
+                }
+            }
+        }
+        commit.released_done = released.iter().map(|e| e.id).collect();
+        self.plan_into(events, commit).await
     }
 
     /// The log positions of Intercom notifications announcing a contact or conversation that
@@ -213,14 +325,17 @@ impl Engine {
 
     /// Uses Segment's Profile API for `segment_profile` in expressions (instead of Junction's
     /// own history of the user).
-    pub fn with_profile_api(mut self, client: Option<crate::profiles::ProfileApiClient>) -> Self {
+    pub fn with_profile_api(
+        mut self,
+        client: Option<Arc<crate::profiles::ProfileApiClient>>,
+    ) -> Self {
         // Only worth a request per event when some workflow reads it.
         let read = self
             .planner
             .workflows()
             .iter()
             .any(|w| w.uses.contains("segment_profile"));
-        self.profile_api = client.filter(|_| read).map(Arc::new);
+        self.profile_api = client.filter(|_| read);
         self
     }
 
@@ -259,6 +374,21 @@ impl Engine {
     }
 
     async fn plan_events(&mut self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+        // Notifications may have been reordered: the cursor moves past the highest position.
+        let commit = EngineCommit {
+            cursor: events.iter().map(|e| e.seq).max(),
+            ..EngineCommit::default()
+        };
+        self.plan_into(events, commit).await
+    }
+
+    /// Plans events into `commit` (which may already carry a cursor or released entries).
+    async fn plan_into(
+        &mut self,
+        events: Vec<StoredEvent>,
+        mut commit: EngineCommit,
+    ) -> Result<(), StoreError> {
+        self.unreadable.clear();
         let wanted: Vec<(String, Option<String>)> = events
             .iter()
             .map(|e| (e.identity.clone(), e.anonymous_id.clone()))
@@ -266,10 +396,13 @@ impl Engine {
         self.load_profiles(&wanted).await?;
         let remote_profiles = self.fetch_segment_profiles(&events).await;
         let echoes = self.echoes(&events).await?;
-        let mut commit = EngineCommit::default();
         let mut touched = HashSet::new();
         let globals_before = self.globals.clone();
         for event in &events {
+            if self.unreadable.contains_key(&event.identity) {
+                self.hold(&mut commit, &event.identity, event.seq, None);
+                continue;
+            }
             let mut body = with_timestamp(event);
             if echoes.contains(&event.seq) {
                 // Intercom telling of a conversation Junction started: mark it as Junction's,
@@ -293,8 +426,6 @@ impl Engine {
             touched.insert(event.identity.clone());
             add_plan(&mut commit, plan, event.seq, &event.identity);
         }
-        // Notifications may have been reordered: the cursor moves past the highest position.
-        commit.cursor = events.iter().map(|e| e.seq).max();
         self.finish(commit, touched, globals_before, events.len())
             .await
     }
@@ -310,6 +441,7 @@ impl Engine {
                 }
             })
             .collect();
+        self.unreadable.clear();
         let wanted: Vec<(String, Option<String>)> =
             timers.iter().map(|t| (t.identity.clone(), None)).collect();
         self.load_profiles(&wanted).await?;
@@ -317,10 +449,15 @@ impl Engine {
         let mut touched = HashSet::new();
         let globals_before = self.globals.clone();
         for timer in &timers {
+            let seq = self.event_seq(&timer.message_id).await;
+            if self.unreadable.contains_key(&timer.identity) {
+                let body = serde_json::to_string(timer).expect("a timer is JSON");
+                self.hold(&mut commit, &timer.identity, seq, Some(body));
+                continue;
+            }
             let profile = self.profiles.entry(timer.identity.clone()).or_default();
             let plan = self.planner.plan_timer(timer, profile, &mut self.globals);
             touched.insert(timer.identity.clone());
-            let seq = self.event_seq(&timer.message_id).await;
             add_plan(&mut commit, plan, seq, &timer.identity);
         }
         commit.timers_done.extend(due.into_iter().map(|(id, _)| id));
@@ -349,12 +486,11 @@ impl Engine {
     ) -> Result<(), StoreError> {
         for identity in touched {
             if let Some(profile) = self.profiles.get(&identity) {
-                let body = serde_json::to_string(profile).expect("a profile is JSON");
-                commit.profiles.push((identity, body));
+                commit.profiles.push((identity, stored::encode(profile)));
             }
         }
         if self.globals != globals_before {
-            commit.globals = Some(serde_json::to_string(&self.globals).expect("globals are JSON"));
+            commit.globals = Some(stored::encode(&self.globals));
         }
         let actions = commit.actions.len();
         let cursor = commit.cursor;

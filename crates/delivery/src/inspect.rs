@@ -15,6 +15,11 @@ pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
     Ok(now_ms - span.millis())
 }
 
+/// A time for tables: RFC 3339 with milliseconds, or `-`.
+pub fn time_text(ms: i64) -> String {
+    iso(ms).unwrap_or_else(|| "-".to_owned())
+}
+
 fn iso(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

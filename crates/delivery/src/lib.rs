@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod profiles;
 pub mod replay;
 pub mod segment;
+pub mod supervise;
 
 use junction_flow::Planner;
 use junction_store::{Store, StoreError};
@@ -23,6 +24,12 @@ pub use alerts::{AlertSettings, Alerter, Sink, SinkFormat};
 pub use deliver::{Deliverer, Failure, FailureClass, IntercomTarget};
 pub use executor::DeliverySettings;
 pub use segment::{SegmentClient, SegmentSettings};
+
+/// Where the pipeline reports on itself: alerts, and the health of its supervised parts.
+pub struct Oversight {
+    pub alerts: Alerter,
+    pub health: Arc<supervise::Health>,
+}
 
 /// The running engine and executor.
 pub struct Pipeline {
@@ -41,38 +48,83 @@ impl Pipeline {
         deliverer: impl Future<Output = Option<Deliverer>> + Send + 'static,
         events_arrived: Arc<Notify>,
         settings: DeliverySettings,
-        alerts: Alerter,
         profile_api: Option<profiles::ProfileApiClient>,
+        oversight: Oversight,
     ) -> Result<Pipeline, StoreError> {
+        let Oversight { alerts, health } = oversight;
         let (shutdown, stop) = watch::channel(false);
         let actions_planned = Arc::new(Notify::new());
-        let engine = engine::Engine::new(
-            Arc::clone(&store),
-            planner,
-            Arc::clone(&events_arrived),
-            Arc::clone(&actions_planned),
-        )
-        .await?
-        .with_profile_api(profile_api);
+        let profile_api = profile_api.map(Arc::new);
+        // Each part runs under a supervisor: a panic or an unexpected end is reported (health,
+        // metric, alert) and the part is started again, while ingest keeps committing.
+        let engine = supervise::supervise(
+            "engine",
+            Arc::clone(&health),
+            alerts.clone(),
+            stop.clone(),
+            {
+                let (store, planner) = (Arc::clone(&store), Arc::clone(&planner));
+                let (events_arrived, actions_planned) =
+                    (Arc::clone(&events_arrived), Arc::clone(&actions_planned));
+                let stop = stop.clone();
+                let alerts = alerts.clone();
+                move || {
+                    let made = engine::Engine::new(
+                        Arc::clone(&store),
+                        Arc::clone(&planner),
+                        Arc::clone(&events_arrived),
+                        Arc::clone(&actions_planned),
+                    );
+                    let (profile_api, stop, alerts) =
+                        (profile_api.clone(), stop.clone(), alerts.clone());
+                    async move {
+                        let engine = made
+                            .await
+                            .map_err(|e| format!("cannot start: {e}"))?
+                            .with_profile_api(profile_api)
+                            .with_alerts(alerts);
+                        Ok(async move {
+                            engine.run(stop).await;
+                            Ok(())
+                        })
+                    }
+                }
+            },
+        );
         let mut delivery_stop = stop.clone();
+        let delivery_health = Arc::clone(&health);
         let delivery = async move {
             let deliverer = tokio::select! {
                 deliverer = deliverer => deliverer,
                 _ = delivery_stop.changed() => None,
             };
-            if let Some(deliverer) = deliverer {
-                executor::Executor::new(
-                    store,
-                    Arc::new(deliverer),
-                    actions_planned,
-                    settings,
-                    alerts,
-                )
-                .run(delivery_stop)
-                .await;
-            }
+            let Some(deliverer) = deliverer else { return };
+            let deliverer = Arc::new(deliverer);
+            supervise::supervise(
+                "delivery",
+                delivery_health,
+                alerts.clone(),
+                delivery_stop.clone(),
+                || {
+                    let executor = executor::Executor::new(
+                        Arc::clone(&store),
+                        Arc::clone(&deliverer),
+                        Arc::clone(&actions_planned),
+                        settings.clone(),
+                        alerts.clone(),
+                    );
+                    let stop = delivery_stop.clone();
+                    async move {
+                        Ok(async move {
+                            executor.run(stop).await;
+                            Ok(())
+                        })
+                    }
+                },
+            )
+            .await;
         };
-        let tasks = vec![tokio::spawn(engine.run(stop)), tokio::spawn(delivery)];
+        let tasks = vec![tokio::spawn(engine), tokio::spawn(delivery)];
         Ok(Pipeline {
             shutdown,
             tasks,

@@ -5,7 +5,7 @@
 
 use crate::engine::new_action;
 use junction_flow::action::PlannedAction;
-use junction_flow::{EventInput, Globals, Planner, Profile};
+use junction_flow::{EventInput, Globals, Planner, Profile, stored};
 use junction_store::{ActionStatus, Store, StoreError};
 use std::collections::HashSet;
 
@@ -34,15 +34,19 @@ pub async fn replay(store: &dyn Store, planner: &Planner, id: &str) -> Result<us
         .await?
         .ok_or_else(|| ReplayError::EventGone(id.to_owned()))?;
     let profiles = store.profiles(vec![event.identity.clone()]).await?;
-    let mut profile: Profile = profiles
-        .get(&event.identity)
-        .and_then(|body| serde_json::from_str(body).ok())
-        .unwrap_or_default();
-    let (cursor, globals) = store.engine_state().await?;
-    let _ = cursor;
-    let mut globals: Globals = globals
-        .and_then(|g| serde_json::from_str(&g).ok())
-        .unwrap_or_default();
+    // Unreadable state is refused, never replaced by an empty default.
+    let mut profile: Profile = match profiles.get(&event.identity) {
+        Some(body) => stored::decode(body).map_err(|e| {
+            StoreError::Unreadable(format!("the profile of {:?}: {e}", event.identity))
+        })?,
+        None => Profile::default(),
+    };
+    let (_, globals) = store.engine_state().await?;
+    let mut globals: Globals = match globals {
+        Some(text) => stored::decode(&text)
+            .map_err(|e| StoreError::Unreadable(format!("the shared planner state: {e}")))?,
+        None => Globals::default(),
+    };
     let mut body = event.body.clone();
     if let Some(object) = body.as_object_mut() {
         object

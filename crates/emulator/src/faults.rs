@@ -26,6 +26,9 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Starts a 429 storm of this many seconds when set through the control endpoint.
     pub storm_seconds: u64,
+    /// Share of requests answered 200 with an HTML page instead of JSON (as a misconfigured
+    /// proxy in front of an API can): an answer the client cannot interpret.
+    pub garbage_rate: f64,
 }
 
 /// The fault settings and the state they need at run time.
@@ -48,6 +51,7 @@ enum Decision {
     Fail(StatusCode),
     Reset,
     Storm,
+    Garbage,
 }
 
 impl FaultInjector {
@@ -82,6 +86,10 @@ impl FaultInjector {
             return (Decision::Reset, latency);
         }
         roll -= faults.reset_rate;
+        if roll < faults.garbage_rate {
+            return (Decision::Garbage, latency);
+        }
+        roll -= faults.garbage_rate;
         for (status, rate) in &faults.error_rates {
             if roll < *rate {
                 let status =
@@ -110,6 +118,11 @@ pub async fn inject(State(emulator): State<Emulator>, request: Request, next: Ne
         Decision::Fail(status) => {
             IntercomError::new(status, "server_error", "Injected failure").into_response()
         }
+        Decision::Garbage => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/html")
+            .body(Body::from("<html><body>Welcome to the proxy</body></html>"))
+            .unwrap_or_default(),
         Decision::Reset => {
             // Headers go out, then the body fails: the client sees the connection cut mid-reply.
             let cut = futures_util::stream::once(async {

@@ -15,6 +15,7 @@ pub mod duration;
 pub mod expr;
 pub mod plan;
 pub mod profile;
+pub mod stored;
 pub mod templates;
 
 pub use action::{Action, OnError, PlannedAction, TimerPlan, Who};

@@ -269,9 +269,8 @@ impl IntercomClient {
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&bytes).map_err(|e| IntercomError::Retryable {
-            status: Some(status),
-            detail: format!("response was not JSON: {e}"),
+        serde_json::from_slice(&bytes).map_err(|e| {
+            IntercomError::unexpected(Some(status), format!("response was not JSON: {e}"))
         })
     }
 }

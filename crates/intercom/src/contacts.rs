@@ -17,11 +17,8 @@ pub struct Contact {
 }
 
 fn contact(value: Value) -> Result<Contact, IntercomError> {
-    let mut contact: Contact =
-        serde_json::from_value(value.clone()).map_err(|e| IntercomError::Retryable {
-            status: None,
-            detail: format!("unexpected contact shape: {e}"),
-        })?;
+    let mut contact: Contact = serde_json::from_value(value.clone())
+        .map_err(|e| IntercomError::unexpected(None, format!("unexpected contact shape: {e}")))?;
     contact.raw = value;
     Ok(contact)
 }

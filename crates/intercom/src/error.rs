@@ -40,6 +40,17 @@ pub enum IntercomError {
 }
 
 impl IntercomError {
+    /// A 2xx answer Junction cannot interpret (not JSON, or without the fields it needs).
+    /// Permanent: the same request will get the same answer, and retrying for hours would only
+    /// hold the user's queue; the dead letter names what was wrong.
+    pub fn unexpected(status: Option<u16>, detail: impl Into<String>) -> IntercomError {
+        IntercomError::Permanent {
+            status: status.unwrap_or(0),
+            code: "junction_unexpected_response".into(),
+            message: detail.into(),
+        }
+    }
+
     /// Whether sending the same request again later can succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

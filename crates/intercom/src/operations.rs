@@ -27,10 +27,10 @@ impl IntercomClient {
                 id: id.to_owned(),
                 company_id: company_id.to_owned(),
             }),
-            _ => Err(IntercomError::Retryable {
-                status: None,
-                detail: "company response without id".into(),
-            }),
+            _ => Err(IntercomError::unexpected(
+                None,
+                "company response without id",
+            )),
         }
     }
 
@@ -77,10 +77,7 @@ impl IntercomClient {
         tag["id"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| IntercomError::Retryable {
-                status: None,
-                detail: "tag response without id".into(),
-            })
+            .ok_or_else(|| IntercomError::unexpected(None, "tag response without id"))
     }
 
     pub async fn tag_contact(&self, contact_id: &str, tag_id: &str) -> Result<(), IntercomError> {
@@ -224,9 +221,8 @@ impl IntercomClient {
         message["conversation_id"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| IntercomError::Retryable {
-                status: None,
-                detail: "conversation response without conversation_id".into(),
+            .ok_or_else(|| {
+                IntercomError::unexpected(None, "conversation response without conversation_id")
             })
     }
 

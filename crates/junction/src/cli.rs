@@ -63,6 +63,9 @@ pub enum Command {
     /// The execution log: every run (event × workflow), its steps and their calls.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Events and timers held because their user's stored state could not be read.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// Run an emulator of a service Junction talks to, for tests and demos.
     #[command(subcommand)]
     Emulate(EmulateCommand),
@@ -178,6 +181,30 @@ pub enum DlqCommand {
         /// Needed to discard by filter alone (without ids).
         #[arg(long)]
         all_matching: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// What is held, oldest first, with the reason.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plans a user's held events again (after repairing the stored profile, or with
+    /// --reset-profile to start the user afresh).
+    Release {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The user (userId, else anonymousId).
+        user: String,
+        /// Delete the unreadable profile first (scores, counters and milestones start over).
+        #[arg(long)]
+        reset_profile: bool,
     },
 }
 

@@ -1,9 +1,9 @@
-//! `junction dlq …` and `junction runs …`: the dead-letter queue and the execution log, read
-//! and acted on straight from the store (safe while the server runs; a running server picks up
+//! `junction dlq …`, `junction runs …` and `junction quarantine …`: the dead-letter queue, the
+//! execution log and what is held for unreadable state, read and acted on straight from the store (safe while the server runs; a running server picks up
 //! replayed actions within a second).
 
 use crate::Failure;
-use crate::cli::{DlqCommand, DlqFilter, RunsCommand};
+use crate::cli::{DlqCommand, DlqFilter, QuarantineCommand, RunsCommand};
 use crate::config::Config;
 use crate::read::{open, print_json, query_failure, table};
 use junction_delivery::inspect;
@@ -238,6 +238,63 @@ pub async fn runs(command: RunsCommand, load: Loader) -> Result<(), Failure> {
                 return print_json(&detail);
             }
             print!("{}", run_text(&detail));
+            Ok(())
+        }
+    }
+}
+
+pub async fn quarantine(command: QuarantineCommand, load: Loader) -> Result<(), Failure> {
+    match command {
+        QuarantineCommand::List {
+            config,
+            limit,
+            json,
+        } => {
+            let store = open(&config, load).await?;
+            let items = store.quarantine_list(limit).await.map_err(query_failure)?;
+            if json {
+                return print_json(&items);
+            }
+            let rows = items
+                .iter()
+                .map(|q| {
+                    vec![
+                        inspect::time_text(q.at_ms),
+                        q.identity.clone(),
+                        if q.timer { "timer" } else { "event" }.to_owned(),
+                        q.seq.to_string(),
+                        if q.released { "released" } else { "held" }.to_owned(),
+                        clip(q.reason.clone(), 80),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(&["AT", "USER", "KIND", "SEQ", "STATE", "REASON"], rows)
+            );
+            Ok(())
+        }
+        QuarantineCommand::Release {
+            config,
+            user,
+            reset_profile,
+        } => {
+            let store = open(&config, load).await?;
+            let released = store
+                .quarantine_release(&user, reset_profile)
+                .await
+                .map_err(query_failure)?;
+            if released == 0 {
+                return Err(Failure::Input(format!("nothing of {user} is held")));
+            }
+            println!(
+                "released {released} held event(s) or timer(s) of {user}{}; the server plans them within a second",
+                if reset_profile {
+                    " (profile reset)"
+                } else {
+                    ""
+                }
+            );
             Ok(())
         }
     }

@@ -59,6 +59,7 @@ fn main() -> ExitCode {
             Command::Rejected(command) => read::rejected(command, load).await,
             Command::Dlq(command) => delivery_cli::dlq(command, load).await,
             Command::Runs(command) => delivery_cli::runs(command, load).await,
+            Command::Quarantine(command) => delivery_cli::quarantine(command, load).await,
             Command::Emulate(cli::EmulateCommand::Intercom(args)) => {
                 emulate::intercom(args).await.map_err(Failure::Runtime)
             }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use junction_delivery::alerts::AlertKind;
 use junction_delivery::profiles::{ProfileApiClient, ProfileApiSettings};
 use junction_delivery::{
-    Alerter, Deliverer, IntercomTarget, Pipeline, SegmentClient, SegmentSettings,
+    Alerter, Deliverer, IntercomTarget, Oversight, Pipeline, SegmentClient, SegmentSettings,
 };
 use junction_intercom::attributes::AttributeCatalog;
 use junction_intercom::{ContactResolver, IntercomClient};
@@ -46,7 +46,10 @@ pub async fn run_on(
         .await
         .with_context(|| format!("opening the store {}", config.store.0))?;
     let planner = Arc::new(planner);
-    let state = AppState::new(Arc::clone(&store), settings).with_planner(Arc::clone(&planner));
+    let health = Arc::new(junction_delivery::supervise::Health::default());
+    let state = AppState::new(Arc::clone(&store), settings)
+        .with_planner(Arc::clone(&planner))
+        .with_health(Arc::clone(&health));
     let client = match config.intercom.client_config() {
         Some(client_config) => {
             Some(IntercomClient::new(client_config).context("configuring the Intercom client")?)
@@ -97,7 +100,6 @@ pub async fn run_on(
         deliverer,
         state.commit_bell(),
         config.delivery.settings(),
-        alerts,
         config
             .segment
             .profiles
@@ -111,6 +113,7 @@ pub async fn run_on(
             })
             .transpose()
             .context("configuring segment.profiles")?,
+        Oversight { alerts, health },
     )
     .await
     .context("starting the engine")?;

@@ -282,3 +282,213 @@ async fn shutdown_is_bounded_with_a_rate_limited_backlog() {
         "every acknowledged event is kept"
     );
 }
+
+/// Runs SQL against a stopped server's database (to damage stored state as a bad disk, a
+/// botched manual edit or a newer version would).
+fn damage(s: &Scenario, sql: &str) {
+    let db = rusqlite::Connection::open(s.dir.path().join("data/junction.db")).unwrap();
+    db.execute_batch(sql).unwrap();
+}
+
+/// A user's stored profile that cannot be read: that user's events are held in quarantine
+/// (reported, visible, never planned against an empty profile) while everyone else's flow;
+/// releasing them with a reset profile plans them.
+#[tokio::test]
+async fn an_unreadable_profile_holds_only_that_users_events() {
+    let (sink, alerts) = common::scenario::alert_sink().await;
+    let config = format!(
+        "alerts:\n  sinks: [{{ url: \"{sink}\", format: webhook }}]\nworkflows:\n  - template: profile-sync\n"
+    );
+    let mut s = Scenario::start_config(&config, Some(common::scenario::TOKEN)).await;
+    s.identify("bob", json!({"email": "bob@example.com", "plan": "free"}))
+        .await;
+    s.until("bob's contact", |s| {
+        s.calls_at("POST", "/contacts").len() == 1
+    })
+    .await;
+    s.server.kill();
+    damage(
+        &s,
+        r#"UPDATE profiles SET body = '{"milestones": "not a list"' WHERE identity = 'bob';"#,
+    );
+    s.server.spawn().await;
+    s.identify("bob", json!({"plan": "pro"})).await;
+    s.identify("carol", json!({"email": "carol@example.com"}))
+        .await;
+    s.until("carol's contact", |s| {
+        s.calls_at("POST", "/contacts").len() == 2
+    })
+    .await;
+    let held = loop {
+        let held = s.admin("/api/quarantine").await;
+        if held["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break held;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(held["items"][0]["identity"], "bob", "{held}");
+    assert!(
+        held["items"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stored profile of \"bob\""),
+        "{held}"
+    );
+    let runs = s.admin("/api/runs?user=bob").await;
+    assert!(runs.to_string().contains("held, not planned"), "{runs}");
+    s.until("an unreadable-state alert", |_| {
+        alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "unreadable_state")
+    })
+    .await;
+    assert!(
+        s.calls()
+            .iter()
+            .all(|c| c.body["custom_attributes"]["plan"] != "pro"),
+        "bob's held event was delivered"
+    );
+
+    let output = s.cli(&["quarantine", "release", "bob", "--reset-profile"]);
+    assert!(output.status.success(), "{output:?}");
+    s.until("bob's held identify delivered", |s| {
+        s.calls()
+            .iter()
+            .any(|c| c.body["custom_attributes"]["plan"] == "pro")
+    })
+    .await;
+    let held = s.admin("/api/quarantine").await;
+    assert_eq!(held["items"], json!([]), "{held}");
+}
+
+/// Shared planner state that cannot be read stops the engine, not Junction: `/readyz` names
+/// the part and why, an alert fires, and ingest keeps committing every event it acknowledges.
+#[tokio::test]
+async fn unreadable_shared_state_stops_the_engine_visibly_while_ingest_goes_on() {
+    let (sink, alerts) = common::scenario::alert_sink().await;
+    let config = format!(
+        "alerts:\n  sinks: [{{ url: \"{sink}\", format: webhook }}]\nworkflows:\n  - template: profile-sync\n"
+    );
+    let mut s = Scenario::start_config(&config, Some(common::scenario::TOKEN)).await;
+    s.server.kill();
+    damage(
+        &s,
+        r#"INSERT OR REPLACE INTO engine_state (key, value) VALUES ('globals', '{"v": 7}');"#,
+    );
+    s.server.spawn_until("/healthz").await;
+    let http = common::http();
+    let ready = loop {
+        let response = http.get(s.server.url("/readyz")).send().await.unwrap();
+        if response.status() == 503 {
+            break response.json::<Value>().await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["stopped"][0]["part"], "engine", "{ready}");
+    assert!(
+        ready["stopped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("format v7, newer than this Junction reads"),
+        "{ready}"
+    );
+    s.identify("dave", json!({"email": "dave@example.com"}))
+        .await;
+    let events = s.admin("/api/events?limit=5").await;
+    assert_eq!(events["items"][0]["userId"], "dave", "{events}");
+    s.until("a task-stopped alert", |_| {
+        alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "task_stopped")
+    })
+    .await;
+    let metrics = http
+        .get(s.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"junction_task_restarts_total{task="engine"}"#),
+        "{metrics}"
+    );
+    assert!(
+        s.calls_at("POST", "/contacts").is_empty(),
+        "nothing was planned from a default state"
+    );
+}
+
+/// Poison is recognised at once: an answer Junction cannot interpret dead-letters the action
+/// after one attempt (not hours of retries), ids that cannot be sent exactly are refused at
+/// ingest, and large integers keep their exact digits in the log.
+#[tokio::test]
+async fn poison_is_recognised_at_once() {
+    use junction_emulator::faults::Faults;
+    let s = Scenario::start("  - template: profile-sync\n").await;
+    s.emulator.set_faults(Faults {
+        garbage_rate: 1.0,
+        ..Faults::default()
+    });
+    s.identify("pat", json!({"email": "pat@example.com"})).await;
+    let dead = loop {
+        let dead = s.admin("/api/dlq").await;
+        if dead["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break dead;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let letter = &dead["items"][0];
+    assert_eq!(letter["code"], "junction_unexpected_response", "{dead}");
+    assert_eq!(letter["attempts"], 1, "{dead}");
+    assert!(
+        letter["error"].as_str().unwrap().contains("not JSON"),
+        "{dead}"
+    );
+    s.emulator.set_faults(Faults::default());
+
+    // A numeric userId beyond 2^53 has no exact value: refused, naming the field.
+    let http = common::http();
+    let response = http
+        .post(s.server.url("/v1/identify"))
+        .basic_auth(common::WRITE_KEY, Some(""))
+        .header("content-type", "application/json")
+        .body(r#"{"userId": 9007199254740993, "traits": {}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let refusal: Value = response.json().await.unwrap();
+    assert_eq!(refusal["field"], "userId", "{refusal}");
+    assert!(
+        refusal["message"].as_str().unwrap().contains("2^53"),
+        "{refusal}"
+    );
+
+    // A 25-digit order id is kept digit for digit in the log.
+    let response = http
+        .post(s.server.url("/v1/track"))
+        .basic_auth(common::WRITE_KEY, Some(""))
+        .header("content-type", "application/json")
+        .body(r#"{"userId": "pat", "event": "Order Completed", "properties": {"order_id": 1234567890123456789012345, "total": 0.100000000000000000001}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let db = rusqlite::Connection::open(s.dir.path().join("data/junction.db")).unwrap();
+    let body: String = db
+        .query_row(
+            "SELECT body FROM events WHERE event = 'Order Completed'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(body.contains("1234567890123456789012345"), "{body}");
+    assert!(body.contains("0.100000000000000000001"), "{body}");
+}

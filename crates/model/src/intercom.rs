@@ -75,6 +75,7 @@ pub fn parse_notification(
         timestamp: DateTime::from_timestamp(created_at, 0).unwrap_or(received_at),
         received_at,
         body: object,
+        exact: Vec::new(),
     }))
 }
 

@@ -5,6 +5,7 @@
 //! sockets, no clock (the caller passes the arrival time), no store. The server decides what to
 //! do with a refusal (a 400 for a single message, the rejected-message log inside a batch).
 
+pub mod exact;
 pub mod intercom;
 pub mod limits;
 pub mod message;

@@ -93,9 +93,17 @@ pub struct Message {
     pub timestamp: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub body: Map<String, Value>,
+    /// Top-level fields holding numbers a double cannot carry, with their text as sent: the
+    /// stored body keeps that text ([`crate::exact`]).
+    pub exact: Vec<(String, String)>,
 }
 
 impl Message {
+    /// The body as stored: JSON text, numbers exactly as sent.
+    pub fn body_text(&self) -> String {
+        crate::exact::body_text(&self.body, &self.exact)
+    }
+
     /// The key that orders a user's events: `userId` when known, else `anonymousId`.
     /// Validation guarantees one of them is present.
     pub fn identity(&self) -> &str {

@@ -8,6 +8,7 @@
 //!   single-message call answers 400 with it, a batch stores the valid messages; either way the
 //!   refused message is kept, with its reason, in the rejected log.
 
+use crate::exact;
 use crate::limits::{
     MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_EXACT_JSON_INTEGER, MAX_ID_CHARS, MAX_MESSAGE_BYTES,
     MAX_MESSAGE_ID_CHARS,
@@ -162,6 +163,21 @@ struct SharedFields {
     sent_at: Option<Value>,
 }
 
+impl SharedFields {
+    /// The message fields a batch's shared fields are merged into (rewritten, so their text
+    /// as sent cannot be kept).
+    fn merged_fields(&self) -> Vec<&'static str> {
+        let mut merged = Vec::new();
+        if self.context.is_some() {
+            merged.push("context");
+        }
+        if self.integrations.is_some() {
+            merged.push("integrations");
+        }
+        merged
+    }
+}
+
 /// `POST /v1/{identify,track,…}`: one message whose type comes from the path.
 pub fn parse_single(
     body: &[u8],
@@ -187,7 +203,7 @@ pub fn parse_single(
     let write_key = take_write_key(&mut object);
     // The path names the call; a conflicting `type` in the body loses, as at Segment.
     object.insert("type".into(), Value::String(kind.as_str().into()));
-    Ok(single_envelope(write_key, object, received_at))
+    Ok(single_envelope(write_key, object, received_at, body))
 }
 
 #[derive(Deserialize)]
@@ -270,7 +286,7 @@ pub fn parse_webhook(body: &[u8], received_at: DateTime<Utc>) -> Result<Envelope
             });
         }
     };
-    Ok(single_envelope(None, object, received_at))
+    Ok(single_envelope(None, object, received_at, body))
 }
 
 /// The envelope of a one-message request: the message, or its refusal.
@@ -278,9 +294,13 @@ fn single_envelope(
     write_key: Option<String>,
     object: Map<String, Value>,
     received_at: DateTime<Utc>,
+    text: &[u8],
 ) -> Envelope {
     let (messages, rejected) = match validate(object, &SharedFields::default(), received_at) {
-        Ok(message) => (vec![message], Vec::new()),
+        Ok(mut message) => {
+            message.exact = exact::exact_fields(&String::from_utf8_lossy(text), &[]);
+            (vec![message], Vec::new())
+        }
         Err((error, object)) => (Vec::new(), vec![rejection(0, error, &object)]),
     };
     Envelope {
@@ -365,7 +385,10 @@ fn parse_items(
             }
         };
         match validate(object, shared, received_at) {
-            Ok(message) => envelope.messages.push(message),
+            Ok(mut message) => {
+                message.exact = exact::exact_fields(text, &shared.merged_fields());
+                envelope.messages.push(message)
+            }
             Err((error, object)) => envelope.rejected.push(rejection(index, error, &object)),
         }
     }
@@ -451,6 +474,7 @@ fn validate(
             timestamp: fields.timestamp,
             received_at,
             body: object,
+            exact: Vec::new(),
         }),
         Err(error) => Err((error, object)),
     }

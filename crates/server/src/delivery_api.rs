@@ -243,3 +243,37 @@ pub async fn status(
         },
     })))
 }
+
+/// `GET /api/quarantine`: events and timers held because their user's state was unreadable.
+pub async fn list_quarantine(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(state.inner.admin_token.as_deref(), &headers)?;
+    let items = state.store().quarantine_list(MAX_LIMIT).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    pub user: String,
+    #[serde(default)]
+    pub reset_profile: bool,
+}
+
+/// `POST /api/quarantine/release {user, reset_profile?}`: plans that user's held entries again.
+pub async fn release_quarantine(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<ReleaseRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(state.inner.admin_token.as_deref(), &headers)?;
+    let Json(request) = body.map_err(bad_body)?;
+    let released = state
+        .store()
+        .quarantine_release(&request.user, request.reset_profile)
+        .await?;
+    state.events_committed();
+    Ok(Json(json!({ "released": released })))
+}

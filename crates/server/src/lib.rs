@@ -65,6 +65,8 @@ struct Inner {
     committed: Arc<tokio::sync::Notify>,
     /// The loaded workflows, for replaying dead letters.
     planner: Option<Arc<junction_flow::Planner>>,
+    /// The supervised pipeline parts, for `/readyz`.
+    health: Option<Arc<junction_delivery::supervise::Health>>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
                 draining: AtomicBool::new(false),
                 committed: Arc::new(tokio::sync::Notify::new()),
                 planner: None,
+                health: None,
             }),
         }
     }
@@ -89,6 +92,16 @@ impl AppState {
         let mut inner = Arc::try_unwrap(self.inner)
             .unwrap_or_else(|_| panic!("with_planner before the state is shared"));
         inner.planner = Some(planner);
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The pipeline's supervised parts, which `/readyz` reports on.
+    pub fn with_health(self, health: Arc<junction_delivery::supervise::Health>) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_health before the state is shared"));
+        inner.health = Some(health);
         AppState {
             inner: Arc::new(inner),
         }
@@ -137,6 +150,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dlq/replay", post(delivery_api::replay))
         .route("/api/dlq/discard", post(delivery_api::discard))
         .route("/api/actions/{*id}", get(delivery_api::show_action))
+        .route("/api/quarantine", get(delivery_api::list_quarantine))
+        .route(
+            "/api/quarantine/release",
+            post(delivery_api::release_quarantine),
+        )
         .route("/api/runs", get(delivery_api::list_runs))
         .route("/api/runs/{*id}", get(delivery_api::show_run))
         .route("/healthz", get(ops::healthz))

@@ -14,12 +14,30 @@ pub async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Readiness: the store answers and the server is not shutting down.
+/// Readiness: the store answers, every pipeline part runs, and the server is not shutting
+/// down. A part that stopped is named with its reason (ingest still commits meanwhile).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({ "status": "draining" })),
+        )
+            .into_response();
+    }
+    let stopped = state
+        .inner
+        .health
+        .as_ref()
+        .map(|health| health.stopped())
+        .unwrap_or_default();
+    if !stopped.is_empty() {
+        let parts: Vec<_> = stopped
+            .iter()
+            .map(|(part, reason)| json!({ "part": part, "reason": reason }))
+            .collect();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "degraded", "stopped": parts })),
         )
             .into_response();
     }

@@ -15,7 +15,8 @@ pub mod sqlite;
 
 pub use outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, DeadLetterQuery, EngineCommit, NewAction,
-    NewRun, NewTimer, OutboxCounts, RunQuery, RunRecord,
+    NewQuarantine, NewRun, NewTimer, OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery,
+    RunRecord,
 };
 pub use query::{EventQuery, Page, RejectedQuery};
 
@@ -37,6 +38,9 @@ pub enum StoreError {
     InvalidQuery(String),
     #[error("the store is shut down")]
     Closed,
+    /// Stored state that cannot be read back (damaged, or written by a newer Junction).
+    #[error("unreadable stored state: {0}")]
+    Unreadable(String),
     #[error("unsupported store URL {url:?}: {reason}")]
     Unsupported { url: String, reason: String },
     #[error("cannot prepare the store at {path}: {source}")]
@@ -89,8 +93,7 @@ impl From<Message> for NewEvent {
     fn from(message: Message) -> Self {
         NewEvent {
             identity: message.identity().to_owned(),
-            // A JSON object with string keys and finite numbers always serialises.
-            body: serde_json::to_string(&message.body).unwrap_or_default(),
+            body: message.body_text(),
             message_id: message.message_id,
             kind: message.kind,
             user_id: message.user_id,
@@ -350,6 +353,20 @@ pub trait Store: Send + Sync + 'static {
         kind: &str,
         ids: Vec<String>,
     ) -> Result<std::collections::HashSet<String>, StoreError>;
+
+    /// Events and timers held because their user's state could not be read, oldest first.
+    async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;
+
+    /// Releases a user's held entries for planning; with `reset_profile`, first deletes the
+    /// unreadable profile (the user starts afresh). Returns how many were released.
+    async fn quarantine_release(
+        &self,
+        identity: &str,
+        reset_profile: bool,
+    ) -> Result<usize, StoreError>;
+
+    /// Released entries waiting to be planned, oldest event first.
+    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError>;
 
     /// How many actions are in each state, how many timers wait, and the backlog's age.
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;

@@ -20,6 +20,44 @@ pub struct EngineCommit {
     /// Timers cancelled by an event, or fired (their steps are in `actions`).
     pub timers_done: Vec<String>,
     pub runs: Vec<NewRun>,
+    /// Events and timers of users whose stored profile could not be read: held aside, not
+    /// planned against an empty profile, until an operator releases them.
+    pub quarantine: Vec<NewQuarantine>,
+    /// Released quarantine entries planned in this step (removed).
+    pub released_done: Vec<i64>,
+}
+
+/// An event (or a due timer) held because its user's stored state could not be read.
+#[derive(Debug, Clone)]
+pub struct NewQuarantine {
+    pub identity: String,
+    /// The event's log position (for a timer, the event its run started from; 0 if unknown).
+    pub seq: i64,
+    /// A held timer's body, re-armed on release.
+    pub timer: Option<String>,
+    pub reason: String,
+}
+
+/// A held event or timer as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineRecord {
+    pub id: i64,
+    pub identity: String,
+    pub seq: i64,
+    pub timer: bool,
+    pub reason: String,
+    pub at_ms: i64,
+    /// Released by an operator, waiting to be planned.
+    pub released: bool,
+}
+
+/// A released entry, for the engine to plan: the event (read from the log) or the timer body.
+#[derive(Debug, Clone)]
+pub struct ReleasedEntry {
+    pub id: i64,
+    pub identity: String,
+    pub seq: i64,
+    pub timer: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +111,9 @@ pub enum ActionStatus {
     Discarded,
     /// Taken out of the dead-letter queue by a replay (the new actions carry on).
     Replayed,
+    /// The stored status is not one Junction knows (a damaged or newer database): never
+    /// delivered, shown as it is, and not mistaken for any other state.
+    Unreadable,
 }
 
 impl ActionStatus {
@@ -95,6 +136,7 @@ impl ActionStatus {
             ActionStatus::Skipped => "skipped",
             ActionStatus::Discarded => "discarded",
             ActionStatus::Replayed => "replayed",
+            ActionStatus::Unreadable => "unreadable",
         }
     }
 
@@ -182,6 +224,8 @@ pub struct OutboxCounts {
     pub skipped: i64,
     pub discarded: i64,
     pub replayed: i64,
+    /// Actions whose stored status Junction cannot read (never delivered).
+    pub unreadable: i64,
     pub timers_pending: i64,
     /// Age of the oldest pending action per lane (ms): [urgent, bulk].
     pub oldest_pending_ms: [Option<i64>; 2],

@@ -70,6 +70,12 @@ impl Server {
 
     /// (Re)starts the process on the same port and data, and waits until it is ready.
     pub async fn spawn(&mut self) {
+        self.spawn_until("/readyz").await
+    }
+
+    /// (Re)starts the process and waits until `path` answers 2xx (`/healthz` for a process
+    /// that is expected to report itself not ready).
+    pub async fn spawn_until(&mut self, path: &str) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -87,7 +93,7 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(response) = self.client.get(self.url("/readyz")).send().await
+            if let Ok(response) = self.client.get(self.url(path)).send().await
                 && response.status().is_success()
             {
                 return;

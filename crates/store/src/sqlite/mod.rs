@@ -10,7 +10,7 @@ mod writer;
 use crate::IdentityKey;
 use crate::outbox::{
     ActionOutcome, ActionRecord, Attempt, DeadLetterQuery, EngineCommit, NewAction, OutboxCounts,
-    RunQuery, RunRecord,
+    QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
@@ -23,6 +23,7 @@ use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row, params};
 use std::path::Path;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use writer::{WriteCommand, Writer};
 
@@ -281,7 +282,12 @@ impl Store for SqliteStore {
             let mut state = (0, None);
             for (key, value) in rows {
                 match key.as_str() {
-                    "cursor" => state.0 = value.parse().unwrap_or(0),
+                    // A cursor read as 0 would plan every event again: never guess.
+                    "cursor" => {
+                        state.0 = value.parse().map_err(|_| {
+                            StoreError::Unreadable(format!("the planner's cursor {value:?}"))
+                        })?
+                    }
                     "globals" => state.1 = Some(value),
                     _ => {}
                 }
@@ -540,6 +546,79 @@ impl Store for SqliteStore {
                 }
             }
             Ok(made)
+        })
+        .await
+    }
+
+    async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, identity, seq, timer IS NOT NULL, reason, at_ms, released
+                 FROM quarantine ORDER BY id LIMIT ?1",
+            )?;
+            let rows = statement
+                .query_map(params![limit], |r| {
+                    Ok(QuarantineRecord {
+                        id: r.get(0)?,
+                        identity: r.get(1)?,
+                        seq: r.get(2)?,
+                        timer: r.get(3)?,
+                        reason: r.get(4)?,
+                        at_ms: r.get(5)?,
+                        released: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn quarantine_release(
+        &self,
+        identity: &str,
+        reset_profile: bool,
+    ) -> Result<usize, StoreError> {
+        let identity = identity.to_owned();
+        let released = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&released);
+        self.write(Box::new(move |tx| {
+            if reset_profile {
+                tx.execute(
+                    "DELETE FROM profiles WHERE identity = ?1",
+                    params![identity],
+                )?;
+            }
+            let n = tx.execute(
+                "UPDATE quarantine SET released = 1 WHERE identity = ?1 AND released = 0",
+                params![identity],
+            )?;
+            count.store(n, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }))
+        .await?;
+        Ok(released.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, identity, seq, timer FROM quarantine WHERE released = 1
+                 ORDER BY seq, id LIMIT ?1",
+            )?;
+            let rows = statement
+                .query_map(params![limit], |r| {
+                    Ok(ReleasedEntry {
+                        id: r.get(0)?,
+                        identity: r.get(1)?,
+                        seq: r.get(2)?,
+                        timer: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
         .await
     }

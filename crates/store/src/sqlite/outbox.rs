@@ -19,7 +19,7 @@ pub(super) fn action_from_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
         run: row.get(3)?,
         seq: row.get(4)?,
         lane: row.get(5)?,
-        status: ActionStatus::parse(&status).unwrap_or(ActionStatus::Pending),
+        status: ActionStatus::parse(&status).unwrap_or(ActionStatus::Unreadable),
         attempts: row.get(7)?,
         next_at_ms: row.get(8)?,
         body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
@@ -111,6 +111,16 @@ pub(super) fn engine_commit(tx: &Transaction<'_>, commit: &EngineCommit) -> rusq
         run.execute(params![
             r.run, r.seq, r.workflow, r.identity, now, r.actions, r.paused, r.error
         ])?;
+    }
+    let mut hold = tx.prepare_cached(
+        "INSERT INTO quarantine (identity, seq, timer, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for q in &commit.quarantine {
+        hold.execute(params![q.identity, q.seq, q.timer, q.reason, now])?;
+    }
+    let mut planned = tx.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?;
+    for id in &commit.released_done {
+        planned.execute(params![id])?;
     }
     Ok(())
 }
@@ -294,7 +304,7 @@ pub(super) fn outbox_counts(conn: &Connection) -> rusqlite::Result<OutboxCounts>
             Some(ActionStatus::Skipped) => counts.skipped = n,
             Some(ActionStatus::Discarded) => counts.discarded = n,
             Some(ActionStatus::Replayed) => counts.replayed = n,
-            None => {}
+            Some(ActionStatus::Unreadable) | None => counts.unreadable += n,
         }
     }
     counts.timers_pending = conn

@@ -160,6 +160,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, id)
     ) WITHOUT ROWID;
     "#,
+    // 6: events and timers held because their user's stored state could not be read.
+    r#"
+    CREATE TABLE quarantine (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        identity TEXT    NOT NULL,
+        seq      INTEGER NOT NULL,
+        timer    TEXT,              -- a held timer's body
+        reason   TEXT    NOT NULL,
+        at_ms    INTEGER NOT NULL,
+        released INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX quarantine_by_identity ON quarantine (identity);
+    CREATE INDEX quarantine_released ON quarantine (seq) WHERE released = 1;
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.
