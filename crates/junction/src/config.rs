@@ -893,4 +893,68 @@ mod tests {
         assert!(parse_duration("7").is_err());
         assert!(parse_duration("d").is_err());
     }
+
+    /// The configuration documented at the top of this module, with `${VAR}`s that resolve.
+    fn documented() -> String {
+        include_str!("config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```yaml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.strip_prefix("//! ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Parses with every variable set (URLs where the name says so).
+    fn parse_with_env(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("junction.yaml"), text, |name| {
+            Some(if name.ends_with("_URL") {
+                "https://hooks.example.com/x".into()
+            } else {
+                format!("value-of-{name}")
+            })
+        })
+    }
+
+    #[test]
+    fn the_documented_configuration_parses() {
+        let config = parse_with_env(&documented()).unwrap();
+        assert_eq!(config.shutdown_timeout.0, Duration::from_secs(10));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// A damaged configuration is refused with a position inside the file (or loads),
+        /// never a panic.
+        #[test]
+        fn damaged_configurations_are_refused_with_a_location(
+            edits in proptest::collection::vec((0usize..4000, 0u8..3, proptest::prelude::any::<char>()), 1..6),
+        ) {
+            let mut chars: Vec<char> = documented().chars().collect();
+            for (at, kind, c) in edits {
+                let at = at % (chars.len() + 1);
+                match kind {
+                    0 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    1 if at < chars.len() => chars[at] = c,
+                    _ => chars.insert(at, c),
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            if let Err(error) = parse_with_env(&text) {
+                if let Some(line) = error.line {
+                    proptest::prop_assert!(line as usize <= text.lines().count() + 1, "{error}");
+                }
+                proptest::prop_assert!(!error.message.is_empty());
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_crashes_the_loader(text in "\\PC{0,300}") {
+            let _ = parse(&text);
+        }
+    }
 }

@@ -389,6 +389,33 @@ proptest! {
         let _ = parse_single(&bytes, MessageType::Track, now());
         let _ = parse_webhook(&bytes, now());
         let _ = first_array_element(&bytes);
+        let _ = crate::intercom::parse_notification(&bytes, now());
+    }
+
+    /// Intercom notifications of any shape are taken or refused with a reason, never a panic;
+    /// what is taken always has an identity and the notification's id.
+    #[test]
+    fn arbitrary_intercom_notifications_are_taken_or_refused(
+        topic in prop_oneof![Just(json!("contact.lead.created")), Just(json!("conversation.user.created")), Just(json!("ping")), arb_json()],
+        id in prop_oneof![Just(json!("notif_1")), arb_json()],
+        created_at in prop_oneof![Just(json!(1_700_000_000)), arb_json()],
+        item in prop_oneof![
+            Just(json!({"type": "contact", "id": "c1", "role": "lead", "email": "a@example.com"})),
+            Just(json!({"type": "conversation", "id": "9", "contacts": {"contacts": [{"id": "c1"}]}})),
+            arb_json(),
+        ],
+        wrap in any::<bool>(),
+    ) {
+        let body = json!({"type": "notification_event", "topic": topic, "id": id, "created_at": created_at,
+            "data": if wrap { json!({"item": item}) } else { item }});
+        match crate::intercom::parse_notification(body.to_string().as_bytes(), now()) {
+            Ok(Some(message)) => {
+                prop_assert!(!message.identity().is_empty());
+                prop_assert!(!message.message_id.is_empty());
+            }
+            Ok(None) => {}
+            Err(error) => prop_assert!(!error.to_string().is_empty()),
+        }
     }
 
     #[test]
