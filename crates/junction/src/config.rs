@@ -8,7 +8,7 @@
 //!   write_keys:
 //!     - ${SEGMENT_WRITE_KEY}             # source name derived from the key
 //!     - { key: "${IOS_WRITE_KEY}", source: ios }
-//!   shared_secret: ${SEGMENT_SHARED_SECRET:-}   # empty: webhooks are not signed
+//!   shared_secret: ${SEGMENT_SHARED_SECRET:-}   # empty: webhooks need a write key instead
 //!   dedupe_window: 7d
 //!   outbound:                           # where segment.* workflow steps send
 //!     write_key: ${SEGMENT_OUTBOUND_WRITE_KEY}
@@ -390,7 +390,8 @@ pub struct SegmentConfig {
     /// Write keys accepted by the Tracking API. Empty: any key is accepted (local trials only).
     #[serde(default)]
     pub write_keys: Vec<WriteKeyEntry>,
-    /// Shared secret of Segment's Webhooks destination; when set, `X-Signature` is required.
+    /// Shared secret of Segment's Webhooks destination: `/hooks/segment` accepts requests signed
+    /// with it (`X-Signature`); without it, only requests carrying a write key.
     #[serde(default)]
     pub shared_secret: Option<String>,
     /// How long a `messageId` is remembered for de-duplication (`7d`, `24h`, `90m`, `3600s`).
