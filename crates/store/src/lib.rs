@@ -30,8 +30,9 @@ use std::time::Duration;
 /// Failures of the store. None of them carries request data or secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The backend failed (its own error, kept as the source).
     #[error("store database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(Box<dyn std::error::Error + Send + Sync>),
     #[error("store connection pool error: {0}")]
     Pool(String),
     #[error("invalid query: {0}")]
@@ -221,10 +222,11 @@ pub struct RejectedRecord {
     pub body: String,
 }
 
-/// Junction's durable state. Implementations must make [`Store::append`] durable before it
-/// returns: the server answers 200 on the strength of it.
+/// The event log: Segment calls and Intercom notifications in arrival order, and the refused
+/// messages. [`EventLog::append`] must be durable before it returns: the server answers 200
+/// on the strength of it.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait EventLog: Send + Sync + 'static {
     /// Commits the batch (events de-duplicated by source and `messageId`) and says what
     /// happened to each event. Returns only once the data is durable.
     async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError>;
@@ -243,36 +245,24 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Refused messages, newest first.
-    async fn rejected(&self, query: RejectedQuery) -> Result<Page<RejectedRecord>, StoreError>;
-
-    /// The Intercom contact a Segment id is known to belong to, in one Intercom workspace.
-    async fn identity_lookup(
-        &self,
-        workspace: &str,
-        key: &IdentityKey,
-    ) -> Result<Option<String>, StoreError>;
-
-    /// Records that these ids belong to this contact (replacing what they pointed to).
-    async fn identity_remember(
-        &self,
-        workspace: &str,
-        keys: &[IdentityKey],
-        contact_id: &str,
-    ) -> Result<(), StoreError>;
-
-    /// Forgets every id pointing at a contact that no longer exists (404) or was merged (410).
-    async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError>;
-
-    /// The planner's cursor (last event planned; 0 before any) and its shared state.
-    async fn engine_state(&self) -> Result<(i64, Option<String>), StoreError>;
-
     /// Events after a position, oldest first (what the planner reads).
     async fn events_after(
         &self,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Refused messages, newest first.
+    async fn rejected(&self, query: RejectedQuery) -> Result<Page<RejectedRecord>, StoreError>;
+}
+
+/// What the planner keeps between events: its cursor and shared state, users' profiles, durable
+/// timers, and what is held in quarantine for it. [`EngineState::engine_commit`] writes one
+/// planning step atomically.
+#[async_trait]
+pub trait EngineState: Send + Sync + 'static {
+    /// The planner's cursor (last event planned; 0 before any) and its shared state.
+    async fn engine_state(&self) -> Result<(i64, Option<String>), StoreError>;
 
     /// The stored profiles of these identities (identity → JSON).
     async fn profiles(
@@ -293,6 +283,13 @@ pub trait Store: Send + Sync + 'static {
     /// When the next pending timer is due.
     async fn next_timer_ms(&self) -> Result<Option<i64>, StoreError>;
 
+    /// Released entries waiting to be planned, oldest event first.
+    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError>;
+}
+
+/// The outbox as delivery works through it: each user's head of line, in-flight marks, outcomes.
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync + 'static {
     /// Each user's first pending action that is due at `now_ms`: users with an urgent action
     /// pending first, then planning order. (A user whose head waits for a retry is absent: only that user waits.)
     async fn ready_heads(&self, now_ms: i64, limit: usize)
@@ -319,6 +316,50 @@ pub trait Store: Send + Sync + 'static {
     /// Records what delivery learned, in one commit.
     async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError>;
 
+    /// Deletes finished records older than `before_ms` (see the SQLite implementation).
+    async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError>;
+
+    /// How many actions are in each state, how many timers wait, and the backlog's age.
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
+}
+
+/// Which Intercom contact each Segment id belongs to, per workspace, and what Junction itself
+/// created in Intercom.
+#[async_trait]
+pub trait IdentityMap: Send + Sync + 'static {
+    /// The Intercom contact a Segment id is known to belong to, in one Intercom workspace.
+    async fn identity_lookup(
+        &self,
+        workspace: &str,
+        key: &IdentityKey,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Records that these ids belong to this contact (replacing what they pointed to).
+    async fn identity_remember(
+        &self,
+        workspace: &str,
+        keys: &[IdentityKey],
+        contact_id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets every id pointing at a contact that no longer exists (404) or was merged (410).
+    async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError>;
+
+    /// Records that Junction created this Intercom object (`conversation`, id).
+    async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Which of these ids of one kind Junction created.
+    async fn made_by_junction(
+        &self,
+        kind: &str,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+}
+
+/// What operators read and act on: actions with their attempts, the dead-letter queue, the
+/// execution log, the quarantine.
+#[async_trait]
+pub trait Inspection: Send + Sync + 'static {
     /// One action by id.
     async fn action(&self, id: &str) -> Result<Option<ActionRecord>, StoreError>;
 
@@ -341,19 +382,6 @@ pub trait Store: Send + Sync + 'static {
     /// One run with its actions in order.
     async fn run(&self, id: &str) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, StoreError>;
 
-    /// Deletes finished records older than `before_ms` (see the SQLite implementation).
-    async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError>;
-
-    /// Records that Junction created this Intercom object (`conversation`, id).
-    async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError>;
-
-    /// Which of these ids of one kind Junction created.
-    async fn made_by_junction(
-        &self,
-        kind: &str,
-        ids: Vec<String>,
-    ) -> Result<std::collections::HashSet<String>, StoreError>;
-
     /// Events and timers held because their user's state could not be read, oldest first.
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;
 
@@ -364,13 +392,14 @@ pub trait Store: Send + Sync + 'static {
         identity: &str,
         reset_profile: bool,
     ) -> Result<usize, StoreError>;
+}
 
-    /// Released entries waiting to be planned, oldest event first.
-    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError>;
-
-    /// How many actions are in each state, how many timers wait, and the backlog's age.
-    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
-
+/// Junction's durable state: every role, plus the store's own life. Code that needs one role
+/// can take just that trait (`Arc<dyn Store>` upcasts to `Arc<dyn IdentityMap>`, …).
+///
+/// Every implementation runs the same conformance suite (`tests/conformance.rs`).
+#[async_trait]
+pub trait Store: EventLog + EngineState + DeliveryQueue + IdentityMap + Inspection {
     /// Succeeds when the store can serve reads and writes (for `/readyz`).
     async fn check(&self) -> Result<(), StoreError>;
 

@@ -14,9 +14,15 @@ use crate::outbox::{
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
-    AppendBatch, AppendReceipt, EventQuery, Page, RejectedQuery, RejectedRecord, Store, StoreError,
-    StoreOptions, StoredEvent,
+    AppendBatch, AppendReceipt, DeliveryQueue, EngineState, EventLog, EventQuery, IdentityMap,
+    Inspection, Page, RejectedQuery, RejectedRecord, Store, StoreError, StoreOptions, StoredEvent,
 };
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Database(Box::new(error))
+    }
+}
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
@@ -151,7 +157,7 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl EventLog for SqliteStore {
     async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
         let (reply, receipt) = oneshot::channel();
         self.commands
@@ -236,6 +242,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn events_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = statement
+                .query_map(params![after_seq, limit], event_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn rejected(&self, query: RejectedQuery) -> Result<Page<RejectedRecord>, StoreError> {
         let before = parse_cursor(query.cursor.as_deref())
             .map_err(StoreError::InvalidQuery)?
@@ -256,23 +280,10 @@ impl Store for SqliteStore {
             .await?;
         Ok(Page::from_rows(rows, limit, |r| r.id))
     }
+}
 
-    async fn identity_lookup(
-        &self,
-        workspace: &str,
-        key: &IdentityKey,
-    ) -> Result<Option<String>, StoreError> {
-        let (workspace, kind, value) = (workspace.to_owned(), key.kind(), key.value());
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT contact_id FROM identity_map WHERE workspace = ?1 AND kind = ?2 AND value = ?3",
-            )?;
-            let mut rows = statement.query_map(params![workspace, kind, value], |r| r.get(0))?;
-            Ok(rows.next().transpose()?)
-        })
-        .await
-    }
-
+#[async_trait]
+impl EngineState for SqliteStore {
     async fn engine_state(&self) -> Result<(i64, Option<String>), StoreError> {
         self.read(|conn| {
             let mut statement = conn.prepare_cached("SELECT key, value FROM engine_state")?;
@@ -293,24 +304,6 @@ impl Store for SqliteStore {
                 }
             }
             Ok(state)
-        })
-        .await
-    }
-
-    async fn events_after(
-        &self,
-        after_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-            ))?;
-            let rows = statement
-                .query_map(params![after_seq, limit], event_from_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
         })
         .await
     }
@@ -367,6 +360,31 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, identity, seq, timer FROM quarantine WHERE released = 1
+                 ORDER BY seq, id LIMIT ?1",
+            )?;
+            let rows = statement
+                .query_map(params![limit], |r| {
+                    Ok(ReleasedEntry {
+                        id: r.get(0)?,
+                        identity: r.get(1)?,
+                        seq: r.get(2)?,
+                        timer: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeliveryQueue for SqliteStore {
     async fn ready_heads(
         &self,
         now_ms: i64,
@@ -445,6 +463,112 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let (reply, count) = tokio::sync::oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let _ = reply.send(outbox::cleanup(tx, before_ms)?);
+            Ok(())
+        }))
+        .await?;
+        count.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.read(|conn| Ok(outbox::outbox_counts(conn)?)).await
+    }
+}
+
+#[async_trait]
+impl IdentityMap for SqliteStore {
+    async fn identity_lookup(
+        &self,
+        workspace: &str,
+        key: &IdentityKey,
+    ) -> Result<Option<String>, StoreError> {
+        let (workspace, kind, value) = (workspace.to_owned(), key.kind(), key.value());
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT contact_id FROM identity_map WHERE workspace = ?1 AND kind = ?2 AND value = ?3",
+            )?;
+            let mut rows = statement.query_map(params![workspace, kind, value], |r| r.get(0))?;
+            Ok(rows.next().transpose()?)
+        })
+        .await
+    }
+
+    async fn identity_remember(
+        &self,
+        workspace: &str,
+        keys: &[IdentityKey],
+        contact_id: &str,
+    ) -> Result<(), StoreError> {
+        let workspace = workspace.to_owned();
+        let contact_id = contact_id.to_owned();
+        let rows: Vec<(&'static str, String)> =
+            keys.iter().map(|k| (k.kind(), k.value())).collect();
+        self.write(Box::new(move |tx| {
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO identity_map (workspace, kind, value, contact_id, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (workspace, kind, value)
+                 DO UPDATE SET contact_id = excluded.contact_id, updated_ms = excluded.updated_ms",
+            )?;
+            for (kind, value) in &rows {
+                upsert.execute(params![workspace, kind, value, contact_id, now])?;
+            }
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError> {
+        let (workspace, contact_id) = (workspace.to_owned(), contact_id.to_owned());
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM identity_map WHERE workspace = ?1 AND contact_id = ?2",
+                params![workspace, contact_id],
+            )?;
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError> {
+        let (kind, id) = (kind.to_owned(), id.to_owned());
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO made_by_junction (kind, id, made_ms) VALUES (?1, ?2, ?3)",
+                params![kind, id, chrono::Utc::now().timestamp_millis()],
+            )?;
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn made_by_junction(
+        &self,
+        kind: &str,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let kind = kind.to_owned();
+        self.read(move |conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT 1 FROM made_by_junction WHERE kind = ?1 AND id = ?2")?;
+            let mut made = std::collections::HashSet::new();
+            for id in ids {
+                if statement.exists(params![kind, id])? {
+                    made.insert(id);
+                }
+            }
+            Ok(made)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Inspection for SqliteStore {
     async fn action(&self, id: &str) -> Result<Option<ActionRecord>, StoreError> {
         let id = id.to_owned();
         self.read(move |conn| Ok(outbox::action(conn, &id)?)).await
@@ -508,48 +632,6 @@ impl Store for SqliteStore {
         self.read(move |conn| Ok(outbox::run(conn, &id)?)).await
     }
 
-    async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError> {
-        let (reply, count) = tokio::sync::oneshot::channel();
-        self.write(Box::new(move |tx| {
-            let _ = reply.send(outbox::cleanup(tx, before_ms)?);
-            Ok(())
-        }))
-        .await?;
-        count.await.map_err(|_| StoreError::Closed)
-    }
-
-    async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError> {
-        let (kind, id) = (kind.to_owned(), id.to_owned());
-        self.write(Box::new(move |tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO made_by_junction (kind, id, made_ms) VALUES (?1, ?2, ?3)",
-                params![kind, id, chrono::Utc::now().timestamp_millis()],
-            )?;
-            Ok(())
-        }))
-        .await
-    }
-
-    async fn made_by_junction(
-        &self,
-        kind: &str,
-        ids: Vec<String>,
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let kind = kind.to_owned();
-        self.read(move |conn| {
-            let mut statement =
-                conn.prepare_cached("SELECT 1 FROM made_by_junction WHERE kind = ?1 AND id = ?2")?;
-            let mut made = std::collections::HashSet::new();
-            for id in ids {
-                if statement.exists(params![kind, id])? {
-                    made.insert(id);
-                }
-            }
-            Ok(made)
-        })
-        .await
-    }
-
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
@@ -600,71 +682,10 @@ impl Store for SqliteStore {
         .await?;
         Ok(released.load(std::sync::atomic::Ordering::SeqCst))
     }
+}
 
-    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT id, identity, seq, timer FROM quarantine WHERE released = 1
-                 ORDER BY seq, id LIMIT ?1",
-            )?;
-            let rows = statement
-                .query_map(params![limit], |r| {
-                    Ok(ReleasedEntry {
-                        id: r.get(0)?,
-                        identity: r.get(1)?,
-                        seq: r.get(2)?,
-                        timer: r.get(3)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
-        .await
-    }
-
-    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
-        self.read(|conn| Ok(outbox::outbox_counts(conn)?)).await
-    }
-
-    async fn identity_remember(
-        &self,
-        workspace: &str,
-        keys: &[IdentityKey],
-        contact_id: &str,
-    ) -> Result<(), StoreError> {
-        let workspace = workspace.to_owned();
-        let contact_id = contact_id.to_owned();
-        let rows: Vec<(&'static str, String)> =
-            keys.iter().map(|k| (k.kind(), k.value())).collect();
-        self.write(Box::new(move |tx| {
-            let now = chrono::Utc::now().timestamp_millis();
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO identity_map (workspace, kind, value, contact_id, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (workspace, kind, value)
-                 DO UPDATE SET contact_id = excluded.contact_id, updated_ms = excluded.updated_ms",
-            )?;
-            for (kind, value) in &rows {
-                upsert.execute(params![workspace, kind, value, contact_id, now])?;
-            }
-            Ok(())
-        }))
-        .await
-    }
-
-    async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError> {
-        let (workspace, contact_id) = (workspace.to_owned(), contact_id.to_owned());
-        self.write(Box::new(move |tx| {
-            tx.execute(
-                "DELETE FROM identity_map WHERE workspace = ?1 AND contact_id = ?2",
-                params![workspace, contact_id],
-            )?;
-            Ok(())
-        }))
-        .await
-    }
-
+#[async_trait]
+impl Store for SqliteStore {
     async fn check(&self) -> Result<(), StoreError> {
         if self.commands.is_closed() {
             return Err(StoreError::Closed);

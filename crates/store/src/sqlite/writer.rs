@@ -207,7 +207,7 @@ impl Writer {
                 tracing::error!(%error, requests = group.len(), "store commit failed");
                 metrics::counter!("junction_store_commit_failures_total").increment(1);
                 for (_, reply) in group.drain(..) {
-                    let _ = reply.send(Err(StoreError::Database(clone_error(&error))));
+                    let _ = reply.send(Err(StoreError::from(clone_error(&error))));
                 }
             }
         }

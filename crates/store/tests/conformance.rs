@@ -1,0 +1,439 @@
+//! The store conformance suite: what every backend must do, written once against the `Store`
+//! traits and run unchanged for each backend (the `backends!` list at the bottom). A new backend
+//! is added by naming how to open a fresh, empty one there.
+
+use chrono::{DateTime, Utc};
+use junction_model::parse_batch;
+use junction_store::{
+    ActionOutcome, ActionStatus, AppendBatch, Appended, Attempt, DeadLetterQuery, EngineCommit,
+    EventQuery, IdentityKey, NewAction, NewQuarantine, NewRun, NewTimer, RejectedQuery, Store,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+}
+
+fn batch(source: &str, received_at: DateTime<Utc>, messages: serde_json::Value) -> AppendBatch {
+    let envelope = parse_batch(
+        json!({ "batch": messages }).to_string().as_bytes(),
+        received_at,
+    )
+    .unwrap();
+    AppendBatch::new(source, received_at, envelope.messages, envelope.rejected)
+}
+
+fn track(user: &str, message_id: &str) -> serde_json::Value {
+    json!({"type": "track", "userId": user, "event": "E", "messageId": message_id})
+}
+
+fn action(id: &str, identity: &str, seq: i64, lane: i64) -> NewAction {
+    NewAction {
+        id: id.into(),
+        identity: identity.into(),
+        run: format!("run-{id}"),
+        seq,
+        lane,
+        standby_for: None,
+        body: json!({"id": id, "workflow": "w"}).to_string(),
+    }
+}
+
+fn attempt(number: i64, outcome: &str) -> Attempt {
+    Attempt {
+        number,
+        at_ms: 1_000,
+        duration_ms: 5,
+        outcome: outcome.into(),
+        error: None,
+        calls: json!([{"method": "PUT", "path": "/contacts/x", "status": 200}]),
+    }
+}
+
+fn done(id: &str) -> ActionOutcome {
+    ActionOutcome::Done {
+        id: id.into(),
+        result: Some("ok".into()),
+        attempt: attempt(1, "done"),
+        merged: Vec::new(),
+    }
+}
+
+async fn heads(store: &dyn Store, now_ms: i64) -> Vec<String> {
+    store
+        .ready_heads(now_ms, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect()
+}
+
+/// Appends are numbered in arrival order; a messageId is stored once per source; refusals
+/// are kept with their reason.
+async fn appends_are_ordered_and_deduplicated_per_source(store: Arc<dyn Store>) {
+    let first = store
+        .append(batch(
+            "web",
+            at(0),
+            json!([track("u1", "m1"), track("u2", "m2"), {"type": "track"}]),
+        ))
+        .await
+        .unwrap();
+    let again = store
+        .append(batch(
+            "web",
+            at(1),
+            json!([track("u1", "m2"), track("u1", "m3")]),
+        ))
+        .await
+        .unwrap();
+    let other_source = store
+        .append(batch("ios", at(2), json!([track("u1", "m1")])))
+        .await
+        .unwrap();
+    let seqs = |receipt: &junction_store::AppendReceipt| -> Vec<i64> {
+        receipt
+            .events
+            .iter()
+            .filter_map(|a| match a {
+                Appended::Stored(seq) => Some(*seq),
+                Appended::Duplicate => None,
+            })
+            .collect()
+    };
+    assert_eq!(first.stored(), 2);
+    assert_eq!((again.stored(), again.duplicates()), (1, 1));
+    assert_eq!(other_source.stored(), 1, "de-duplication is per source");
+    let all: Vec<i64> = [seqs(&first), seqs(&again), seqs(&other_source)].concat();
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    let page = store.events(EventQuery::default()).await.unwrap();
+    let listed: Vec<&str> = page.items.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(listed, ["m1", "m3", "m2", "m1"], "newest first");
+    let rejected = store.rejected(RejectedQuery::default()).await.unwrap();
+    assert_eq!(rejected.items.len(), 1);
+    assert_eq!(rejected.items[0].field, "userId");
+}
+
+/// Each identity reads its events in log order; the planner reads everything after a cursor.
+async fn events_are_read_per_identity_and_after_a_cursor(store: Arc<dyn Store>) {
+    let messages: Vec<_> = (0..10)
+        .map(|n| track(if n % 2 == 0 { "even" } else { "odd" }, &format!("m{n}")))
+        .collect();
+    store
+        .append(batch("web", at(0), json!(messages)))
+        .await
+        .unwrap();
+    let even = store.identity_events("even", 0, 100).await.unwrap();
+    let ids: Vec<&str> = even.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, ["m0", "m2", "m4", "m6", "m8"]);
+    let after = store.identity_events("even", even[1].seq, 2).await.unwrap();
+    assert_eq!(after[0].message_id, "m4");
+    let planner = store.events_after(even[2].seq, 3).await.unwrap();
+    let ids: Vec<&str> = planner.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, ["m5", "m6", "m7"]);
+    let one = store.event(planner[0].seq).await.unwrap().unwrap();
+    assert_eq!(one.body["messageId"], "m5");
+}
+
+/// An engine commit is all or nothing, and committing the same plan again (a batch planned
+/// twice after a crash) adds nothing.
+async fn engine_commits_are_idempotent(store: Arc<dyn Store>) {
+    let commit = EngineCommit {
+        cursor: Some(7),
+        profiles: vec![("u1".into(), r#"{"v":1,"milestones":["a"]}"#.into())],
+        globals: Some(r#"{"v":1}"#.into()),
+        actions: vec![action("a1", "u1", 7, 1), action("a2", "u1", 7, 1)],
+        timers: vec![NewTimer {
+            id: "t1".into(),
+            identity: "u1".into(),
+            fire_at_ms: 500,
+            body: "{}".into(),
+        }],
+        timers_done: Vec::new(),
+        runs: vec![NewRun {
+            run: "m1/w".into(),
+            seq: 7,
+            workflow: "w".into(),
+            identity: "u1".into(),
+            actions: 2,
+            paused: false,
+            error: None,
+        }],
+        quarantine: Vec::new(),
+        released_done: Vec::new(),
+    };
+    store.engine_commit(commit.clone()).await.unwrap();
+    store.engine_commit(commit).await.unwrap();
+    let (cursor, globals) = store.engine_state().await.unwrap();
+    assert_eq!((cursor, globals.as_deref()), (7, Some(r#"{"v":1}"#)));
+    let profiles = store
+        .profiles(vec!["u1".into(), "u2".into()])
+        .await
+        .unwrap();
+    assert_eq!(profiles.len(), 1);
+    let pending = store.pending_of("u1", 10).await.unwrap();
+    let ids: Vec<&str> = pending.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2"], "planned once, in order");
+    assert_eq!(store.due_timers(499, 10).await.unwrap().len(), 0);
+    assert_eq!(store.due_timers(500, 10).await.unwrap().len(), 1);
+    assert_eq!(store.next_timer_ms().await.unwrap(), Some(500));
+    store
+        .engine_commit(EngineCommit {
+            timers_done: vec!["t1".into()],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.next_timer_ms().await.unwrap(), None);
+}
+
+/// Delivery works through users' heads: one action per user at a time, urgent users first;
+/// outcomes move heads on, failures become dead letters that can be replayed or discarded.
+async fn the_queue_serves_heads_and_records_outcomes(store: Arc<dyn Store>) {
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![
+                action("a1", "bulk-user", 1, 1),
+                action("a2", "bulk-user", 1, 1),
+                action("b1", "urgent-user", 2, 0),
+                action("c1", "failing-user", 3, 1),
+            ],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(heads(store.as_ref(), now).await, ["b1", "a1", "c1"]);
+    store
+        .action_outcomes(vec![
+            done("a1"),
+            done("b1"),
+            ActionOutcome::Retry {
+                id: "c1".into(),
+                next_at_ms: now + 60_000,
+                error: "500".into(),
+                code: "server_error".into(),
+                attempt: attempt(1, "retry"),
+                counts: true,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        heads(store.as_ref(), now).await,
+        ["a2"],
+        "c1 waits for its retry"
+    );
+    store.action_outcomes(vec![done("a2")]).await.unwrap();
+    assert!(heads(store.as_ref(), now).await.is_empty());
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(now + 60_000));
+    store
+        .action_outcomes(vec![ActionOutcome::Failed {
+            id: "c1".into(),
+            error: "404".into(),
+            code: "not_found".into(),
+            attempt: attempt(2, "failed"),
+            skip_rest_of_run: false,
+        }])
+        .await
+        .unwrap();
+    let dead = store
+        .dead_letters(DeadLetterQuery {
+            limit: 10,
+            ..DeadLetterQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].status, dead[0].attempts),
+        ("c1", ActionStatus::Failed, 2)
+    );
+    assert_eq!(store.attempts("c1").await.unwrap().len(), 2);
+    assert!(
+        store
+            .replay("c1", vec![action("c1/replay", "failing-user", 3, 1)])
+            .await
+            .unwrap()
+    );
+    assert!(!store.replay("c1", Vec::new()).await.unwrap(), "only once");
+    assert_eq!(
+        store.action("c1").await.unwrap().unwrap().status,
+        ActionStatus::Replayed
+    );
+    assert_eq!(heads(store.as_ref(), now).await, ["c1/replay"]);
+    let counts = store.outbox_counts().await.unwrap();
+    assert_eq!(
+        (counts.pending, counts.done, counts.replayed),
+        (1, 3, 1),
+        "{counts:?}"
+    );
+    let a1 = store.action("a1").await.unwrap().unwrap();
+    assert_eq!(
+        (a1.status, a1.result.as_deref()),
+        (ActionStatus::Done, Some("ok"))
+    );
+}
+
+/// A call that must not repeat is marked before it is made; after a crash the marks are handed
+/// out once.
+async fn in_flight_marks_are_handed_out_once(store: Arc<dyn Store>) {
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![action("m1", "u1", 1, 0)],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    store.mark_started("m1").await.unwrap();
+    let uncertain = store.take_uncertain().await.unwrap();
+    assert_eq!(uncertain.len(), 1);
+    assert_eq!(uncertain[0].id, "m1");
+    assert!(store.take_uncertain().await.unwrap().is_empty());
+}
+
+/// The identity map is per workspace; forgetting a contact forgets every id pointing at it.
+async fn the_identity_map_is_per_workspace(store: Arc<dyn Store>) {
+    let keys = [
+        IdentityKey::UserId("u1".into()),
+        IdentityKey::Email("Ann@Example.com".into()),
+    ];
+    store.identity_remember("ws1", &keys, "c1").await.unwrap();
+    assert_eq!(
+        store
+            .identity_lookup("ws1", &IdentityKey::Email("ann@example.COM".into()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c1")
+    );
+    assert_eq!(store.identity_lookup("ws2", &keys[0]).await.unwrap(), None);
+    store.identity_forget("ws1", "c1").await.unwrap();
+    assert_eq!(store.identity_lookup("ws1", &keys[0]).await.unwrap(), None);
+    store.remember_made("conversation", "9").await.unwrap();
+    let made = store
+        .made_by_junction("conversation", vec!["9".into(), "10".into()])
+        .await
+        .unwrap();
+    assert_eq!(made.into_iter().collect::<Vec<_>>(), ["9"]);
+}
+
+/// Retention removes what is finished and old, never dead letters or pending work.
+async fn cleanup_keeps_dead_letters_and_pending_work(store: Arc<dyn Store>) {
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![
+                action("old-done", "u1", 1, 1),
+                action("old-dead", "u2", 1, 1),
+                action("pending", "u3", 1, 1),
+            ],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    store
+        .action_outcomes(vec![
+            done("old-done"),
+            ActionOutcome::Failed {
+                id: "old-dead".into(),
+                error: "400".into(),
+                code: "bad".into(),
+                attempt: attempt(1, "failed"),
+                skip_rest_of_run: false,
+            },
+        ])
+        .await
+        .unwrap();
+    let future = chrono::Utc::now().timestamp_millis() + 60_000;
+    assert!(store.cleanup(future).await.unwrap() >= 1);
+    assert!(store.action("old-done").await.unwrap().is_none());
+    assert!(store.action("old-dead").await.unwrap().is_some());
+    assert!(store.action("pending").await.unwrap().is_some());
+}
+
+/// Held entries stay out of planning until released; a release with a reset forgets the
+/// unreadable profile.
+async fn quarantine_holds_until_released(store: Arc<dyn Store>) {
+    store
+        .engine_commit(EngineCommit {
+            profiles: vec![("bob".into(), "{damaged".into())],
+            quarantine: vec![
+                NewQuarantine {
+                    identity: "bob".into(),
+                    seq: 4,
+                    timer: None,
+                    reason: "unreadable".into(),
+                },
+                NewQuarantine {
+                    identity: "bob".into(),
+                    seq: 2,
+                    timer: Some("{}".into()),
+                    reason: "unreadable".into(),
+                },
+            ],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.quarantine_list(10).await.unwrap().len(), 2);
+    assert!(store.quarantine_released(10).await.unwrap().is_empty());
+    assert_eq!(store.quarantine_release("nobody", false).await.unwrap(), 0);
+    assert_eq!(store.quarantine_release("bob", true).await.unwrap(), 2);
+    assert!(store.profiles(vec!["bob".into()]).await.unwrap().is_empty());
+    let released = store.quarantine_released(10).await.unwrap();
+    let seqs: Vec<i64> = released.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [2, 4], "in log order");
+    store
+        .engine_commit(EngineCommit {
+            released_done: released.iter().map(|r| r.id).collect(),
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    assert!(store.quarantine_list(10).await.unwrap().is_empty());
+}
+
+/// Instantiates every conformance test for each backend.
+macro_rules! backends {
+    ($($backend:ident => $open:ident;)*) => {$(
+        mod $backend {
+            use super::*;
+
+            async fn fresh() -> (Arc<dyn Store>, tempfile::TempDir) {
+                let dir = tempfile::tempdir().unwrap();
+                (super::$open(dir.path()).await, dir)
+            }
+
+            backends!(@tests
+                appends_are_ordered_and_deduplicated_per_source,
+                events_are_read_per_identity_and_after_a_cursor,
+                engine_commits_are_idempotent,
+                the_queue_serves_heads_and_records_outcomes,
+                in_flight_marks_are_handed_out_once,
+                the_identity_map_is_per_workspace,
+                cleanup_keeps_dead_letters_and_pending_work,
+                quarantine_holds_until_released,
+            );
+        }
+    )*};
+    (@tests $($test:ident,)*) => {$(
+        #[tokio::test]
+        async fn $test() {
+            let (store, _dir) = fresh().await;
+            super::$test(store).await;
+        }
+    )*};
+}
+
+async fn open_sqlite(dir: &std::path::Path) -> Arc<dyn Store> {
+    let url = format!("sqlite://{}", dir.join("junction.db").display());
+    junction_store::open(&url, junction_store::StoreOptions::default())
+        .await
+        .unwrap()
+}
+
+backends! {
+    sqlite => open_sqlite;
+}
