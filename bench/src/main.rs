@@ -12,6 +12,8 @@
 //! ```
 
 use anyhow::{Context, bail};
+mod backlog;
+
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ struct Cli {
 enum Cmd {
     /// Measure ingest against Junction and the ceiling, and report.
     Ingest(IngestArgs),
+    /// Measure what a large delivery backlog costs (wake-ups, memory), and report.
+    Backlog(backlog::BacklogArgs),
     /// Serve the do-nothing ceiling endpoints (started by `ingest`).
     Ceiling {
         #[arg(long)]
@@ -86,6 +90,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Ceiling { listen } => runtime.block_on(ceiling(listen)),
         Cmd::Ingest(args) => runtime.block_on(ingest(args)),
+        Cmd::Backlog(args) => runtime.block_on(backlog::backlog(args)),
     }
 }
 
@@ -703,6 +708,27 @@ fn render(
     out.push_str(END);
     out.push('\n');
     out
+}
+
+/// Replaces the text between `<!-- name:begin -->` and `<!-- name:end -->` in a Markdown file
+/// (markers included), or appends it with its markers.
+fn replace_marked(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let section = format!("{begin}\n{body}{end}\n");
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let updated = match (existing.find(&begin), existing.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!(
+            "{}{section}{}",
+            &existing[..b],
+            existing[e + end.len()..].trim_start_matches('\n')
+        ),
+        _ => format!("{}\n\n{section}", existing.trim_end()),
+    };
+    std::fs::write(path, updated)?;
+    Ok(())
 }
 
 /// Replaces the ingest section of a Markdown file, or appends it.

@@ -66,6 +66,32 @@ pub(super) fn insert_actions(
             now
         ])?;
     }
+    refresh_heads(tx, actions.iter().map(|a| a.identity.as_str()))
+}
+
+/// Recomputes the `user_heads` row of each of these users from their pending actions: called
+/// in every transaction that adds actions or changes their status, so that finding work costs
+/// O(users with work) instead of a scan of every pending action.
+pub(super) fn refresh_heads<'a>(
+    tx: &Transaction<'_>,
+    identities: impl IntoIterator<Item = &'a str>,
+) -> rusqlite::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let mut forget = tx.prepare_cached("DELETE FROM user_heads WHERE identity = ?1")?;
+    let mut head = tx.prepare_cached(
+        "INSERT INTO user_heads (identity, position, next_at_ms, urgent)
+         SELECT identity, position, next_at_ms,
+                EXISTS (SELECT 1 FROM actions
+                        WHERE identity = ?1 AND status = 'pending' AND lane = 0)
+         FROM actions WHERE identity = ?1 AND status = 'pending'
+         ORDER BY position LIMIT 1",
+    )?;
+    for identity in identities {
+        if seen.insert(identity) {
+            forget.execute(params![identity])?;
+            head.execute(params![identity])?;
+        }
+    }
     Ok(())
 }
 
@@ -147,7 +173,20 @@ pub(super) fn action_outcomes(
     outcomes: &[ActionOutcome],
 ) -> rusqlite::Result<()> {
     let now = now_ms();
+    let mut touched = Vec::with_capacity(outcomes.len());
+    let mut identity_of = tx.prepare_cached("SELECT identity FROM actions WHERE id = ?1")?;
     for outcome in outcomes {
+        let id = match outcome {
+            ActionOutcome::Done { id, .. }
+            | ActionOutcome::Retry { id, .. }
+            | ActionOutcome::Failed { id, .. } => id,
+        };
+        if let Some(identity) = identity_of
+            .query_row(params![id], |r| r.get::<_, String>(0))
+            .optional()?
+        {
+            touched.push(identity);
+        }
         match outcome {
             ActionOutcome::Done {
                 id,
@@ -245,22 +284,21 @@ pub(super) fn action_outcomes(
             }
         }
     }
-    Ok(())
+    refresh_heads(tx, touched.iter().map(String::as_str))
 }
 
 /// Each user's first pending action that is due. Users with anything urgent pending come
-/// first (their head goes out first, since a user's order holds), then planning order.
+/// first (their head goes out first, since a user's order holds), then planning order. Read
+/// from `user_heads`, one row per user with pending work, not from the actions themselves.
 pub(super) fn ready_heads(
     conn: &Connection,
     now_ms: i64,
     limit: i64,
 ) -> rusqlite::Result<Vec<ActionRecord>> {
     let sql = format!(
-        "SELECT {} FROM actions AS a
-         JOIN (SELECT identity, min(position) AS head, min(lane) AS lane FROM actions
-               WHERE status = 'pending' GROUP BY identity) AS h ON a.position = h.head
-         WHERE a.next_at_ms <= ?1
-         ORDER BY h.lane, a.position LIMIT ?2",
+        "SELECT {} FROM user_heads AS h JOIN actions AS a ON a.position = h.position
+         WHERE h.next_at_ms <= ?1
+         ORDER BY h.urgent DESC, h.position LIMIT ?2",
         prefixed("a")
     );
     let mut statement = conn.prepare_cached(&sql)?;
@@ -279,12 +317,8 @@ fn prefixed(alias: &str) -> String {
 
 /// The earliest time a waiting head becomes due.
 pub(super) fn next_due_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached(
-        "SELECT min(a.next_at_ms) FROM actions AS a
-         JOIN (SELECT identity, min(position) AS head FROM actions
-               WHERE status = 'pending' GROUP BY identity) AS h ON a.position = h.head",
-    )?
-    .query_row([], |r| r.get(0))
+    conn.prepare_cached("SELECT min(next_at_ms) FROM user_heads")?
+        .query_row([], |r| r.get(0))
 }
 
 pub(super) fn outbox_counts(conn: &Connection) -> rusqlite::Result<OutboxCounts> {

@@ -174,6 +174,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX quarantine_by_identity ON quarantine (identity);
     CREATE INDEX quarantine_released ON quarantine (seq) WHERE released = 1;
     "#,
+    // 7: each user's head of line, kept in the same transactions that change actions, so that
+    // delivery finds work in O(users with work) whatever the backlog (a GROUP BY over every
+    // pending action cost time and memory in proportion to it).
+    r#"
+    CREATE TABLE user_heads (
+        identity   TEXT    PRIMARY KEY,
+        position   INTEGER NOT NULL,  -- the user's first pending action
+        next_at_ms INTEGER NOT NULL,  -- when it is due
+        urgent     INTEGER NOT NULL   -- 1 when the user has anything urgent pending
+    ) WITHOUT ROWID;
+    CREATE INDEX user_heads_order ON user_heads (urgent DESC, position);
+    CREATE INDEX user_heads_due ON user_heads (next_at_ms);
+    CREATE INDEX actions_pending_urgent ON actions (identity) WHERE status = 'pending' AND lane = 0;
+    INSERT INTO user_heads (identity, position, next_at_ms, urgent)
+        SELECT h.identity, h.head, a.next_at_ms, h.lane = 0
+        FROM (SELECT identity, min(position) AS head, min(lane) AS lane FROM actions
+              WHERE status = 'pending' GROUP BY identity) AS h
+        JOIN actions AS a ON a.position = h.head;
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.

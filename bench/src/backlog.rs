@@ -1,0 +1,257 @@
+//! `junction-bench backlog`: what a large delivery backlog costs. For each backlog size it
+//! builds a store with that many pending actions (through the store's own API, as the engine
+//! writes them), then measures
+//! - a delivery wake-up (`ready_heads` for 64 users plus `next_due_ms`, what the executor does
+//!   each time it looks for work), averaged over many wake-ups, and
+//! - the resident memory of a real `junction serve` on that store while delivery runs against
+//!   an Intercom emulator in a 429 storm (so the backlog stays), after it has settled.
+
+use junction_store::{EngineCommit, NewAction, Store, StoreOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BacklogArgs {
+    /// The junction binary to measure.
+    #[arg(long, default_value = "target/release/junction")]
+    junction: PathBuf,
+    /// Backlog sizes (pending actions).
+    #[arg(long, value_delimiter = ',', default_value = "1000,1000000")]
+    sizes: Vec<usize>,
+    /// Pending actions per user.
+    #[arg(long, default_value_t = 100)]
+    per_user: usize,
+    /// Seconds `junction serve` runs against the backlog before its memory is read.
+    #[arg(long, default_value_t = 20)]
+    settle: u64,
+    /// Replace the backlog section of this Markdown file with the results.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+struct Measured {
+    size: usize,
+    users: usize,
+    fill_seconds: f64,
+    wake_up_us: f64,
+    rss_mb: f64,
+    peak_mb: f64,
+}
+
+pub async fn backlog(args: BacklogArgs) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for &size in &args.sizes {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("junction.db");
+        let url = format!("sqlite://{}", db.display());
+        let store = junction_store::open(&url, StoreOptions::default()).await?;
+        let started = Instant::now();
+        let users = fill(store.as_ref(), size, args.per_user).await?;
+        let fill_seconds = started.elapsed().as_secs_f64();
+        let wake_up_us = wake_up(store.as_ref()).await?;
+        store.close().await?;
+        drop(store);
+        let (rss_mb, peak_mb) = serve_memory(&args.junction, dir.path(), &db, args.settle).await?;
+        let measured = Measured {
+            size,
+            users,
+            fill_seconds,
+            wake_up_us,
+            rss_mb,
+            peak_mb,
+        };
+        println!(
+            "{size} pending actions ({users} users): wake-up {wake_up_us:.0} µs; junction serve RSS {rss_mb:.0} MB (peak {peak_mb:.0} MB); filled in {fill_seconds:.1} s"
+        );
+        results.push(measured);
+    }
+    let report = report(&results);
+    print!("{report}");
+    if let Some(path) = &args.write {
+        crate::replace_marked(path, "backlog", &report)?;
+    }
+    Ok(())
+}
+
+/// `size` pending actions, `per_user` per user, committed as the engine does (in batches).
+async fn fill(store: &dyn Store, size: usize, per_user: usize) -> anyhow::Result<usize> {
+    let per_user = per_user.max(1);
+    let users = size.div_ceil(per_user);
+    let mut batch = Vec::with_capacity(10_000);
+    for n in 0..size {
+        let user = n % users;
+        batch.push(NewAction {
+            id: format!("m{n}/profile-sync/0"),
+            identity: format!("user-{user}"),
+            run: format!("m{n}/profile-sync"),
+            seq: n as i64 + 1,
+            lane: if n % 50 == 0 { 0 } else { 1 },
+            standby_for: None,
+            body: format!(
+                r#"{{"id":"m{n}/profile-sync/0","workflow":"profile-sync","identity":"user-{user}","who":{{"user_id":"user-{user}"}},"action":{{"kind":"contact","traits":{{"plan":"pro","seats":{n}}}}}}}"#
+            ),
+        });
+        if batch.len() == 10_000 {
+            store
+                .engine_commit(EngineCommit {
+                    actions: std::mem::take(&mut batch),
+                    ..EngineCommit::default()
+                })
+                .await?;
+        }
+    }
+    if !batch.is_empty() {
+        store
+            .engine_commit(EngineCommit {
+                actions: batch,
+                ..EngineCommit::default()
+            })
+            .await?;
+    }
+    Ok(users)
+}
+
+/// Mean time of one delivery wake-up, over enough of them to be stable.
+async fn wake_up(store: &dyn Store) -> anyhow::Result<f64> {
+    let now = chrono::Utc::now().timestamp_millis();
+    for _ in 0..20 {
+        store.ready_heads(now, 64).await?;
+    }
+    let rounds = 500;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let heads = store.ready_heads(now, 64).await?;
+        std::hint::black_box(heads);
+        std::hint::black_box(store.next_due_ms().await?);
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / rounds as f64)
+}
+
+/// RSS and peak RSS (MB) of `junction serve` on this store, delivering into a 429 storm.
+async fn serve_memory(
+    junction: &Path,
+    dir: &Path,
+    db: &Path,
+    settle: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let emulator_port = crate::free_port()?;
+    let mut emulator = Command::new(junction)
+        .args(["emulate", "intercom", "--listen"])
+        .arg(format!("127.0.0.1:{emulator_port}"))
+        .args(["--token", "bench-token"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let http = reqwest::Client::new();
+    let emulator_url = format!("http://127.0.0.1:{emulator_port}");
+    let port = crate::free_port()?;
+    let config = dir.join("junction.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "store: sqlite://{}\nintercom:\n  base_url: http://127.0.0.1:{emulator_port}\n  token: bench-token\nworkflows:\n  - template: profile-sync\n",
+            db.display()
+        ),
+    )?;
+    let mut serve = Command::new(junction)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http
+        .get(&ready)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        anyhow::ensure!(Instant::now() < deadline, "junction did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once Junction has checked its credentials (GET /me), Intercom answers everything with 429:
+    // delivery keeps working through the backlog and nothing drains.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let journal: serde_json::Value = http
+            .get(format!("{emulator_url}/_emulator/requests"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let checked = journal
+            .as_array()
+            .or_else(|| journal["requests"].as_array())
+            .is_some_and(|entries| entries.iter().any(|e| e["path"] == "/me"));
+        if checked {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "junction never checked its credentials"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    http.put(format!("{emulator_url}/_emulator/config"))
+        .json(&serde_json::json!({"storm_seconds": 3600}))
+        .send()
+        .await?;
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    let memory = memory_of(&serve);
+    stop(&mut serve);
+    stop(&mut emulator);
+    memory
+}
+
+/// VmRSS and VmHWM of a process, in MB.
+fn memory_of(child: &Child) -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: kill(2) with a pid this process spawned; no memory is touched.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+fn report(results: &[Measured]) -> String {
+    let mut text = String::from(
+        "## Delivery backlog\n\n\
+         `cargo build --release -p junction -p junction-bench && target/release/junction-bench backlog --write BENCHMARKS.md`\n\n\
+         Pending actions built through the store's API (100 per user, one in fifty urgent); a \
+         wake-up is what delivery does each time it looks for work (`ready_heads` for 64 users \
+         and `next_due_ms`), averaged over 500; memory is `junction serve`'s resident set after \
+         it has run against the backlog while Intercom (the emulator) answers every call with \
+         429, so nothing drains.\n\n\
+         | pending actions | users | wake-up | RSS | peak RSS | store filled in |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in results {
+        text.push_str(&format!(
+            "| {} | {} | {:.0} µs | {:.0} MB | {:.0} MB | {:.1} s |\n",
+            r.size, r.users, r.wake_up_us, r.rss_mb, r.peak_mb, r.fill_seconds
+        ));
+    }
+    if let [small, .., large] = results {
+        text.push_str(&format!(
+            "\nWake-up with {} pending ÷ with {} pending: **{:.2}**.\n",
+            large.size,
+            small.size,
+            large.wake_up_us / small.wake_up_us
+        ));
+    }
+    text
+}
