@@ -277,6 +277,50 @@ async fn the_queue_serves_heads_and_records_outcomes(store: Arc<dyn Store>) {
     );
 }
 
+/// Heads follow every change: an error branch activated by a failure becomes its user's head,
+/// and a user who gets something urgent moves ahead of users with only bulk work.
+async fn heads_follow_error_branches_and_urgency(store: Arc<dyn Store>) {
+    let mut fallback = action("x1/fallback", "u1", 1, 0);
+    fallback.standby_for = Some("x1".into());
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![action("x1", "u1", 1, 1), fallback, action("y1", "u2", 2, 1)],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(heads(store.as_ref(), now).await, ["x1", "y1"]);
+    store
+        .action_outcomes(vec![ActionOutcome::Failed {
+            id: "x1".into(),
+            error: "400".into(),
+            code: "bad".into(),
+            attempt: attempt(1, "failed"),
+            skip_rest_of_run: true,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        heads(store.as_ref(), now).await,
+        ["x1/fallback", "y1"],
+        "the activated branch is u1's head, and urgent"
+    );
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![action("y2", "u2", 3, 0)],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    store
+        .action_outcomes(vec![done("x1/fallback")])
+        .await
+        .unwrap();
+    assert_eq!(heads(store.as_ref(), now).await, ["y1"]);
+    assert!(store.pending_of("u1", 10).await.unwrap().is_empty());
+}
+
 /// A call that must not repeat is marked before it is made; after a crash the marks are handed
 /// out once.
 async fn in_flight_marks_are_handed_out_once(store: Arc<dyn Store>) {
@@ -411,6 +455,7 @@ macro_rules! backends {
                 events_are_read_per_identity_and_after_a_cursor,
                 engine_commits_are_idempotent,
                 the_queue_serves_heads_and_records_outcomes,
+                heads_follow_error_branches_and_urgency,
                 in_flight_marks_are_handed_out_once,
                 the_identity_map_is_per_workspace,
                 cleanup_keeps_dead_letters_and_pending_work,
