@@ -104,6 +104,14 @@ impl RateGate {
         };
         let mut window = self.window.lock().expect("rate gate lock");
         window.probing = false;
+        // An answer to a request of a window that has ended (it arrived late, after the gate
+        // moved on) says nothing about the current one: taking it would hand out the current
+        // window's budget a second time.
+        if let Some(reset) = number("x-ratelimit-reset")
+            && (reset * 1000 <= unix_now_ms() || window.reset.is_some_and(|known| reset < known))
+        {
+            return;
+        }
         if let Some(limit) = number("x-ratelimit-limit") {
             window.limit = Some(limit as u32);
         }
@@ -127,5 +135,39 @@ impl RateGate {
                 window.reset = Some(unix_now_ms() / 1000 + WINDOW_SECONDS);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn headers(remaining: u32, reset: u64) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-limit", HeaderValue::from(50u32));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
+        headers
+    }
+
+    /// A late answer from a window that has ended must not give the current window's budget
+    /// back (found by CI: one 429 in 1,000 calls when an answer crossed a window boundary).
+    #[tokio::test]
+    async fn a_late_answer_from_an_ended_window_is_ignored() {
+        let gate = RateGate::default();
+        let now = unix_now_ms() / 1000;
+        gate.acquire().await;
+        gate.observe(200, &headers(1, now + 10));
+        gate.acquire().await;
+        assert_eq!(gate.window.lock().unwrap().remaining, Some(0));
+        // An answer naming an earlier window (or one already over) changes nothing.
+        gate.observe(200, &headers(49, now + 5));
+        gate.observe(200, &headers(49, now.saturating_sub(1)));
+        let window = *gate.window.lock().unwrap();
+        assert_eq!((window.remaining, window.reset), (Some(0), Some(now + 10)));
+        // The current window's own answers still count.
+        gate.observe(200, &headers(0, now + 10));
+        assert_eq!(gate.window.lock().unwrap().remaining, Some(0));
     }
 }
