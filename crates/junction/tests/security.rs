@@ -283,6 +283,26 @@ async fn shutdown_is_bounded_with_a_rate_limited_backlog() {
     );
 }
 
+type Alerts = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// Junction with profile-sync, its alerts going to a recording webhook sink.
+async fn profile_sync_with_alerts() -> (Scenario, Alerts) {
+    let (sink, alerts) = common::scenario::alert_sink().await;
+    let config = format!(
+        "alerts:\n  sinks: [{{ url: \"{sink}\", format: webhook }}]\nworkflows:\n  - template: profile-sync\n"
+    );
+    let s = Scenario::start_config(&config, Some(common::scenario::TOKEN)).await;
+    (s, alerts)
+}
+
+/// Waits until an alert of this kind reached the sink.
+async fn alert_of_kind(s: &Scenario, alerts: &Alerts, kind: &str) {
+    s.until(&format!("a {kind} alert"), |_| {
+        alerts.lock().unwrap().iter().any(|a| a["kind"] == kind)
+    })
+    .await;
+}
+
 /// Runs SQL against a stopped server's database (to damage stored state as a bad disk, a
 /// botched manual edit or a newer version would).
 fn damage(s: &Scenario, sql: &str) {
@@ -295,11 +315,7 @@ fn damage(s: &Scenario, sql: &str) {
 /// releasing them with a reset profile plans them.
 #[tokio::test]
 async fn an_unreadable_profile_holds_only_that_users_events() {
-    let (sink, alerts) = common::scenario::alert_sink().await;
-    let config = format!(
-        "alerts:\n  sinks: [{{ url: \"{sink}\", format: webhook }}]\nworkflows:\n  - template: profile-sync\n"
-    );
-    let mut s = Scenario::start_config(&config, Some(common::scenario::TOKEN)).await;
+    let (mut s, alerts) = profile_sync_with_alerts().await;
     s.identify("bob", json!({"email": "bob@example.com", "plan": "free"}))
         .await;
     s.until("bob's contact", |s| {
@@ -336,14 +352,7 @@ async fn an_unreadable_profile_holds_only_that_users_events() {
     );
     let runs = s.admin("/api/runs?user=bob").await;
     assert!(runs.to_string().contains("held, not planned"), "{runs}");
-    s.until("an unreadable-state alert", |_| {
-        alerts
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|a| a["kind"] == "unreadable_state")
-    })
-    .await;
+    alert_of_kind(&s, &alerts, "unreadable_state").await;
     assert!(
         s.calls()
             .iter()
@@ -367,11 +376,7 @@ async fn an_unreadable_profile_holds_only_that_users_events() {
 /// the part and why, an alert fires, and ingest keeps committing every event it acknowledges.
 #[tokio::test]
 async fn unreadable_shared_state_stops_the_engine_visibly_while_ingest_goes_on() {
-    let (sink, alerts) = common::scenario::alert_sink().await;
-    let config = format!(
-        "alerts:\n  sinks: [{{ url: \"{sink}\", format: webhook }}]\nworkflows:\n  - template: profile-sync\n"
-    );
-    let mut s = Scenario::start_config(&config, Some(common::scenario::TOKEN)).await;
+    let (mut s, alerts) = profile_sync_with_alerts().await;
     s.server.kill();
     damage(
         &s,
@@ -399,14 +404,7 @@ async fn unreadable_shared_state_stops_the_engine_visibly_while_ingest_goes_on()
         .await;
     let events = s.admin("/api/events?limit=5").await;
     assert_eq!(events["items"][0]["userId"], "dave", "{events}");
-    s.until("a task-stopped alert", |_| {
-        alerts
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|a| a["kind"] == "task_stopped")
-    })
-    .await;
+    alert_of_kind(&s, &alerts, "task_stopped").await;
     let metrics = http
         .get(s.server.url("/metrics"))
         .send()
