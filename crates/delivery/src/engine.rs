@@ -263,16 +263,16 @@ impl Engine {
             self.profiles.remove(&entry.identity);
             match &entry.timer {
                 Some(body) => {
-                    if let Ok(timer) = serde_json::from_str::<TimerPlan>(body) {
+                    if let Ok(held) = serde_json::from_str::<TimerPlan>(body) {
+                        let timer = TimerPlan {
+                            id: format!("{}/released/{}", held.id, entry.id),
+                            ..held
+                        };
                         commit.timers.push(NewTimer {
-                            id: format!("{}/released/{}", timer.id, entry.id),
+                            id: timer.id.clone(),
                             identity: timer.identity.clone(),
                             fire_at_ms: now_ms,
-                            body: serde_json::to_string(&TimerPlan {
-                                id: format!("{}/released/{}", timer.id, entry.id),
-                                ..timer
-                            })
-                            .expect("a timer is JSON"),
+                            body: serde_json::to_string(&timer).expect("a timer is JSON"),
                         });
                     }
                 }

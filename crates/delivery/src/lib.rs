@@ -15,7 +15,7 @@ pub mod segment;
 pub mod supervise;
 
 use junction_flow::Planner;
-use junction_store::{Store, StoreError};
+use junction_store::Store;
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -42,7 +42,7 @@ impl Pipeline {
     /// Starts planning at once, and delivery once `deliverer` resolves to somewhere to deliver
     /// to (it may wait for Intercom to accept the credentials; without a deliverer, actions wait
     /// in the outbox). `events_arrived` is rung by ingest after each commit.
-    pub async fn start(
+    pub fn start(
         store: Arc<dyn Store>,
         planner: Arc<Planner>,
         deliverer: impl Future<Output = Option<Deliverer>> + Send + 'static,
@@ -50,7 +50,7 @@ impl Pipeline {
         settings: DeliverySettings,
         profile_api: Option<profiles::ProfileApiClient>,
         oversight: Oversight,
-    ) -> Result<Pipeline, StoreError> {
+    ) -> Pipeline {
         let Oversight { alerts, health } = oversight;
         let (shutdown, stop) = watch::channel(false);
         let actions_planned = Arc::new(Notify::new());
@@ -125,11 +125,11 @@ impl Pipeline {
             .await;
         };
         let tasks = vec![tokio::spawn(engine), tokio::spawn(delivery)];
-        Ok(Pipeline {
+        Pipeline {
             shutdown,
             tasks,
             events_arrived,
-        })
+        }
     }
 
     /// The bell ingest rings after a commit.

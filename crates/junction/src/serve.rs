@@ -114,9 +114,7 @@ pub async fn run_on(
             .transpose()
             .context("configuring segment.profiles")?,
         Oversight { alerts, health },
-    )
-    .await
-    .context("starting the engine")?;
+    );
     // A stop is bounded by `shutdown_timeout`: requests drain and delivery stops within it
     // (leaving a second for the store to close), and a watchdog ends the process if anything
     // still hangs then — exactly the state a crash leaves, which Junction recovers from.

@@ -45,8 +45,16 @@ fn is_exact(number: &str) -> bool {
     if !number.contains(['.', 'e', 'E']) {
         return number.parse::<i64>().is_ok() || number.parse::<u64>().is_ok();
     }
-    // A decimal is exact when the double nearest to it prints back as the same decimal
-    // (Rust prints the shortest text that reads back as the same double).
+    // A short plain decimal (no exponent, at most 17 characters: well inside a double's range)
+    // with up to 15 significant digits always survives a double: the common case, checked
+    // without allocating. Others are exact when the double nearest to them prints back as the
+    // same decimal (Rust prints the shortest text that reads back as the same double).
+    if number.len() <= 17 && !number.contains(['e', 'E']) {
+        let digits = number.bytes().filter(u8::is_ascii_digit);
+        if digits.skip_while(|d| *d == b'0').count() <= 15 {
+            return true;
+        }
+    }
     let Ok(double) = number.parse::<f64>() else {
         return false;
     };

@@ -344,6 +344,7 @@ fn parse_items(
         messages: Vec::with_capacity(items.len()),
         rejected: Vec::new(),
     };
+    let merged_fields = shared.merged_fields();
     for (index, raw) in items.iter().enumerate() {
         let text = raw.get();
         if text.len() > MAX_MESSAGE_BYTES {
@@ -386,7 +387,7 @@ fn parse_items(
         };
         match validate(object, shared, received_at) {
             Ok(mut message) => {
-                message.exact = exact::exact_fields(text, &shared.merged_fields());
+                message.exact = exact::exact_fields(text, &merged_fields);
                 envelope.messages.push(message)
             }
             Err((error, object)) => envelope.rejected.push(rejection(index, error, &object)),
@@ -651,7 +652,7 @@ fn optional_id(
 }
 
 /// The rules an id must meet to be sent to Intercom exactly (see [`optional_id`]).
-pub fn check_id(field: &str, id: &str) -> Result<(), MessageError> {
+fn check_id(field: &str, id: &str) -> Result<(), MessageError> {
     if id.trim().is_empty() {
         return Err(MessageError::invalid(field, "must not be blank"));
     }
