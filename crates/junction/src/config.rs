@@ -472,7 +472,7 @@ impl<'de> Deserialize<'de> for StoreUrl {
 
 impl StoreUrl {
     pub fn parse(url: &str) -> Result<StoreUrl, String> {
-        junction_store::sqlite_path(url)
+        junction_store::locate(url)
             .map(|_| StoreUrl(url.to_owned()))
             .map_err(|e| e.to_string())
     }

@@ -119,9 +119,20 @@ fn configuration_errors_exit_2_naming_file_line_and_expectation() {
 
     let output = junction(&["serve", "--config", "/nonexistent/junction.yaml"]);
     assert_eq!(output.status.code(), Some(2));
-    let output = junction(&["serve", "--store", "postgres://db/x"]);
+    let output = junction(&["serve", "--store", "mysql://db/x"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("PostgreSQL store is not available"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("expected sqlite://PATH or postgres://USER@HOST/DATABASE")
+    );
+    let output = junction(&["serve", "--store", "postgres://app:s3cret@db:port/x"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not a PostgreSQL connection URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
     let output = junction(&["serve", "--listen", "nowhere"]);
     assert_eq!(output.status.code(), Some(2));
 }

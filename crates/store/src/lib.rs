@@ -4,12 +4,14 @@
 //! an answer only after they are committed; that answer is what lets the server reply 200.
 //! Readers (the admin API, the CLI, and the engine that comes next) page through the log.
 //!
-//! One implementation today: [`sqlite::SqliteStore`] (WAL, `synchronous=FULL`, a single writer
-//! thread doing group commit). The trait is shaped for a PostgreSQL implementation with several
-//! nodes: every call is async, sequence numbers are assigned by the store, and nothing assumes
-//! a single process.
+//! Two implementations, one conformance suite (`tests/conformance.rs`):
+//! [`sqlite::SqliteStore`] (the embedded default: WAL, `synchronous=FULL`, a single writer
+//! thread doing group commit) and [`postgres::PostgresStore`] (several nodes on one database:
+//! group commit per node, numbering under one row lock, per-user locks). Every call is async,
+//! sequence numbers are assigned by the store, and nothing assumes a single process.
 
 pub mod outbox;
+pub mod postgres;
 mod query;
 pub mod sqlite;
 
@@ -407,35 +409,50 @@ pub trait Store: EventLog + EngineState + DeliveryQueue + IdentityMap + Inspecti
     async fn close(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the store a URL names: `sqlite://PATH` (or `sqlite:PATH`). `postgres://…` is reserved
-/// for the scale-out work and refused with a clear reason until then.
-pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
-    let path = sqlite_path(url)?;
-    Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?))
+/// Where a store URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation<'a> {
+    /// `sqlite://PATH` (or `sqlite:PATH`): one file, one node.
+    Sqlite(&'a str),
+    /// `postgres://…` or `postgresql://…`: shared by any number of nodes.
+    Postgres(&'a str),
 }
 
-/// The database file a store URL names, or why the URL is not one this version can open
-/// (checked when the configuration is read, too).
-pub fn sqlite_path(url: &str) -> Result<&str, StoreError> {
+/// Opens the store a URL names (see [`StoreLocation`]).
+pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match locate(url)? {
+        StoreLocation::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path, options).await?),
+        StoreLocation::Postgres(url) => {
+            Arc::new(postgres::PostgresStore::open(url, options).await?)
+        }
+    })
+}
+
+/// What a store URL names, or why it is not a URL this version can open (checked when the
+/// configuration is read, too).
+pub fn locate(url: &str) -> Result<StoreLocation<'_>, StoreError> {
     let unsupported = |reason: &str| StoreError::Unsupported {
         url: redact_url(url),
         reason: reason.into(),
     };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::config(url)?;
+        return Ok(StoreLocation::Postgres(url));
+    }
     match url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
         Some("") => Err(unsupported("expected sqlite://PATH with a file path")),
-        Some(path) => Ok(path),
-        None if url.starts_with("postgres://") || url.starts_with("postgresql://") => Err(
-            unsupported("the PostgreSQL store is not available in this version; use sqlite://PATH"),
-        ),
-        None => Err(unsupported("expected sqlite://PATH")),
+        Some(path) => Ok(StoreLocation::Sqlite(path)),
+        None => Err(unsupported(
+            "expected sqlite://PATH or postgres://USER@HOST/DATABASE",
+        )),
     }
 }
 
 /// A URL with any password replaced, fit for an error message.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];

@@ -479,6 +479,22 @@ async fn open_sqlite(dir: &std::path::Path) -> Arc<dyn Store> {
         .unwrap()
 }
 
+/// A new database on the test server (`JUNCTION_TEST_POSTGRES`, which `scripts/test.sh` sets;
+/// by default the local server on 127.0.0.1:5432).
+async fn open_postgres(_dir: &std::path::Path) -> Arc<dyn Store> {
+    let admin = std::env::var("JUNCTION_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url = junction_store::postgres::create_scratch_database(&admin, "junction_test")
+        .await
+        .unwrap_or_else(|e| {
+            panic!("no PostgreSQL for the tests at {admin} ({e}): run scripts/test.sh")
+        });
+    junction_store::open(&url, junction_store::StoreOptions::default())
+        .await
+        .unwrap()
+}
+
 backends! {
     sqlite => open_sqlite;
+    postgres => open_postgres;
 }

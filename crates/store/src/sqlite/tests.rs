@@ -336,12 +336,24 @@ async fn store_urls_are_checked() {
         .check()
         .await
         .unwrap();
-    let err = crate::open("postgres://u:pw@localhost/db", StoreOptions::default())
-        .await
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("PostgreSQL") && !err.contains("pw"), "{err}");
+    // Neither a malformed PostgreSQL URL nor a server that is not there shows the password.
+    for (url, expected) in [
+        (
+            "postgres://u:pw@localhost:port/db",
+            "not a PostgreSQL connection URL",
+        ),
+        (
+            "postgres://u:pw@127.0.0.1:1/db",
+            "error connecting to server",
+        ),
+    ] {
+        let err = crate::open(url, StoreOptions::default())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(expected) && !err.contains("pw"), "{err}");
+    }
     assert!(
         crate::open("mysql://x", StoreOptions::default())
             .await

@@ -1,0 +1,765 @@
+//! The PostgreSQL store (`store: postgres://…`), for several Junction nodes sharing one
+//! database.
+//!
+//! Client: tokio-postgres with a deadpool-postgres pool. Chosen over sqlx because the SQL is
+//! written by hand anyway (it differs from SQLite's), tokio-postgres is async from the ground
+//! up with pipelining and `unnest`-friendly array parameters, and it builds faster: measured for
+//! this project in `shared/reference/crates.md` (no second SQLite build, no proc-macro copy).
+//!
+//! Ingest is a group commit per node ([`ingest`]); every other write is its own transaction on
+//! a pooled connection, and writes that touch a user's pending actions take that user's lock
+//! first ([`outbox::lock_users`]). The schema is migrated when the store opens ([`schema`]).
+
+mod ingest;
+mod outbox;
+pub mod schema;
+
+use crate::IdentityKey;
+use crate::outbox::{
+    ActionOutcome, ActionRecord, Attempt, DeadLetterQuery, EngineCommit, NewAction, OutboxCounts,
+    QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+};
+use crate::query::{page_size, parse_cursor};
+use crate::{
+    AppendBatch, AppendReceipt, DeliveryQueue, EngineState, EventLog, EventQuery, IdentityMap,
+    Inspection, Page, RejectedQuery, RejectedRecord, Store, StoreError, StoreOptions, StoredEvent,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
+use ingest::IngestCommand;
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Database(Box::new(error))
+    }
+}
+
+impl From<schema::MigrateError> for StoreError {
+    fn from(error: schema::MigrateError) -> Self {
+        match error {
+            schema::MigrateError::Database(e) => e.into(),
+            newer @ schema::MigrateError::Newer { .. } => StoreError::Unreadable(newer.to_string()),
+        }
+    }
+}
+
+/// Appends waiting for the ingest task; past this, callers wait (back-pressure).
+const INGEST_QUEUE: usize = 4_096;
+/// Connections per node: ingest holds one while committing, delivery and the engine a few.
+const POOL_SIZE: usize = 16;
+
+pub struct PostgresStore {
+    ingest: mpsc::Sender<IngestCommand>,
+    pool: Pool,
+}
+
+/// Reads a `postgres://` URL into a client configuration (the password never reaches an error).
+pub fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Unsupported {
+        url: crate::redact_url(url),
+        reason: format!("not a PostgreSQL connection URL: {e}"),
+    })
+}
+
+fn pool_for(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+impl PostgresStore {
+    /// Connects, brings the schema up to date, and starts this node's ingest task.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let pool = pool_for(config(url)?, POOL_SIZE)?;
+        {
+            let mut client = get(&pool).await?;
+            schema::migrate(&mut client).await?;
+        }
+        let (ingest, commands) = mpsc::channel(INGEST_QUEUE);
+        tokio::spawn(ingest::run(pool.clone(), options.dedupe_window, commands));
+        Ok(PostgresStore { ingest, pool })
+    }
+
+    async fn client(&self) -> Result<Client, StoreError> {
+        get(&self.pool).await
+    }
+}
+
+async fn get(pool: &Pool) -> Result<Client, StoreError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => StoreError::from(e),
+        other => StoreError::Pool(other.to_string()),
+    })
+}
+
+/// Runs `work` in one transaction on a pooled connection and commits it.
+macro_rules! in_transaction {
+    ($store:expr, |$tx:ident| $work:expr) => {{
+        let mut client = $store.client().await?;
+        let $tx = client.transaction().await?;
+        let value = $work;
+        $tx.commit().await?;
+        value
+    }};
+}
+
+const EVENT_COLUMNS: &str = "seq, source, message_id, type, identity, user_id, anonymous_id, \
+                             event, timestamp_ms, received_ms, body";
+
+fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
+    let body: String = row.get(10);
+    Ok(StoredEvent {
+        seq: row.get(0),
+        source: row.get(1),
+        message_id: row.get(2),
+        kind: row.get(3),
+        identity: row.get(4),
+        user_id: row.get(5),
+        anonymous_id: row.get(6),
+        event: row.get(7),
+        timestamp: from_millis(row.get(8)),
+        received_at: from_millis(row.get(9)),
+        body: serde_json::from_str(&body)
+            .map_err(|e| StoreError::Unreadable(format!("event {}: {e}", row.get::<_, i64>(0))))?,
+    })
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn to_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl EventLog for PostgresStore {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
+        let (reply, receipt) = oneshot::channel();
+        self.ingest
+            .send(IngestCommand::Append { batch, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        receipt.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Page<StoredEvent>, StoreError> {
+        let before = parse_cursor(query.cursor.as_deref()).map_err(StoreError::InvalidQuery)?;
+        let limit = page_size(query.limit).map_err(StoreError::InvalidQuery)?;
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE TRUE");
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        // Each filter is written so that it can use an index (see schema.rs): an event's
+        // identity is its userId when it has one.
+        let filters: [(Option<String>, fn(&str) -> String); 4] = [
+            (query.kind, |p| format!("type = {p}")),
+            (query.user_id, |p| {
+                format!("identity = {p} AND user_id = {p}")
+            }),
+            (query.anonymous_id, |p| format!("anonymous_id = {p}")),
+            (query.message_id, |p| {
+                format!("seq IN (SELECT seq FROM message_ids WHERE message_id = {p})")
+            }),
+        ];
+        for (value, condition) in filters {
+            if let Some(value) = value {
+                args.push(Box::new(value));
+                sql.push_str(" AND ");
+                sql.push_str(&condition(&format!("${}", args.len())));
+            }
+        }
+        if let Some(before) = before {
+            args.push(Box::new(before));
+            sql.push_str(&format!(" AND seq < ${}", args.len()));
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", limit + 1));
+        let client = self.client().await?;
+        let params: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = client
+            .query(&client.prepare_cached(&sql).await?, &params)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(rows, limit, |e| e.seq))
+    }
+
+    async fn event(&self, seq: i64) -> Result<Option<StoredEvent>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq = $1"
+            ))
+            .await?;
+        client
+            .query_opt(&statement, &[&seq])
+            .await?
+            .as_ref()
+            .map(event_from_row)
+            .transpose()
+    }
+
+    async fn identity_events(
+        &self,
+        identity: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE identity = $1 AND seq > $2
+                 ORDER BY seq LIMIT $3"
+            ))
+            .await?;
+        client
+            .query(&statement, &[&identity, &after_seq, &to_limit(limit)])
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    async fn events_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+            ))
+            .await?;
+        client
+            .query(&statement, &[&after_seq, &to_limit(limit)])
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    async fn rejected(&self, query: RejectedQuery) -> Result<Page<RejectedRecord>, StoreError> {
+        let before = parse_cursor(query.cursor.as_deref())
+            .map_err(StoreError::InvalidQuery)?
+            .unwrap_or(i64::MAX);
+        let limit = page_size(query.limit).map_err(StoreError::InvalidQuery)?;
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, source, received_ms, position, type, message_id, code, field,
+                        reason, body
+                 FROM rejected WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                &[&before, &((limit + 1) as i64)],
+            )
+            .await?
+            .iter()
+            .map(|row| RejectedRecord {
+                id: row.get(0),
+                source: row.get(1),
+                received_at: from_millis(row.get(2)),
+                index: row.get(3),
+                kind: row.get(4),
+                message_id: row.get(5),
+                code: row.get(6),
+                field: row.get(7),
+                reason: row.get(8),
+                body: row.get(9),
+            })
+            .collect();
+        Ok(Page::from_rows(rows, limit, |r| r.id))
+    }
+}
+
+#[async_trait]
+impl EngineState for PostgresStore {
+    async fn engine_state(&self) -> Result<(i64, Option<String>), StoreError> {
+        let client = self.client().await?;
+        let mut state = (0, None);
+        for row in client
+            .query("SELECT key, value FROM engine_state", &[])
+            .await?
+        {
+            let (key, value): (String, String) = (row.get(0), row.get(1));
+            match key.as_str() {
+                // A cursor read as 0 would plan every event again: never guess.
+                "cursor" => {
+                    state.0 = value.parse().map_err(|_| {
+                        StoreError::Unreadable(format!("the planner's cursor {value:?}"))
+                    })?
+                }
+                "globals" => state.1 = Some(value),
+                _ => {}
+            }
+        }
+        Ok(state)
+    }
+
+    async fn profiles(
+        &self,
+        identities: Vec<String>,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT identity, body FROM profiles WHERE identity = ANY($1)")
+            .await?;
+        Ok(client
+            .query(&statement, &[&identities])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    async fn engine_commit(&self, commit: EngineCommit) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| outbox::engine_commit(&tx, &commit).await?);
+        Ok(())
+    }
+
+    async fn due_timers(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, body FROM timers WHERE status = 'pending' AND fire_at_ms <= $1
+                 ORDER BY fire_at_ms LIMIT $2",
+            )
+            .await?;
+        Ok(client
+            .query(&statement, &[&now_ms, &to_limit(limit)])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    async fn next_timer_ms(&self) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT min(fire_at_ms) FROM timers WHERE status = 'pending'")
+            .await?;
+        Ok(client.query_one(&statement, &[]).await?.get(0))
+    }
+
+    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT id, identity, seq, timer FROM quarantine WHERE released
+                 ORDER BY seq, id LIMIT $1",
+                &[&to_limit(limit)],
+            )
+            .await?
+            .iter()
+            .map(|r| ReleasedEntry {
+                id: r.get(0),
+                identity: r.get(1),
+                seq: r.get(2),
+                timer: r.get(3),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl DeliveryQueue for PostgresStore {
+    async fn ready_heads(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        let client = self.client().await?;
+        Ok(outbox::ready_heads(&client, now_ms, to_limit(limit)).await?)
+    }
+
+    async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT min(next_at_ms) FROM user_heads")
+            .await?;
+        Ok(client.query_one(&statement, &[]).await?.get(0))
+    }
+
+    async fn pending_of(
+        &self,
+        identity: &str,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM actions WHERE identity = $1 AND status = 'pending'
+                 ORDER BY position LIMIT $2",
+                outbox::ACTION_COLUMNS
+            ))
+            .await?;
+        Ok(client
+            .query(&statement, &[&identity, &to_limit(limit)])
+            .await?
+            .iter()
+            .map(outbox::action_from_row)
+            .collect())
+    }
+
+    async fn mark_started(&self, id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE actions SET started_ms = $2,
+                        first_attempt_ms = coalesce(first_attempt_ms, $2)
+                 WHERE id = $1",
+            )
+            .await?;
+        client
+            .execute(&statement, &[&id, &Utc::now().timestamp_millis()])
+            .await?;
+        Ok(())
+    }
+
+    async fn take_uncertain(&self) -> Result<Vec<ActionRecord>, StoreError> {
+        let found = in_transaction!(self, |tx| {
+            let found: Vec<ActionRecord> = tx
+                .query(
+                    &format!(
+                        "SELECT {} FROM actions WHERE started_ms IS NOT NULL
+                         ORDER BY position FOR UPDATE",
+                        outbox::ACTION_COLUMNS
+                    ),
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(outbox::action_from_row)
+                .collect();
+            let positions: Vec<i64> = found.iter().map(|a| a.position).collect();
+            tx.execute(
+                "UPDATE actions SET started_ms = NULL WHERE position = ANY($1)",
+                &[&positions],
+            )
+            .await?;
+            found
+        });
+        Ok(found)
+    }
+
+    async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| outbox::action_outcomes(&tx, &outcomes).await?);
+        Ok(())
+    }
+
+    async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError> {
+        Ok(in_transaction!(self, |tx| outbox::cleanup(&tx, before_ms).await?))
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let client = self.client().await?;
+        Ok(outbox::outbox_counts(&client).await?)
+    }
+}
+
+#[async_trait]
+impl IdentityMap for PostgresStore {
+    async fn identity_lookup(
+        &self,
+        workspace: &str,
+        key: &IdentityKey,
+    ) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT contact_id FROM identity_map
+                 WHERE workspace = $1 AND kind = $2 AND value = $3",
+            )
+            .await?;
+        Ok(client
+            .query_opt(&statement, &[&workspace, &key.kind(), &key.value()])
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn identity_remember(
+        &self,
+        workspace: &str,
+        keys: &[IdentityKey],
+        contact_id: &str,
+    ) -> Result<(), StoreError> {
+        let kinds: Vec<&str> = keys.iter().map(IdentityKey::kind).collect();
+        let values: Vec<String> = keys.iter().map(IdentityKey::value).collect();
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO identity_map (workspace, kind, value, contact_id, updated_ms)
+                 SELECT DISTINCT ON (kind, value) $1, kind, value, $2, $3
+                 FROM unnest($4::text[], $5::text[]) AS t(kind, value)
+                 ON CONFLICT (workspace, kind, value)
+                 DO UPDATE SET contact_id = excluded.contact_id, updated_ms = excluded.updated_ms",
+                &[
+                    &workspace,
+                    &contact_id,
+                    &Utc::now().timestamp_millis(),
+                    &kinds,
+                    &values,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM identity_map WHERE workspace = $1 AND contact_id = $2",
+                &[&workspace, &contact_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO made_by_junction (kind, id, made_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (kind, id) DO NOTHING",
+                &[&kind, &id, &Utc::now().timestamp_millis()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn made_by_junction(
+        &self,
+        kind: &str,
+        ids: Vec<String>,
+    ) -> Result<HashSet<String>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT id FROM made_by_junction WHERE kind = $1 AND id = ANY($2)",
+                &[&kind, &ids],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Inspection for PostgresStore {
+    async fn action(&self, id: &str) -> Result<Option<ActionRecord>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM actions WHERE id = $1",
+                    outbox::ACTION_COLUMNS
+                ),
+                &[&id],
+            )
+            .await?
+            .as_ref()
+            .map(outbox::action_from_row))
+    }
+
+    async fn attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let client = self.client().await?;
+        Ok(outbox::attempts(&client, id).await?)
+    }
+
+    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<ActionRecord>, StoreError> {
+        let client = self.client().await?;
+        Ok(outbox::dead_letters(&client, &query).await?)
+    }
+
+    async fn discard(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE actions SET status = 'discarded', updated_ms = $2
+                 WHERE id = ANY($1) AND status = 'failed'",
+                &[&ids, &Utc::now().timestamp_millis()],
+            )
+            .await?;
+        Ok(n as usize)
+    }
+
+    async fn replay(&self, id: &str, actions: Vec<NewAction>) -> Result<bool, StoreError> {
+        let replayed = in_transaction!(self, |tx| {
+            let identities: Vec<String> = actions.iter().map(|a| a.identity.clone()).collect();
+            outbox::lock_users(&tx, &identities).await?;
+            let now = Utc::now().timestamp_millis();
+            let taken = tx
+                .execute(
+                    "UPDATE actions SET status = 'replayed', updated_ms = $2
+                     WHERE id = $1 AND status = 'failed'",
+                    &[&id, &now],
+                )
+                .await?;
+            if taken == 1 {
+                outbox::insert_actions(&tx, &actions, now).await?;
+            }
+            taken == 1
+        });
+        Ok(replayed)
+    }
+
+    async fn runs(&self, query: RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        let client = self.client().await?;
+        Ok(outbox::runs(&client, &query).await?)
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, StoreError> {
+        let client = self.client().await?;
+        Ok(outbox::run(&client, id).await?)
+    }
+
+    async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT id, identity, seq, timer IS NOT NULL, reason, at_ms, released
+                 FROM quarantine ORDER BY id LIMIT $1",
+                &[&to_limit(limit)],
+            )
+            .await?
+            .iter()
+            .map(|r| QuarantineRecord {
+                id: r.get(0),
+                identity: r.get(1),
+                seq: r.get(2),
+                timer: r.get(3),
+                reason: r.get(4),
+                at_ms: r.get(5),
+                released: r.get(6),
+            })
+            .collect())
+    }
+
+    async fn quarantine_release(
+        &self,
+        identity: &str,
+        reset_profile: bool,
+    ) -> Result<usize, StoreError> {
+        let released = in_transaction!(self, |tx| {
+            if reset_profile {
+                tx.execute("DELETE FROM profiles WHERE identity = $1", &[&identity])
+                    .await?;
+            }
+            tx.execute(
+                "UPDATE quarantine SET released = TRUE WHERE identity = $1 AND NOT released",
+                &[&identity],
+            )
+            .await?
+        });
+        Ok(released as usize)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn check(&self) -> Result<(), StoreError> {
+        if self.ingest.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        let client = self.client().await?;
+        client.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        if self
+            .ingest
+            .send(IngestCommand::Shutdown { reply })
+            .await
+            .is_err()
+        {
+            return Ok(()); // already closed
+        }
+        let _ = done.await;
+        self.pool.close();
+        Ok(())
+    }
+}
+
+/// Creates an empty database on the server `admin_url` points at and returns its URL: tests
+/// and benchmarks each want a database of their own. `prefix` is letters, digits and `_`.
+pub async fn create_scratch_database(admin_url: &str, prefix: &str) -> Result<String, StoreError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CREATED: AtomicU64 = AtomicU64::new(0);
+    if prefix.is_empty()
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(StoreError::InvalidQuery(format!(
+            "database prefix {prefix:?} must be letters, digits and _"
+        )));
+    }
+    let name = format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_micros(),
+        CREATED.fetch_add(1, Ordering::Relaxed)
+    );
+    let (client, connection) = config(admin_url)?.connect(tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    drop(client);
+    let _ = connection.await;
+    Ok(with_database(admin_url, &name))
+}
+
+/// The same URL naming another database.
+fn with_database(url: &str, database: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let path_start = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    let query_start = url[path_start..]
+        .find('?')
+        .map_or(url.len(), |i| path_start + i);
+    format!("{}/{database}{}", &url[..path_start], &url[query_start..])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_can_name_another_database() {
+        let cases = [
+            ("postgres://u@h:5432/postgres", "postgres://u@h:5432/x"),
+            ("postgres://u@h", "postgres://u@h/x"),
+            (
+                "postgresql://u:p@h/db?sslmode=disable",
+                "postgresql://u:p@h/x?sslmode=disable",
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(super::with_database(url, "x"), expected);
+        }
+    }
+}

@@ -1,0 +1,621 @@
+//! PostgreSQL side of the engine's and delivery's records (see `crate::outbox`; the SQL
+//! follows `sqlite/outbox.rs`, which explains each rule).
+//!
+//! Several transactions run at once here, on one node and across nodes, where SQLite has one
+//! writer. Every transaction that changes a user's pending actions therefore first takes that
+//! user's lock ([`lock_users`]): without it two commits could each recompute the user's
+//! `user_heads` row from a snapshot missing the other's change.
+
+use crate::outbox::{
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, DeadLetterQuery, EngineCommit, NewAction,
+    OutboxCounts, RunQuery, RunRecord,
+};
+use deadpool_postgres::{Client, GenericClient, Transaction};
+use tokio_postgres::Row;
+
+pub(super) const ACTION_COLUMNS: &str = "position, id, identity, run, seq, lane, status, attempts, \
+     next_at_ms, body, result, error_code, created_ms, first_attempt_ms, started_ms, updated_ms";
+
+/// The advisory-lock class of per-user locks (the other key is a hash of the identity).
+const USER_LOCK_CLASS: i32 = 0x4a55_4e01;
+
+pub(super) fn action_from_row(row: &Row) -> ActionRecord {
+    let status: String = row.get(6);
+    let body: String = row.get(9);
+    ActionRecord {
+        position: row.get(0),
+        id: row.get(1),
+        identity: row.get(2),
+        run: row.get(3),
+        seq: row.get(4),
+        lane: row.get(5),
+        status: ActionStatus::parse(&status).unwrap_or(ActionStatus::Unreadable),
+        attempts: row.get(7),
+        next_at_ms: row.get(8),
+        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        result: row.get(10),
+        error_code: row.get(11),
+        created_ms: row.get(12),
+        first_attempt_ms: row.get(13),
+        started_ms: row.get(14),
+        updated_ms: row.get(15),
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Takes the transaction-scoped locks of these users, in one order everywhere (so that two
+/// transactions locking overlapping sets cannot deadlock).
+pub(super) async fn lock_users(
+    tx: &Transaction<'_>,
+    identities: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    if identities.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, k)
+         FROM (SELECT DISTINCT hashtext(i) AS k FROM unnest($2::text[]) AS i ORDER BY 1) AS keys",
+        &[&USER_LOCK_CLASS, &identities],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_actions(
+    tx: &Transaction<'_>,
+    actions: &[NewAction],
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    if actions.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(actions.len());
+    let mut identities = Vec::with_capacity(actions.len());
+    let mut runs = Vec::with_capacity(actions.len());
+    let mut seqs = Vec::with_capacity(actions.len());
+    let mut lanes = Vec::with_capacity(actions.len());
+    let mut standby_for = Vec::with_capacity(actions.len());
+    let mut statuses = Vec::with_capacity(actions.len());
+    let mut bodies = Vec::with_capacity(actions.len());
+    for a in actions {
+        ids.push(a.id.as_str());
+        identities.push(a.identity.clone());
+        runs.push(a.run.as_str());
+        seqs.push(a.seq);
+        lanes.push(a.lane);
+        standby_for.push(a.standby_for.as_deref());
+        statuses.push(if a.standby_for.is_some() {
+            "standby"
+        } else {
+            "pending"
+        });
+        bodies.push(a.body.as_str());
+    }
+    // Positions are handed out in the order rows reach the insert, which ORDER BY fixes to
+    // the plan's order. A re-planned event makes the same ids: those already there are kept.
+    tx.execute(
+        "INSERT INTO actions (id, identity, run, seq, lane, standby_for, status, body,
+                              created_ms, updated_ms)
+         SELECT id, identity, run, seq, lane, standby_for, status, body, $9, $9
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                     $6::text[], $7::text[], $8::text[])
+              WITH ORDINALITY AS t(id, identity, run, seq, lane, standby_for, status, body, ord)
+         ORDER BY ord
+         ON CONFLICT (id) DO NOTHING",
+        &[
+            &ids,
+            &identities,
+            &runs,
+            &seqs,
+            &lanes,
+            &standby_for,
+            &statuses,
+            &bodies,
+            &now,
+        ],
+    )
+    .await?;
+    refresh_heads(tx, &identities).await
+}
+
+/// Recomputes the `user_heads` rows of these users from their pending actions (the callers
+/// hold their locks).
+pub(super) async fn refresh_heads(
+    tx: &Transaction<'_>,
+    identities: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    if identities.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM user_heads WHERE identity = ANY($1)",
+        &[&identities],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO user_heads (identity, position, next_at_ms, urgent)
+         SELECT DISTINCT ON (a.identity) a.identity, a.position, a.next_at_ms,
+                EXISTS (SELECT 1 FROM actions u
+                        WHERE u.identity = a.identity AND u.status = 'pending' AND u.lane = 0)
+         FROM actions a
+         WHERE a.identity = ANY($1) AND a.status = 'pending'
+         ORDER BY a.identity, a.position",
+        &[&identities],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn engine_commit(
+    tx: &Transaction<'_>,
+    commit: &EngineCommit,
+) -> Result<(), tokio_postgres::Error> {
+    let now = now_ms();
+    let mut users: Vec<String> = commit.actions.iter().map(|a| a.identity.clone()).collect();
+    users.extend(commit.profiles.iter().map(|(identity, _)| identity.clone()));
+    lock_users(tx, &users).await?;
+    let state = "INSERT INTO engine_state (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    if let Some(cursor) = commit.cursor {
+        tx.execute(state, &[&"cursor", &cursor.to_string()]).await?;
+    }
+    if let Some(globals) = &commit.globals {
+        tx.execute(state, &[&"globals", globals]).await?;
+    }
+    if !commit.profiles.is_empty() {
+        let (identities, bodies): (Vec<&str>, Vec<&str>) = commit
+            .profiles
+            .iter()
+            .map(|(i, b)| (i.as_str(), b.as_str()))
+            .unzip();
+        tx.execute(
+            "INSERT INTO profiles (identity, body)
+             SELECT DISTINCT ON (identity) identity, body
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(identity, body, ord)
+             ORDER BY identity, ord DESC
+             ON CONFLICT (identity) DO UPDATE SET body = excluded.body",
+            &[&identities, &bodies],
+        )
+        .await?;
+    }
+    insert_actions(tx, &commit.actions, now).await?;
+    for t in &commit.timers {
+        tx.execute(
+            "INSERT INTO timers (id, identity, fire_at_ms, status, body)
+             VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT (id) DO NOTHING",
+            &[&t.id, &t.identity, &t.fire_at_ms, &t.body],
+        )
+        .await?;
+    }
+    if !commit.timers_done.is_empty() {
+        tx.execute(
+            "UPDATE timers SET status = 'done' WHERE id = ANY($1)",
+            &[&commit.timers_done],
+        )
+        .await?;
+    }
+    for r in &commit.runs {
+        tx.execute(
+            "INSERT INTO runs (run, seq, workflow, identity, planned_ms, actions, paused, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (run) DO UPDATE SET actions = runs.actions + excluded.actions,
+                                             paused = excluded.paused,
+                                             error = coalesce(excluded.error, runs.error)",
+            &[
+                &r.run,
+                &r.seq,
+                &r.workflow,
+                &r.identity,
+                &now,
+                &r.actions,
+                &r.paused,
+                &r.error,
+            ],
+        )
+        .await?;
+    }
+    for q in &commit.quarantine {
+        tx.execute(
+            "INSERT INTO quarantine (identity, seq, timer, reason, at_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&q.identity, &q.seq, &q.timer, &q.reason, &now],
+        )
+        .await?;
+    }
+    if !commit.released_done.is_empty() {
+        tx.execute(
+            "DELETE FROM quarantine WHERE id = ANY($1)",
+            &[&commit.released_done],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn record_attempt(
+    tx: &Transaction<'_>,
+    id: &str,
+    attempt: &Attempt,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO attempts (action_id, number, at_ms, duration_ms, outcome, error, calls)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (action_id, number) DO UPDATE SET
+             at_ms = excluded.at_ms, duration_ms = excluded.duration_ms,
+             outcome = excluded.outcome, error = excluded.error, calls = excluded.calls",
+        &[
+            &id,
+            &attempt.number,
+            &attempt.at_ms,
+            &attempt.duration_ms,
+            &attempt.outcome,
+            &attempt.error,
+            &attempt.calls.to_string(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn action_outcomes(
+    tx: &Transaction<'_>,
+    outcomes: &[ActionOutcome],
+) -> Result<(), tokio_postgres::Error> {
+    let now = now_ms();
+    let ids: Vec<&str> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            ActionOutcome::Done { id, .. }
+            | ActionOutcome::Retry { id, .. }
+            | ActionOutcome::Failed { id, .. } => id.as_str(),
+        })
+        .collect();
+    let touched: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT identity FROM actions WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    lock_users(tx, &touched).await?;
+    for outcome in outcomes {
+        match outcome {
+            ActionOutcome::Done {
+                id,
+                result,
+                attempt,
+                merged,
+            } => {
+                record_attempt(tx, id, attempt).await?;
+                tx.execute(
+                    "UPDATE actions SET status = 'done', attempts = attempts + 1, result = $2,
+                            error_code = NULL, started_ms = NULL,
+                            first_attempt_ms = coalesce(first_attempt_ms, $4), updated_ms = $3
+                     WHERE id = $1",
+                    &[id, result, &now, &attempt.at_ms],
+                )
+                .await?;
+                for other in merged {
+                    tx.execute(
+                        "UPDATE actions SET status = 'done', result = $2, updated_ms = $3
+                         WHERE id = $1 AND status = 'pending'",
+                        &[other, &format!("coalesced into {id}"), &now],
+                    )
+                    .await?;
+                }
+                let finished: Vec<&str> = std::iter::once(id.as_str())
+                    .chain(merged.iter().map(String::as_str))
+                    .collect();
+                tx.execute(
+                    "UPDATE actions SET status = 'skipped', updated_ms = $2
+                     WHERE standby_for = ANY($1) AND status = 'standby'",
+                    &[&finished, &now],
+                )
+                .await?;
+            }
+            ActionOutcome::Retry {
+                id,
+                next_at_ms,
+                error,
+                code,
+                attempt,
+                counts,
+            } => {
+                record_attempt(tx, id, attempt).await?;
+                tx.execute(
+                    "UPDATE actions SET attempts = attempts + $5, next_at_ms = $2, result = $3,
+                            error_code = $6, started_ms = NULL,
+                            first_attempt_ms = coalesce(first_attempt_ms, $7), updated_ms = $4
+                     WHERE id = $1",
+                    &[
+                        id,
+                        next_at_ms,
+                        error,
+                        &now,
+                        &i64::from(*counts),
+                        code,
+                        &attempt.at_ms,
+                    ],
+                )
+                .await?;
+            }
+            ActionOutcome::Failed {
+                id,
+                error,
+                code,
+                attempt,
+                skip_rest_of_run,
+            } => {
+                record_attempt(tx, id, attempt).await?;
+                tx.execute(
+                    "UPDATE actions SET status = 'failed', attempts = attempts + 1, result = $2,
+                            error_code = $4, started_ms = NULL,
+                            first_attempt_ms = coalesce(first_attempt_ms, $5), updated_ms = $3
+                     WHERE id = $1",
+                    &[id, error, &now, code, &attempt.at_ms],
+                )
+                .await?;
+                let activated = tx
+                    .execute(
+                        "UPDATE actions SET status = 'pending', updated_ms = $2
+                         WHERE standby_for = $1 AND status = 'standby'",
+                        &[id, &now],
+                    )
+                    .await?;
+                if *skip_rest_of_run && activated == 0 {
+                    tx.execute(
+                        "UPDATE actions SET status = 'skipped', result = $2, updated_ms = $3
+                         WHERE run = (SELECT run FROM actions WHERE id = $1)
+                           AND position > (SELECT position FROM actions WHERE id = $1)
+                           AND status IN ('pending', 'standby')",
+                        &[id, &format!("skipped: {id} failed"), &now],
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+    refresh_heads(tx, &touched).await
+}
+
+fn prefixed(alias: &str) -> String {
+    ACTION_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Each user's first pending action that is due, urgent users first, then planning order.
+pub(super) async fn ready_heads(
+    client: &Client,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<ActionRecord>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {} FROM user_heads AS h JOIN actions AS a ON a.position = h.position
+         WHERE h.next_at_ms <= $1
+         ORDER BY h.urgent DESC, h.position LIMIT $2",
+        prefixed("a")
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    Ok(client
+        .query(&statement, &[&now_ms, &limit])
+        .await?
+        .iter()
+        .map(action_from_row)
+        .collect())
+}
+
+pub(super) async fn outbox_counts(client: &Client) -> Result<OutboxCounts, tokio_postgres::Error> {
+    let mut counts = OutboxCounts::default();
+    for row in client
+        .query("SELECT status, count(*) FROM actions GROUP BY status", &[])
+        .await?
+    {
+        let (status, n): (String, i64) = (row.get(0), row.get(1));
+        match ActionStatus::parse(&status) {
+            Some(ActionStatus::Pending) => counts.pending = n,
+            Some(ActionStatus::Standby) => counts.standby = n,
+            Some(ActionStatus::Done) => counts.done = n,
+            Some(ActionStatus::Failed) => counts.failed = n,
+            Some(ActionStatus::Skipped) => counts.skipped = n,
+            Some(ActionStatus::Discarded) => counts.discarded = n,
+            Some(ActionStatus::Replayed) => counts.replayed = n,
+            Some(ActionStatus::Unreadable) | None => counts.unreadable += n,
+        }
+    }
+    counts.timers_pending = client
+        .query_one("SELECT count(*) FROM timers WHERE status = 'pending'", &[])
+        .await?
+        .get(0);
+    let now = now_ms();
+    for row in client
+        .query(
+            "SELECT lane, min(created_ms) FROM actions WHERE status = 'pending' GROUP BY lane",
+            &[],
+        )
+        .await?
+    {
+        let (lane, created): (i64, i64) = (row.get(0), row.get(1));
+        if let Some(slot) = counts.oldest_pending_ms.get_mut(lane.clamp(0, 1) as usize) {
+            *slot = Some(now - created);
+        }
+    }
+    Ok(counts)
+}
+
+pub(super) async fn dead_letters(
+    client: &Client,
+    query: &DeadLetterQuery,
+) -> Result<Vec<ActionRecord>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {ACTION_COLUMNS} FROM actions
+         WHERE status = 'failed'
+           AND ($1::text IS NULL OR (body::jsonb) ->> 'workflow' = $1)
+           AND ($2::text IS NULL OR error_code = $2)
+           AND ($3::text IS NULL OR identity = $3)
+           AND ($4::bigint IS NULL OR updated_ms >= $4)
+           AND ($5::bigint IS NULL OR updated_ms < $5)
+         ORDER BY position LIMIT $6"
+    );
+    Ok(client
+        .query(
+            &sql,
+            &[
+                &query.workflow,
+                &query.code,
+                &query.identity,
+                &query.since_ms,
+                &query.until_ms,
+                &(query.limit as i64),
+            ],
+        )
+        .await?
+        .iter()
+        .map(action_from_row)
+        .collect())
+}
+
+/// A run's status from its actions (as in `sqlite/outbox.rs`).
+const RUN_STATUS: &str = "CASE
+    WHEN r.error IS NOT NULL THEN 'failed'
+    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'failed')
+        THEN CASE WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'done')
+                  THEN 'partial' ELSE 'failed' END
+    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'pending') THEN 'delivering'
+    WHEN r.paused THEN 'paused'
+    WHEN r.actions = 0 THEN 'empty'
+    ELSE 'done' END";
+
+fn run_from_row(r: &Row) -> RunRecord {
+    RunRecord {
+        run: r.get(0),
+        seq: r.get(1),
+        workflow: r.get(2),
+        identity: r.get(3),
+        planned_ms: r.get(4),
+        actions: r.get(5),
+        paused: r.get(6),
+        error: r.get(7),
+        status: r.get(8),
+    }
+}
+
+pub(super) async fn runs(
+    client: &Client,
+    query: &RunQuery,
+) -> Result<Vec<RunRecord>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT * FROM (
+             SELECT r.run, r.seq, r.workflow, r.identity, r.planned_ms, r.actions, r.paused,
+                    r.error, {RUN_STATUS} AS status
+             FROM runs r
+             WHERE ($1::text IS NULL OR r.workflow = $1) AND ($2::text IS NULL OR r.identity = $2)
+               AND ($3::bigint IS NULL OR r.planned_ms < $3)
+             ORDER BY r.planned_ms DESC, r.seq DESC) AS listed
+         WHERE ($4::text IS NULL OR status = $4) LIMIT $5"
+    );
+    Ok(client
+        .query(
+            &sql,
+            &[
+                &query.workflow,
+                &query.identity,
+                &query.before_ms,
+                &query.status,
+                &(query.limit as i64),
+            ],
+        )
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect())
+}
+
+pub(super) async fn run(
+    client: &Client,
+    id: &str,
+) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT r.run, r.seq, r.workflow, r.identity, r.planned_ms, r.actions, r.paused, r.error,
+                {RUN_STATUS} FROM runs r WHERE r.run = $1"
+    );
+    let Some(row) = client.query_opt(&sql, &[&id]).await? else {
+        return Ok(None);
+    };
+    let actions = client
+        .query(
+            &format!("SELECT {ACTION_COLUMNS} FROM actions WHERE run = $1 ORDER BY position"),
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(action_from_row)
+        .collect();
+    Ok(Some((run_from_row(&row), actions)))
+}
+
+pub(super) async fn attempts(
+    client: &Client,
+    id: &str,
+) -> Result<Vec<Attempt>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT number, at_ms, duration_ms, outcome, error, calls FROM attempts
+             WHERE action_id = $1 ORDER BY number",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let calls: String = r.get(5);
+            Attempt {
+                number: r.get(0),
+                at_ms: r.get(1),
+                duration_ms: r.get(2),
+                outcome: r.get(3),
+                error: r.get(4),
+                calls: serde_json::from_str(&calls).unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+/// Deletes what is finished and older than `before_ms` (as in `sqlite/outbox.rs`).
+pub(super) async fn cleanup(
+    tx: &Transaction<'_>,
+    before_ms: i64,
+) -> Result<usize, tokio_postgres::Error> {
+    tx.execute(
+        "DELETE FROM attempts WHERE action_id IN (
+             SELECT id FROM actions WHERE updated_ms < $1
+               AND status IN ('done', 'skipped', 'discarded', 'replayed'))",
+        &[&before_ms],
+    )
+    .await?;
+    let actions = tx
+        .execute(
+            "DELETE FROM actions WHERE updated_ms < $1
+               AND status IN ('done', 'skipped', 'discarded', 'replayed')",
+            &[&before_ms],
+        )
+        .await?;
+    tx.execute(
+        "DELETE FROM runs WHERE planned_ms < $1
+           AND NOT EXISTS (SELECT 1 FROM actions x WHERE x.run = runs.run)",
+        &[&before_ms],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM timers WHERE status = 'done' AND fire_at_ms < $1",
+        &[&before_ms],
+    )
+    .await?;
+    Ok(actions as usize)
+}
