@@ -1,16 +1,17 @@
 //! The shipped templates end to end: Segment events in over HTTP to the real `junction`
 //! binary, planned and delivered to the Intercom emulator, checked in the emulator's state and
 //! request journal. Plus the durable timer across a restart, and per-user order under load.
+//! Every test runs on each store: SQLite and PostgreSQL (the `on_each_store!` list at the end).
 
 mod common;
 
+use common::Backend;
 use common::scenario::{Scenario, alert_sink};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-#[tokio::test]
-async fn profile_sync_creates_one_contact_and_keeps_it_up_to_date() {
-    let s = Scenario::start("  - template: profile-sync\n").await;
+async fn profile_sync_creates_one_contact_and_keeps_it_up_to_date(backend: Backend) {
+    let s = Scenario::start_on(backend, "  - template: profile-sync\n").await;
     s.identify("u1", json!({"email": "ann@example.com", "name": "Ann", "plan": "pro", "industry": "retail", "mrr": 99.5})).await;
     s.identify("u1", json!({"plan": "enterprise"})).await;
     // A burst for a new user: still one contact.
@@ -63,9 +64,12 @@ async fn profile_sync_creates_one_contact_and_keeps_it_up_to_date() {
     );
 }
 
-#[tokio::test]
-async fn event_triggered_messages_go_out_in_app_and_by_email() {
-    let s = Scenario::start("  - template: profile-sync\n  - template: event-message\n").await;
+async fn event_triggered_messages_go_out_in_app_and_by_email(backend: Backend) {
+    let s = Scenario::start_on(
+        backend,
+        "  - template: profile-sync\n  - template: event-message\n",
+    )
+    .await;
     s.identify(
         "u1",
         json!({"email": "ann@example.com", "first_name": "Ann"}),
@@ -95,9 +99,8 @@ async fn event_triggered_messages_go_out_in_app_and_by_email() {
     assert_eq!(s.calls_to("POST", "/messages").len(), 2);
 }
 
-#[tokio::test]
-async fn lead_score_tags_assigns_and_notes_once_per_crossing() {
-    let s = Scenario::start("  - template: lead-score\n").await;
+async fn lead_score_tags_assigns_and_notes_once_per_crossing(backend: Backend) {
+    let s = Scenario::start_on(backend, "  - template: lead-score\n").await;
     for event in ["Pricing Viewed", "Demo Requested"] {
         s.track("lead1", event, json!({})).await;
     }
@@ -147,10 +150,9 @@ async fn lead_score_tags_assigns_and_notes_once_per_crossing() {
     );
 }
 
-#[tokio::test]
-async fn company_sync_upserts_attaches_and_alerts_on_a_health_drop() {
+async fn company_sync_upserts_attaches_and_alerts_on_a_health_drop(backend: Backend) {
     let (hook, alerts) = alert_sink().await;
-    let s = Scenario::start(&format!(
+    let s = Scenario::start_on(backend, &format!(
         "  - template: company-sync\n    vars: {{ account_manager: \"991267004\", alert_url: \"{hook}\" }}\n"
     ))
     .await;
@@ -185,10 +187,9 @@ async fn company_sync_upserts_attaches_and_alerts_on_a_health_drop() {
     assert_eq!(attached, 3, "the user is attached at each group call");
 }
 
-#[tokio::test]
-async fn churn_risk_tags_flags_opens_an_assigned_conversation_and_alerts() {
+async fn churn_risk_tags_flags_opens_an_assigned_conversation_and_alerts(backend: Backend) {
     let (hook, alerts) = alert_sink().await;
-    let s = Scenario::start(&format!("  - template: profile-sync\n  - template: churn-risk\n    vars: {{ alert_url: \"{hook}\" }}\n")).await;
+    let s = Scenario::start_on(backend, &format!("  - template: profile-sync\n  - template: churn-risk\n    vars: {{ alert_url: \"{hook}\" }}\n")).await;
     s.identify("u1", json!({"email": "ann@example.com"})).await;
     s.track("u1", "Payment Failed", json!({})).await;
     s.track("u1", "Payment Failed", json!({})).await; // flagged this month already
@@ -216,9 +217,8 @@ async fn churn_risk_tags_flags_opens_an_assigned_conversation_and_alerts() {
     );
 }
 
-#[tokio::test]
-async fn onboarding_acknowledges_each_milestone_once() {
-    let s = Scenario::start("  - template: onboarding\n").await;
+async fn onboarding_acknowledges_each_milestone_once(backend: Backend) {
+    let s = Scenario::start_on(backend, "  - template: onboarding\n").await;
     s.track("u1", "Teammate Invited", json!({})).await;
     s.track("u1", "Teammate Invited", json!({})).await;
     s.track("u1", "Profile Completed", json!({})).await;
@@ -245,9 +245,12 @@ async fn onboarding_acknowledges_each_milestone_once() {
     assert!(bodies[2].contains("You're all set"), "{bodies:?}");
 }
 
-#[tokio::test]
-async fn inactivity_timer_fires_unless_the_feature_is_used() {
-    let s = Scenario::start("  - template: inactivity\n    vars: { delay: 2s }\n").await;
+async fn inactivity_timer_fires_unless_the_feature_is_used(backend: Backend) {
+    let s = Scenario::start_on(
+        backend,
+        "  - template: inactivity\n    vars: { delay: 2s }\n",
+    )
+    .await;
     s.track("idle", "Signed Up", json!({})).await;
     s.track("busy", "Signed Up", json!({})).await;
     s.track("busy", "Feature Used", json!({})).await;
@@ -266,9 +269,12 @@ async fn inactivity_timer_fires_unless_the_feature_is_used() {
     assert_eq!(s.calls_to("POST", "/messages").len(), 1);
 }
 
-#[tokio::test]
-async fn a_pending_wait_fires_after_a_restart() {
-    let mut s = Scenario::start("  - template: inactivity\n    vars: { delay: 3s }\n").await;
+async fn a_pending_wait_fires_after_a_restart(backend: Backend) {
+    let mut s = Scenario::start_on(
+        backend,
+        "  - template: inactivity\n    vars: { delay: 3s }\n",
+    )
+    .await;
     s.track("u1", "Signed Up", json!({})).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.server.kill();
@@ -285,9 +291,8 @@ async fn a_pending_wait_fires_after_a_restart() {
     assert_eq!(s.calls_at("POST", "/tags").len(), 1);
 }
 
-#[tokio::test]
-async fn track_becomes_a_data_event_even_before_identify() {
-    let s = Scenario::start("  - template: track-events\n").await;
+async fn track_becomes_a_data_event_even_before_identify(backend: Backend) {
+    let s = Scenario::start_on(backend, "  - template: track-events\n").await;
     s.track(
         "new-user",
         "Order Completed",
@@ -311,9 +316,8 @@ async fn track_becomes_a_data_event_even_before_identify() {
 
 /// 1,000 events from 50 users, interleaved in batches: each user's Intercom calls happen in
 /// the order of their events.
-#[tokio::test]
-async fn each_users_calls_keep_their_events_order() {
-    let s = Scenario::start("  - template: track-events\n").await;
+async fn each_users_calls_keep_their_events_order(backend: Backend) {
+    let s = Scenario::start_on(backend, "  - template: track-events\n").await;
     let users = 50;
     let per_user = 20;
     let mut batch = Vec::new();
@@ -342,4 +346,35 @@ async fn each_users_calls_keep_their_events_order() {
         assert_eq!(names, sorted, "contact {contact}'s events out of order");
         assert_eq!(names.len(), per_user);
     }
+}
+
+/// Instantiates each test for each store.
+macro_rules! on_each_store {
+    ($($test:ident,)*) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
+on_each_store! {
+    profile_sync_creates_one_contact_and_keeps_it_up_to_date,
+    event_triggered_messages_go_out_in_app_and_by_email,
+    lead_score_tags_assigns_and_notes_once_per_crossing,
+    company_sync_upserts_attaches_and_alerts_on_a_health_drop,
+    churn_risk_tags_flags_opens_an_assigned_conversation_and_alerts,
+    onboarding_acknowledges_each_milestone_once,
+    inactivity_timer_fires_unless_the_feature_is_used,
+    a_pending_wait_fires_after_a_restart,
+    track_becomes_a_data_event_even_before_identify,
+    each_users_calls_keep_their_events_order,
 }

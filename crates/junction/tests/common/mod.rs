@@ -21,24 +21,55 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+/// Which store a test's Junction runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// A fresh store of this kind for a Junction working in `dir`: a SQLite file there, or a
+    /// new database on the test PostgreSQL server (`JUNCTION_TEST_POSTGRES`, which
+    /// `scripts/test.sh` sets; by default the local server on 127.0.0.1:5432).
+    pub async fn fresh_store(self, dir: &Path) -> String {
+        match self {
+            Backend::Sqlite => format!("sqlite://{}", dir.join("data/junction.db").display()),
+            Backend::Postgres => {
+                let admin = std::env::var("JUNCTION_TEST_POSTGRES")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                junction_store::postgres::create_scratch_database(&admin, "junction_test")
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("no PostgreSQL for the tests at {admin} ({e}): run scripts/test.sh")
+                    })
+            }
+        }
+    }
+}
+
 /// A configuration: the store, [`ADMIN_TOKEN`], a `segment` section accepting [`WRITE_KEY`]
 /// (unless `extra` has its own `segment` section, which must then list the write keys), and
 /// `extra`.
 pub fn config_text(database: &Path, extra: &str) -> String {
+    config_for(&format!("sqlite://{}", database.display()), extra)
+}
+
+/// [`config_text`] for any store URL.
+pub fn config_for(store: &str, extra: &str) -> String {
     let own_segment = extra.starts_with("segment:\n") || extra.contains("\nsegment:\n");
     let segment = if own_segment {
         String::new()
     } else {
         format!("segment:\n  write_keys: [{WRITE_KEY}]\n")
     };
-    format!(
-        "store: sqlite://{}\n{segment}admin:\n  token: {ADMIN_TOKEN}\n{extra}",
-        database.display()
-    )
+    format!("store: {store}\n{segment}admin:\n  token: {ADMIN_TOKEN}\n{extra}")
 }
 
 pub struct Server {
     child: Option<Child>,
+    /// The store URL in its configuration.
+    pub store: String,
     pub port: u16,
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -54,11 +85,18 @@ impl Server {
     /// Like [`Server::start`], with more configuration appended (an `intercom` section,
     /// `workflows`, …).
     pub async fn start_with(dir: &Path, extra: &str) -> Server {
+        let store = Backend::Sqlite.fresh_store(dir).await;
+        Server::start_on(dir, store, extra).await
+    }
+
+    /// Like [`Server::start_with`], on the store at this URL.
+    pub async fn start_on(dir: &Path, store: String, extra: &str) -> Server {
         let config = dir.join("junction.yaml");
-        std::fs::write(&config, config_text(&dir.join("data/junction.db"), extra)).unwrap();
+        std::fs::write(&config, config_for(&store, extra)).unwrap();
         let port = free_port();
         let mut server = Server {
             child: None,
+            store,
             port,
             dir: dir.to_path_buf(),
             config,

@@ -1,7 +1,7 @@
 //! A scenario for end-to-end tests: the real `junction` binary delivering to an in-process
 //! Intercom emulator, with helpers to send Segment calls and to read what Intercom received.
 
-use super::{Server, WRITE_KEY, http};
+use super::{Backend, Server, WRITE_KEY, http};
 use junction_emulator::journal::JournalEntry;
 use junction_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
@@ -21,12 +21,22 @@ pub struct Scenario {
 impl Scenario {
     /// Junction with these workflows (YAML list items), delivering to a fresh emulator.
     pub async fn start(workflows: &str) -> Scenario {
-        Scenario::start_config(&format!("workflows:\n{workflows}"), Some(TOKEN)).await
+        Scenario::start_on(Backend::Sqlite, workflows).await
+    }
+
+    /// Like [`Scenario::start`], on a fresh store of this kind.
+    pub async fn start_on(backend: Backend, workflows: &str) -> Scenario {
+        Scenario::start_config_on(backend, &format!("workflows:\n{workflows}"), Some(TOKEN)).await
     }
 
     /// Junction with this configuration (beyond the store, write key and admin token), and an
     /// `intercom` section pointing at a fresh emulator when `token` is given.
     pub async fn start_config(extra: &str, token: Option<&str>) -> Scenario {
+        Scenario::start_config_on(Backend::Sqlite, extra, token).await
+    }
+
+    /// Like [`Scenario::start_config`], on a fresh store of this kind.
+    pub async fn start_config_on(backend: Backend, extra: &str, token: Option<&str>) -> Scenario {
         let emulator = Emulator::new(EmulatorConfig {
             token: Some(TOKEN.into()),
             rate_limit: 10_000,
@@ -36,8 +46,13 @@ impl Scenario {
         let addr = emulator.clone().spawn(listener).await.unwrap();
         let intercom = format!("http://{addr}");
         let dir = tempfile::tempdir().unwrap();
-        let server =
-            Server::start_with(dir.path(), &Scenario::config(&intercom, extra, token)).await;
+        let store = backend.fresh_store(dir.path()).await;
+        let server = Server::start_on(
+            dir.path(),
+            store,
+            &Scenario::config(&intercom, extra, token),
+        )
+        .await;
         Scenario {
             server,
             emulator,
@@ -69,8 +84,8 @@ impl Scenario {
     /// Stops Junction (SIGKILL), writes a new configuration, and starts it again.
     pub async fn restart_with(&mut self, extra: &str, token: Option<&str>) {
         self.server.kill();
-        let config = super::config_text(
-            &self.dir.path().join("data/junction.db"),
+        let config = super::config_for(
+            &self.server.store,
             &Scenario::config(&self.intercom, extra, token),
         );
         std::fs::write(&self.server.config, config).unwrap();
