@@ -15,19 +15,23 @@
 //!   every few seconds resumes it once Intercom accepts them again.
 //! - **Coalescing.** Consecutive contact updates of one user that are all due go out as one
 //!   request (in order; the last value of each attribute wins).
+//! - **One node per user.** Delivery claims users in the store ([`Store::claim_users`]) for a
+//!   lease it renews while it works; no other node delivers to a claimed user. A node that
+//!   loses a claim (it stalled past the lease and another node took over) stops before its next
+//!   call, and its late records are refused by the store (fencing tokens).
 //! - **Effectively once.** Calls that must not be repeated (messages, conversations, notes) are
-//!   marked in flight before they are made; a mark found at start-up means a crash may have
-//!   come between the call and its record: it is delivered again and counted as a possible
-//!   duplicate.
+//!   marked in flight, under a live claim, before they are made; a mark found on a user's head
+//!   when it is claimed means the last holder stopped between the call and its record: it is
+//!   delivered again and counted as a possible duplicate (conversations are looked up first).
 
 use crate::alerts::{AlertKind, Alerter};
 use crate::deliver::{Deliverer, Failure, FailureClass};
 use crate::engine::now_ms;
 use junction_flow::action::{Action, OnError, PlannedAction};
 use junction_intercom::recorder;
-use junction_store::{ActionOutcome, ActionRecord, Attempt, Store};
+use junction_store::{ActionOutcome, ActionRecord, Attempt, Claim, Store, StoreError};
 use serde_json::Map;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +55,11 @@ pub struct DeliverySettings {
     pub retention: Duration,
     /// How often the error rate and the backlog's age are checked (metrics and alerts).
     pub health_every: Duration,
+    /// This node's name in delivery claims (unique among the nodes sharing a store).
+    pub node: String,
+    /// How long a claim on a user lasts unless renewed: how soon another node takes over the
+    /// users of a node that died. Renewed every third of it.
+    pub lease: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -63,12 +72,31 @@ impl Default for DeliverySettings {
             probe_every: Duration::from_secs(10),
             retention: Duration::from_secs(30 * 86_400),
             health_every: Duration::from_secs(15),
+            node: default_node_name(),
+            lease: Duration::from_secs(30),
         }
     }
 }
 
+/// `HOSTNAME-PID`: unique per process on a network of hosts with distinct names.
+pub fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "junction".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The claims this node holds, by user: renewed by the executor, read by workers before each
+/// call (a claim gone from here was lost to another node).
+type HeldClaims = Arc<Mutex<HashMap<String, Claim>>>;
+
 /// A user's actions read per turn.
 const USER_BATCH: usize = 500;
+/// How often a call in progress checks that its claim still holds.
+const CLAIM_CHECK: Duration = Duration::from_millis(250);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
 /// The window the error rate is measured over.
@@ -104,17 +132,23 @@ impl Executor {
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        self.recover_uncertain().await;
-        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let held: HeldClaims = Arc::default();
         let mut tasks = JoinSet::new();
         let mut next_health = Instant::now() + self.settings.health_every;
         let mut next_cleanup = Instant::now();
         let mut next_probe = Instant::now();
+        let mut next_renewal = Instant::now() + self.settings.lease / 3;
+        let lease_ms = self.settings.lease.as_millis() as i64;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let mut wait = IDLE_POLL;
+            if Instant::now() >= next_renewal {
+                next_renewal = Instant::now() + self.settings.lease / 3;
+                self.renew(&held, lease_ms).await;
+            }
+            wait = wait.min(next_renewal.saturating_duration_since(Instant::now()));
             if self.paused.load(Ordering::SeqCst) {
                 if Instant::now() >= next_probe {
                     next_probe = Instant::now() + self.settings.probe_every;
@@ -133,35 +167,29 @@ impl Executor {
                 }
                 wait = wait.min(next_probe.saturating_duration_since(Instant::now()));
             } else {
-                // Users busy now are skipped. The others have no task running, and every
-                // outcome their last task recorded was committed before this snapshot, so the
-                // outbox read below is up to date for them (a read before the snapshot could
-                // hand a finished action to a new task: delivered twice).
-                let busy_now: HashSet<String> = busy.lock().expect("busy set").clone();
+                // A claim is granted only on a user no live claim holds, and a worker records
+                // its last outcome before it releases its claim: the outbox a new worker reads
+                // is up to date for its user.
                 let free = self.settings.users_in_parallel.saturating_sub(tasks.len());
                 if free > 0 {
                     match self
                         .store
-                        .ready_heads(now_ms(), free + busy_now.len())
+                        .claim_users(&self.settings.node, now_ms(), lease_ms, free)
                         .await
                     {
-                        Ok(heads) => {
-                            for head in heads {
-                                if busy_now.contains(&head.identity)
-                                    || tasks.len() >= self.settings.users_in_parallel
-                                {
-                                    continue;
-                                }
-                                busy.lock().expect("busy set").insert(head.identity.clone());
-                                let worker = self.worker(shutdown.clone());
-                                let busy = Arc::clone(&busy);
+                        Ok(claims) => {
+                            for claim in claims {
+                                held.lock()
+                                    .expect("held claims")
+                                    .insert(claim.identity.clone(), claim.clone());
+                                let worker = self.worker(shutdown.clone(), Arc::clone(&held));
                                 tasks.spawn(async move {
-                                    worker.deliver_user(&head.identity).await;
-                                    busy.lock().expect("busy set").remove(&head.identity);
+                                    worker.deliver_user(&claim).await;
+                                    worker.release(&claim).await;
                                 });
                             }
                         }
-                        Err(error) => tracing::error!(%error, "delivery: cannot read the outbox"),
+                        Err(error) => tracing::error!(%error, "delivery: cannot claim users"),
                     }
                 }
                 if let Ok(Some(due)) = self.store.next_due_ms().await {
@@ -194,37 +222,63 @@ impl Executor {
         while tasks.join_next().await.is_some() {}
     }
 
-    fn worker(&self, stopping: watch::Receiver<bool>) -> Worker {
+    /// Renews every claim held; a claim the store no longer grants was taken over: it leaves
+    /// `held`, and its worker stops before its next call.
+    async fn renew(&self, held: &HeldClaims, lease_ms: i64) {
+        let claims: Vec<Claim> = held
+            .lock()
+            .expect("held claims")
+            .values()
+            .cloned()
+            .collect();
+        if claims.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .renew_claims(claims.clone(), now_ms(), lease_ms)
+            .await
+        {
+            Ok(renewed) => {
+                let mut held = held.lock().expect("held claims");
+                for claim in &claims {
+                    let kept = renewed.iter().find(|c| c.identity == claim.identity);
+                    match kept {
+                        Some(kept) => {
+                            if let Some(entry) = held.get_mut(&claim.identity)
+                                && entry.token == kept.token
+                            {
+                                entry.expires_ms = kept.expires_ms;
+                            }
+                        }
+                        None => {
+                            if held
+                                .get(&claim.identity)
+                                .is_some_and(|c| c.token == claim.token)
+                            {
+                                held.remove(&claim.identity);
+                            }
+                            metrics::counter!("junction_claims_lost_total").increment(1);
+                            tracing::warn!(identity = %claim.identity, "another node took this user over; delivery to them stops here");
+                        }
+                    }
+                }
+            }
+            // Without a renewal the claims run out; workers stop when they see that.
+            Err(error) => tracing::error!(%error, "delivery: cannot renew claims"),
+        }
+    }
+
+    fn worker(&self, stopping: watch::Receiver<bool>, held: HeldClaims) -> Worker {
         Worker {
             stopping,
+            held,
             store: Arc::clone(&self.store),
             deliverer: Arc::clone(&self.deliverer),
             settings: self.settings.clone(),
             alerts: self.alerts.clone(),
             paused: Arc::clone(&self.paused),
             attempts: Arc::clone(&self.attempts),
-        }
-    }
-
-    /// Actions marked in flight when the process stopped: their call may have happened.
-    /// Conversations are looked up in Intercom before they are started again (see
-    /// `Deliverer::deliver`); messages and notes cannot be, so they are delivered again and
-    /// counted as possible duplicates.
-    async fn recover_uncertain(&self) {
-        let uncertain = match self.store.take_uncertain().await {
-            Ok(uncertain) => uncertain,
-            Err(error) => {
-                tracing::error!(%error, "cannot read actions in flight at the last stop");
-                return;
-            }
-        };
-        for record in uncertain {
-            if record.body["action"]["kind"] == "conversation" {
-                tracing::info!(action = %record.id, "a conversation was being started at the last stop; Intercom is asked before it is started again");
-            } else {
-                metrics::counter!("junction_possible_duplicates_total").increment(1);
-                tracing::warn!(action = %record.id, "a call that must not be repeated may have happened before the last stop; delivering it again (counted as a possible duplicate)");
-            }
         }
     }
 
@@ -288,6 +342,8 @@ impl Executor {
 struct Worker {
     /// Turns true at shutdown: the worker finishes the action in hand and takes no other.
     stopping: watch::Receiver<bool>,
+    /// The node's live claims: this worker's user must still be in it before each call.
+    held: HeldClaims,
     store: Arc<dyn Store>,
     deliverer: Arc<Deliverer>,
     settings: DeliverySettings,
@@ -297,9 +353,51 @@ struct Worker {
 }
 
 impl Worker {
+    /// Whether this worker's claim is still this node's and lasts more than `margin_ms`.
+    fn holds_for(&self, claim: &Claim, margin_ms: i64) -> bool {
+        let held = self.held.lock().expect("held claims");
+        held.get(&claim.identity)
+            .is_some_and(|c| c.token == claim.token && c.expires_ms - now_ms() > margin_ms)
+    }
+
+    /// Whether a call may start: the claim lasts at least until the next renewal is due.
+    fn may_start_a_call(&self, claim: &Claim) -> bool {
+        self.holds_for(claim, (self.settings.lease / 3).as_millis() as i64)
+    }
+
+    /// Runs a delivery while the claim holds; None when the claim ran out first (renewals
+    /// failed, or another node took the user over): the call is abandoned, as a crash would
+    /// abandon it, so that it never runs alongside the next holder's.
+    async fn while_held<T>(&self, claim: &Claim, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return Some(done),
+                _ = tokio::time::sleep(CLAIM_CHECK) => {
+                    if !self.holds_for(claim, 0) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives the claim up, now that every outcome is recorded.
+    async fn release(&self, claim: &Claim) {
+        self.held
+            .lock()
+            .expect("held claims")
+            .remove(&claim.identity);
+        if let Err(error) = self.store.release_claim(claim).await {
+            // It lapses by itself at the end of its lease.
+            tracing::warn!(%error, identity = %claim.identity, "delivery: cannot release a claim");
+        }
+    }
+
     /// Runs one user's due actions in order, stopping at the first that does not succeed (the
-    /// rest wait for it: per-user order) or when delivery pauses.
-    async fn deliver_user(&self, identity: &str) {
+    /// rest wait for it: per-user order), when delivery pauses, or when the claim is lost.
+    async fn deliver_user(&self, claim: &Claim) {
+        let identity = claim.identity.as_str();
         let actions = match self.store.pending_of(identity, USER_BATCH).await {
             Ok(actions) => actions,
             Err(error) => {
@@ -307,11 +405,21 @@ impl Worker {
                 return;
             }
         };
+        if let Some(head) = actions.first().filter(|a| a.started_ms.is_some()) {
+            // The last holder marked this call in flight and stopped before recording it.
+            if head.body["action"]["kind"] == "conversation" {
+                tracing::info!(action = %head.id, "a conversation was being started when its last delivery stopped; Intercom is asked before it is started again");
+            } else {
+                metrics::counter!("junction_possible_duplicates_total").increment(1);
+                tracing::warn!(action = %head.id, "a call that must not be repeated may have happened before its last delivery stopped; delivering it again (counted as a possible duplicate)");
+            }
+        }
         let mut index = 0;
         while index < actions.len() {
             if actions[index].next_at_ms > now_ms()
                 || self.paused.load(Ordering::SeqCst)
                 || *self.stopping.borrow()
+                || !self.may_start_a_call(claim)
             {
                 break;
             }
@@ -325,7 +433,7 @@ impl Worker {
                         attempt: attempt(1, now_ms(), 0, "failed", Some("unreadable".into()), &[]),
                         skip_rest_of_run: false,
                     };
-                    let _ = self.store.action_outcomes(vec![outcome]).await;
+                    let _ = self.store.action_outcomes(claim, vec![outcome]).await;
                     break;
                 }
             };
@@ -336,15 +444,22 @@ impl Worker {
                     .increment(merged.len() as u64);
             }
             if planned.action.creates_something()
-                && let Err(error) = self.store.mark_started(&record.id).await
+                && let Err(error) = self.store.mark_started(claim, &record.id, now_ms()).await
             {
-                tracing::error!(%error, action = %record.id, "delivery: cannot mark an action in flight");
+                self.store_refused(&error, &record.id, "mark an action in flight");
                 break;
             }
-            let outcome = self.deliver_one(record, &planned, merged).await;
+            let Some(outcome) = self
+                .while_held(claim, self.deliver_one(record, &planned, merged))
+                .await
+            else {
+                metrics::counter!("junction_claims_lost_total").increment(1);
+                tracing::warn!(action = %record.id, "delivery: the claim on this user ran out during a call; the call is abandoned to the next holder");
+                break;
+            };
             let done = matches!(outcome, ActionOutcome::Done { .. });
-            if let Err(error) = self.store.action_outcomes(vec![outcome]).await {
-                tracing::error!(%error, action = %record.id, "delivery: cannot record an outcome");
+            if let Err(error) = self.store.action_outcomes(claim, vec![outcome]).await {
+                self.store_refused(&error, &record.id, "record an outcome");
                 break;
             }
             if !done {
@@ -352,6 +467,15 @@ impl Worker {
                 // at the outbox again before going on with this user.
                 break;
             }
+        }
+    }
+
+    fn store_refused(&self, error: &StoreError, action: &str, what: &str) {
+        if matches!(error, StoreError::Fenced { .. }) {
+            metrics::counter!("junction_claims_lost_total").increment(1);
+            tracing::warn!(%error, action, "delivery: another node took this user over; stopping");
+        } else {
+            tracing::error!(%error, action, "delivery: cannot {what}");
         }
     }
 

@@ -36,6 +36,9 @@
 //!   cooldown: 5m                        # at most one message per kind this often
 //!   error_rate: 0.2                     # share of failing attempts over 5 minutes
 //!   backlog_age: 15m                    # oldest pending action
+//! cluster:                              # several nodes on one PostgreSQL store
+//!   node: ${HOSTNAME}                   # this node's name (default: HOSTNAME-PID)
+//!   lease: 30s                          # a dead node's users move to others after this
 //! shutdown_timeout: 10s                 # a stop never takes longer
 //! workflows:                            # default: profile-sync, company-sync, track-events
 //!   - template: profile-sync
@@ -56,7 +59,8 @@ pub struct Config {
     /// Address and port the HTTP server listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Where events are kept: `sqlite://PATH`.
+    /// Where events are kept: `sqlite://PATH`, or `postgres://USER@HOST/DATABASE` for several
+    /// nodes sharing one store.
     #[serde(default)]
     pub store: StoreUrl,
     #[serde(default)]
@@ -69,6 +73,8 @@ pub struct Config {
     pub delivery: DeliverySection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// The workflows to run; without this key, the defaults that mirror Segment's own Intercom
     /// destination (profile-sync, company-sync, track-events).
     #[serde(default)]
@@ -93,10 +99,50 @@ impl Default for Config {
             intercom: IntercomSection::default(),
             delivery: DeliverySection::default(),
             alerts: AlertsSection::default(),
+            cluster: ClusterSection::default(),
             workflows: None,
             shutdown_timeout: default_shutdown_timeout(),
             base_dir: PathBuf::from("."),
         }
+    }
+}
+
+/// How this node works alongside others on a shared store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's name, unique among the nodes sharing the store (default: HOSTNAME-PID).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// How long a node's hold on a user (and on planning) lasts without renewal: how soon the
+    /// work of a node that died moves to the others. Renewed every third of it.
+    #[serde(default = "default_lease")]
+    pub lease: Window,
+}
+
+fn default_lease() -> Window {
+    Window(Duration::from_secs(30))
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            node: None,
+            lease: default_lease(),
+        }
+    }
+}
+
+impl ClusterSection {
+    pub fn node_name(&self) -> String {
+        self.node
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(junction_delivery::executor::default_node_name)
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease.0.max(Duration::from_secs(1))
     }
 }
 
@@ -828,7 +874,16 @@ mod tests {
                 "junction.yaml:2:",
                 "unknown field",
             ),
-            ("store: postgres://db/j\n", "junction.yaml:1:", "PostgreSQL"),
+            (
+                "store: mysql://db/j\n",
+                "junction.yaml:1:",
+                "expected sqlite://PATH or postgres://",
+            ),
+            (
+                "store: postgres://db:port/j\n",
+                "junction.yaml:1:",
+                "not a PostgreSQL connection URL",
+            ),
             (
                 "segment:\n  dedupe_window: soon\n",
                 "junction.yaml:2:",

@@ -99,7 +99,11 @@ pub async fn run_on(
         planner,
         deliverer,
         state.commit_bell(),
-        config.delivery.settings(),
+        junction_delivery::DeliverySettings {
+            node: config.cluster.node_name(),
+            lease: config.cluster.lease(),
+            ..config.delivery.settings()
+        },
         config
             .segment
             .profiles

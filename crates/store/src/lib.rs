@@ -16,9 +16,9 @@ mod query;
 pub mod sqlite;
 
 pub use outbox::{
-    ActionOutcome, ActionRecord, ActionStatus, Attempt, DeadLetterQuery, EngineCommit, NewAction,
-    NewQuarantine, NewRun, NewTimer, OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery,
-    RunRecord,
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
+    NewAction, NewQuarantine, NewRun, NewTimer, OutboxCounts, QuarantineRecord, ReleasedEntry,
+    RunQuery, RunRecord,
 };
 pub use query::{EventQuery, Page, RejectedQuery};
 
@@ -41,6 +41,9 @@ pub enum StoreError {
     InvalidQuery(String),
     #[error("the store is shut down")]
     Closed,
+    /// A write under a delivery claim that another node has taken over since.
+    #[error("the delivery claim on {identity:?} (token {token}) is no longer held")]
+    Fenced { identity: String, token: i64 },
     /// Stored state that cannot be read back (damaged, or written by a newer Junction).
     #[error("unreadable stored state: {0}")]
     Unreadable(String),
@@ -307,16 +310,42 @@ pub trait DeliveryQueue: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ActionRecord>, StoreError>;
 
+    /// Claims up to `limit` users whose head is due at `now_ms` and whom no live claim holds,
+    /// for `lease_ms`, in [`DeliveryQueue::ready_heads`] order. While a claim is live no other
+    /// node delivers to that user; each grant carries a new, larger token (see [`Claim`]).
+    async fn claim_users(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Extends these claims to `now_ms + lease_ms`. Returns the claims still held, renewed;
+    /// a claim missing from the answer was taken over (its holder must stop).
+    async fn renew_claims(
+        &self,
+        claims: Vec<Claim>,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Gives a claim up (after its last outcome is recorded).
+    async fn release_claim(&self, claim: &Claim) -> Result<(), StoreError>;
+
     /// Marks an action whose call must not be repeated as in flight (committed before the
-    /// call; its outcome clears the mark).
-    async fn mark_started(&self, id: &str) -> Result<(), StoreError>;
+    /// call; its outcome clears the mark). Refused with [`StoreError::Fenced`] unless `claim`
+    /// is still the user's claim and live at `now_ms`: a call is only started under a live
+    /// lease. A mark found by a later claim means its holder stopped mid-call.
+    async fn mark_started(&self, claim: &Claim, id: &str, now_ms: i64) -> Result<(), StoreError>;
 
-    /// Pending actions still marked in flight: their call may or may not have happened before
-    /// a crash. Clears the marks.
-    async fn take_uncertain(&self) -> Result<Vec<ActionRecord>, StoreError>;
-
-    /// Records what delivery learned, in one commit.
-    async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError>;
+    /// Records what delivery learned, in one commit, under the user's claim: refused with
+    /// [`StoreError::Fenced`] when another node has claimed the user since.
+    async fn action_outcomes(
+        &self,
+        claim: &Claim,
+        outcomes: Vec<ActionOutcome>,
+    ) -> Result<(), StoreError>;
 
     /// Deletes finished records older than `before_ms` (see the SQLite implementation).
     async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError>;

@@ -170,6 +170,17 @@ pub struct ActionRecord {
     pub updated_ms: i64,
 }
 
+/// A node's lease on delivering to one user. While it is live (until `expires_ms`) no other
+/// node is granted the user. `token` is a fencing token: every grant gets a larger one, and
+/// writes made under a token that is no longer the user's current one are refused — so a node
+/// that stalled past its lease and woke up cannot record over the node that took over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Claim {
+    pub identity: String,
+    pub token: i64,
+    pub expires_ms: i64,
+}
+
 /// One delivery attempt of an action.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {

@@ -16,8 +16,8 @@ pub mod schema;
 
 use crate::IdentityKey;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, Attempt, DeadLetterQuery, EngineCommit, NewAction, OutboxCounts,
-    QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, Attempt, Claim, DeadLetterQuery, EngineCommit, NewAction,
+    OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
@@ -421,49 +421,118 @@ impl DeliveryQueue for PostgresStore {
             .collect())
     }
 
-    async fn mark_started(&self, id: &str) -> Result<(), StoreError> {
+    async fn claim_users(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
         let client = self.client().await?;
+        // SKIP LOCKED: nodes claiming at the same moment take different users instead of
+        // queueing behind each other. The ON CONFLICT guard settles the rare race where a
+        // head's lock was released by a commit that granted it: that grant stands.
         let statement = client
             .prepare_cached(
-                "UPDATE actions SET started_ms = $2,
-                        first_attempt_ms = coalesce(first_attempt_ms, $2)
-                 WHERE id = $1",
+                "WITH candidates AS (
+                     SELECT h.identity, h.urgent, h.position FROM user_heads AS h
+                     LEFT JOIN delivery_claims AS c ON c.identity = h.identity
+                     WHERE h.next_at_ms <= $1 AND (c.identity IS NULL OR c.expires_ms <= $1)
+                     ORDER BY h.urgent DESC, h.position
+                     LIMIT $2
+                     FOR UPDATE OF h SKIP LOCKED)
+                 INSERT INTO delivery_claims (identity, node, token, expires_ms)
+                 SELECT identity, $3, nextval('claim_tokens'), $1 + $4
+                 FROM (SELECT identity FROM candidates ORDER BY urgent DESC, position) AS ordered
+                 ON CONFLICT (identity) DO UPDATE
+                     SET node = excluded.node, token = excluded.token,
+                         expires_ms = excluded.expires_ms
+                     WHERE delivery_claims.expires_ms <= $1
+                 RETURNING identity, token, expires_ms",
             )
             .await?;
+        let mut claims: Vec<Claim> = client
+            .query(&statement, &[&now_ms, &to_limit(limit), &node, &lease_ms])
+            .await?
+            .iter()
+            .map(|r| Claim {
+                identity: r.get(0),
+                token: r.get(1),
+                expires_ms: r.get(2),
+            })
+            .collect();
+        // Tokens are drawn in the candidates' order: they give it back.
+        claims.sort_by_key(|c| c.token);
+        Ok(claims)
+    }
+
+    async fn renew_claims(
+        &self,
+        claims: Vec<Claim>,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        if claims.is_empty() {
+            return Ok(claims);
+        }
+        let identities: Vec<&str> = claims.iter().map(|c| c.identity.as_str()).collect();
+        let tokens: Vec<i64> = claims.iter().map(|c| c.token).collect();
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "UPDATE delivery_claims AS c SET expires_ms = $3
+                 FROM unnest($1::text[], $2::bigint[]) AS t(identity, token)
+                 WHERE c.identity = t.identity AND c.token = t.token
+                 RETURNING c.identity, c.token, c.expires_ms",
+                &[&identities, &tokens, &(now_ms + lease_ms)],
+            )
+            .await?
+            .iter()
+            .map(|r| Claim {
+                identity: r.get(0),
+                token: r.get(1),
+                expires_ms: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn release_claim(&self, claim: &Claim) -> Result<(), StoreError> {
+        let client = self.client().await?;
         client
-            .execute(&statement, &[&id, &Utc::now().timestamp_millis()])
+            .execute(
+                "DELETE FROM delivery_claims WHERE identity = $1 AND token = $2",
+                &[&claim.identity, &claim.token],
+            )
             .await?;
         Ok(())
     }
 
-    async fn take_uncertain(&self) -> Result<Vec<ActionRecord>, StoreError> {
-        let found = in_transaction!(self, |tx| {
-            let found: Vec<ActionRecord> = tx
-                .query(
-                    &format!(
-                        "SELECT {} FROM actions WHERE started_ms IS NOT NULL
-                         ORDER BY position FOR UPDATE",
-                        outbox::ACTION_COLUMNS
-                    ),
-                    &[],
-                )
-                .await?
-                .iter()
-                .map(outbox::action_from_row)
-                .collect();
-            let positions: Vec<i64> = found.iter().map(|a| a.position).collect();
+    async fn mark_started(&self, claim: &Claim, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| {
+            outbox::check_claim(&tx, claim, Some(now_ms)).await?;
             tx.execute(
-                "UPDATE actions SET started_ms = NULL WHERE position = ANY($1)",
-                &[&positions],
+                "UPDATE actions SET started_ms = $2,
+                        first_attempt_ms = coalesce(first_attempt_ms, $2)
+                 WHERE id = $1",
+                &[&id, &now_ms],
             )
             .await?;
-            found
         });
-        Ok(found)
+        Ok(())
     }
 
-    async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError> {
-        in_transaction!(self, |tx| outbox::action_outcomes(&tx, &outcomes).await?);
+    async fn action_outcomes(
+        &self,
+        claim: &Claim,
+        outcomes: Vec<ActionOutcome>,
+    ) -> Result<(), StoreError> {
+        // The claim is checked last: by then this transaction holds the user's head row, which
+        // a node taking the user over would have to lock first (so the locks are always taken
+        // in one order), and a fenced outcome simply rolls back.
+        in_transaction!(self, |tx| {
+            outbox::action_outcomes(&tx, &outcomes).await?;
+            outbox::check_claim(&tx, claim, None).await?
+        });
         Ok(())
     }
 

@@ -6,9 +6,10 @@
 //! user's lock ([`lock_users`]): without it two commits could each recompute the user's
 //! `user_heads` row from a snapshot missing the other's change.
 
+use crate::StoreError;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, ActionStatus, Attempt, DeadLetterQuery, EngineCommit, NewAction,
-    OutboxCounts, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
+    NewAction, OutboxCounts, RunQuery, RunRecord,
 };
 use deadpool_postgres::{Client, GenericClient, Transaction};
 use tokio_postgres::Row;
@@ -62,6 +63,33 @@ pub(super) async fn lock_users(
     )
     .await?;
     Ok(())
+}
+
+/// Refuses a write under a claim that is no longer the user's current one, or (with `live_at`)
+/// that has expired by then. The claim row stays locked until the transaction ends, so it
+/// cannot be taken over between this check and the commit.
+pub(super) async fn check_claim(
+    tx: &Transaction<'_>,
+    claim: &Claim,
+    live_at: Option<i64>,
+) -> Result<(), StoreError> {
+    let current = tx
+        .query_opt(
+            "SELECT token, expires_ms FROM delivery_claims WHERE identity = $1 FOR SHARE",
+            &[&claim.identity],
+        )
+        .await?;
+    match current.map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))) {
+        Some((token, expires_ms))
+            if token == claim.token && live_at.is_none_or(|now| expires_ms > now) =>
+        {
+            Ok(())
+        }
+        _ => Err(StoreError::Fenced {
+            identity: claim.identity.clone(),
+            token: claim.token,
+        }),
+    }
 }
 
 pub(super) async fn insert_actions(

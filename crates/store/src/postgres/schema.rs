@@ -168,6 +168,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX quarantine_by_identity ON quarantine (identity);
     CREATE INDEX quarantine_released ON quarantine (seq) WHERE released;
+
+    -- Which node delivers to which user, until when, under which fencing token.
+    CREATE TABLE delivery_claims (
+        identity   TEXT   PRIMARY KEY,
+        node       TEXT   NOT NULL,
+        token      BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );
+    CREATE SEQUENCE claim_tokens;
     "#,
 ];
 

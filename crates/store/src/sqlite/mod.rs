@@ -9,8 +9,8 @@ mod writer;
 
 use crate::IdentityKey;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, Attempt, DeadLetterQuery, EngineCommit, NewAction, OutboxCounts,
-    QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, Attempt, Claim, DeadLetterQuery, EngineCommit, NewAction,
+    OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
@@ -328,7 +328,7 @@ impl EngineState for SqliteStore {
     }
 
     async fn engine_commit(&self, commit: EngineCommit) -> Result<(), StoreError> {
-        self.write(Box::new(move |tx| outbox::engine_commit(tx, &commit)))
+        self.write(Box::new(move |tx| Ok(outbox::engine_commit(tx, &commit)?)))
             .await
     }
 
@@ -422,45 +422,88 @@ impl DeliveryQueue for SqliteStore {
         .await
     }
 
-    async fn mark_started(&self, id: &str) -> Result<(), StoreError> {
-        let id = id.to_owned();
+    async fn claim_users(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let node = node.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (reply, granted) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let _ = reply.send(outbox::claim_users(tx, &node, now_ms, lease_ms, limit)?);
+            Ok(())
+        }))
+        .await?;
+        granted.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn renew_claims(
+        &self,
+        claims: Vec<Claim>,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let (reply, renewed) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let mut held = Vec::with_capacity(claims.len());
+            let mut renew = tx.prepare_cached(
+                "UPDATE delivery_claims SET expires_ms = ?3 WHERE identity = ?1 AND token = ?2",
+            )?;
+            for claim in claims {
+                if renew.execute(params![claim.identity, claim.token, now_ms + lease_ms])? == 1 {
+                    held.push(Claim {
+                        expires_ms: now_ms + lease_ms,
+                        ..claim
+                    });
+                }
+            }
+            let _ = reply.send(held);
+            Ok(())
+        }))
+        .await?;
+        renewed.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn release_claim(&self, claim: &Claim) -> Result<(), StoreError> {
+        let claim = claim.clone();
         self.write(Box::new(move |tx| {
             tx.execute(
-                "UPDATE actions SET started_ms = ?2, first_attempt_ms = coalesce(first_attempt_ms, ?2)
-                 WHERE id = ?1",
-                params![id, chrono::Utc::now().timestamp_millis()],
+                "DELETE FROM delivery_claims WHERE identity = ?1 AND token = ?2",
+                params![claim.identity, claim.token],
             )?;
             Ok(())
         }))
         .await
     }
 
-    async fn take_uncertain(&self) -> Result<Vec<ActionRecord>, StoreError> {
-        let (reply, found) = tokio::sync::oneshot::channel();
+    async fn mark_started(&self, claim: &Claim, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let (claim, id) = (claim.clone(), id.to_owned());
         self.write(Box::new(move |tx| {
-            let rows = {
-                let mut statement = tx.prepare_cached(&format!(
-                    "SELECT {} FROM actions WHERE started_ms IS NOT NULL ORDER BY position",
-                    outbox::ACTION_COLUMNS
-                ))?;
-                statement
-                    .query_map([], outbox::action_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?
-            };
+            outbox::check_claim(tx, &claim, Some(now_ms))?;
             tx.execute(
-                "UPDATE actions SET started_ms = NULL WHERE started_ms IS NOT NULL",
-                [],
+                "UPDATE actions SET started_ms = ?2, first_attempt_ms = coalesce(first_attempt_ms, ?2)
+                 WHERE id = ?1",
+                params![id, now_ms],
             )?;
-            let _ = reply.send(rows);
             Ok(())
         }))
-        .await?;
-        found.await.map_err(|_| StoreError::Closed)
+        .await
     }
 
-    async fn action_outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), StoreError> {
-        self.write(Box::new(move |tx| outbox::action_outcomes(tx, &outcomes)))
-            .await
+    async fn action_outcomes(
+        &self,
+        claim: &Claim,
+        outcomes: Vec<ActionOutcome>,
+    ) -> Result<(), StoreError> {
+        let claim = claim.clone();
+        self.write(Box::new(move |tx| {
+            outbox::check_claim(tx, &claim, None)?;
+            Ok(outbox::action_outcomes(tx, &outcomes)?)
+        }))
+        .await
     }
 
     async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError> {

@@ -1,8 +1,9 @@
 //! SQLite side of the engine's and delivery's records (see `crate::outbox`).
 
+use crate::StoreError;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, ActionStatus, Attempt, DeadLetterQuery, EngineCommit, NewAction,
-    OutboxCounts, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
+    NewAction, OutboxCounts, RunQuery, RunRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
@@ -305,6 +306,67 @@ pub(super) fn ready_heads(
     statement
         .query_map(params![now_ms, limit], action_from_row)?
         .collect()
+}
+
+/// Grants claims on up to `limit` users whose head is due and whom no live claim holds (the
+/// writer runs one job at a time, so nothing else grants meanwhile).
+pub(super) fn claim_users(
+    tx: &Transaction<'_>,
+    node: &str,
+    now_ms: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<Claim>> {
+    let identities = tx
+        .prepare_cached(
+            "SELECT h.identity FROM user_heads AS h
+             LEFT JOIN delivery_claims AS c ON c.identity = h.identity
+             WHERE h.next_at_ms <= ?1 AND (c.identity IS NULL OR c.expires_ms <= ?1)
+             ORDER BY h.urgent DESC, h.position LIMIT ?2",
+        )?
+        .query_map(params![now_ms, limit], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut token = tx.prepare_cached("UPDATE claim_tokens SET last = last + 1 RETURNING last")?;
+    let mut grant = tx.prepare_cached(
+        "INSERT INTO delivery_claims (identity, node, token, expires_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (identity) DO UPDATE SET node = excluded.node, token = excluded.token,
+                                              expires_ms = excluded.expires_ms",
+    )?;
+    let mut claims = Vec::with_capacity(identities.len());
+    for identity in identities {
+        let token: i64 = token.query_row([], |r| r.get(0))?;
+        grant.execute(params![identity, node, token, now_ms + lease_ms])?;
+        claims.push(Claim {
+            identity,
+            token,
+            expires_ms: now_ms + lease_ms,
+        });
+    }
+    Ok(claims)
+}
+
+/// Refuses a write under a claim that is no longer the user's current one, or (with `live_at`)
+/// that has expired by then.
+pub(super) fn check_claim(
+    tx: &Transaction<'_>,
+    claim: &Claim,
+    live_at: Option<i64>,
+) -> Result<(), StoreError> {
+    let current: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT token, expires_ms FROM delivery_claims WHERE identity = ?1")?
+        .query_row(params![claim.identity], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match current {
+        Some((token, expires_ms))
+            if token == claim.token && live_at.is_none_or(|now| expires_ms > now) =>
+        {
+            Ok(())
+        }
+        _ => Err(StoreError::Fenced {
+            identity: claim.identity.clone(),
+            token: claim.token,
+        }),
+    }
 }
 
 fn prefixed(alias: &str) -> String {

@@ -193,6 +193,18 @@ const MIGRATIONS: &[&str] = &[
               WHERE status = 'pending' GROUP BY identity) AS h
         JOIN actions AS a ON a.position = h.head;
     "#,
+    // 8: delivery claims: which node delivers to which user, until when, under which fencing
+    // token (tokens only grow: claim_tokens holds the last one handed out).
+    r#"
+    CREATE TABLE delivery_claims (
+        identity   TEXT    PRIMARY KEY,
+        node       TEXT    NOT NULL,
+        token      INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE claim_tokens (last INTEGER NOT NULL);
+    INSERT INTO claim_tokens (last) VALUES (0);
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.

@@ -40,7 +40,9 @@ pub(crate) enum WriteCommand {
     Shutdown { reply: oneshot::Sender<()> },
 }
 
-pub(crate) type Job = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send>;
+/// A write job: its error (a database error, or a refusal such as [`StoreError::Fenced`])
+/// rolls its transaction back.
+pub(crate) type Job = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError> + Send>;
 
 type Pending = (
     AppendBatch,
