@@ -13,8 +13,8 @@
 use junction_flow::action::{Action, PlannedAction};
 use junction_flow::{EventInput, Globals, Plan, Planner, Profile, TimerPlan, stored};
 use junction_store::{
-    EngineCommit, NewAction, NewQuarantine, NewRun, NewTimer, ReleasedEntry, Store, StoreError,
-    StoredEvent,
+    EngineCommit, Lease, NewAction, NewQuarantine, NewRun, NewTimer, ReleasedEntry, Store,
+    StoreError, StoredEvent,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -47,7 +47,13 @@ pub struct Engine {
     /// events are held in quarantine, never planned against an empty profile.
     unreadable: HashMap<String, String>,
     alerts: Option<crate::Alerter>,
+    /// The planner's lease this engine plans under, and how long each renewal lasts: every
+    /// commit carries it, and the store refuses commits once another node has taken it over.
+    lease: Option<(Lease, Duration)>,
 }
+
+/// The lease only one node's engine holds at a time.
+pub const PLANNER_LEASE: &str = "planner";
 
 impl Engine {
     pub async fn new(
@@ -76,7 +82,42 @@ impl Engine {
             profile_api: None,
             unreadable: HashMap::new(),
             alerts: None,
+            lease: None,
         })
+    }
+
+    /// Plans under this lease (renewed every third of `duration` while the engine runs).
+    pub fn with_lease(mut self, lease: Lease, duration: Duration) -> Self {
+        self.lease = Some((lease, duration));
+        self
+    }
+
+    /// Renews the lease when a third of it has passed. False when it was lost.
+    async fn keep_lease(&mut self, renew_at: &mut tokio::time::Instant) -> bool {
+        let Some((lease, duration)) = &self.lease else {
+            return true;
+        };
+        if tokio::time::Instant::now() < *renew_at {
+            return true;
+        }
+        match self
+            .store
+            .renew_lease(lease, now_ms(), duration.as_millis() as i64)
+            .await
+        {
+            Ok(Some(renewed)) => {
+                *renew_at = tokio::time::Instant::now() + *duration / 3;
+                self.lease = Some((renewed, *duration));
+                true
+            }
+            Ok(None) => false,
+            // The lease may still be ours: try again on the next turn, and stop planning
+            // once it has run out (commits would be refused anyway).
+            Err(error) => {
+                tracing::error!(%error, "engine: cannot renew the planner lease");
+                lease.expires_ms > now_ms()
+            }
+        }
     }
 
     /// Where unreadable state is reported.
@@ -85,20 +126,35 @@ impl Engine {
         self
     }
 
-    /// Runs until `shutdown` turns true. Store errors are logged and retried after a pause.
+    /// Runs until `shutdown` turns true, or until the planner lease (if any) is lost to another
+    /// node. Store errors are logged and retried after a pause. Gives the lease up at shutdown.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(
             cursor = self.cursor,
             workflows = self.planner.workflows().len(),
             "engine started"
         );
+        let mut renew_at =
+            tokio::time::Instant::now() + self.lease.as_ref().map_or(IDLE_POLL, |(_, d)| *d / 3);
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            if !self.keep_lease(&mut renew_at).await {
+                tracing::warn!(
+                    "engine: another node took the planner lease over; planning stops here"
+                );
+                return;
+            }
             match self.step(now_ms()).await {
                 Ok(true) => continue,
                 Ok(false) => {}
+                Err(StoreError::Fenced { .. }) => {
+                    tracing::warn!(
+                        "engine: another node took the planner lease over; planning stops here"
+                    );
+                    return;
+                }
                 Err(error) => {
                     tracing::error!(%error, "engine: store error; retrying in a second");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -116,6 +172,11 @@ impl Engine {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
+        }
+        if let Some((lease, _)) = &self.lease
+            && let Err(error) = self.store.release_lease(lease).await
+        {
+            tracing::warn!(%error, "engine: cannot give the planner lease up; it lapses by itself");
         }
         tracing::info!(cursor = self.cursor, "engine stopped");
     }
@@ -494,6 +555,7 @@ impl Engine {
         }
         let actions = commit.actions.len();
         let cursor = commit.cursor;
+        commit.lease = self.lease.as_ref().map(|(lease, _)| lease.clone());
         if let Err(error) = self.store.engine_commit(commit).await {
             // The cache ran ahead of the store: forget it, and plan the batch again.
             self.profiles.clear();
@@ -509,6 +571,46 @@ impl Engine {
             self.actions_planned.notify_one();
         }
         Ok(())
+    }
+}
+
+/// Waits until this node holds the planner lease (None when `stop` turns true first). Tries
+/// every third of the lease, so a lease given up at shutdown or left by a dead node is taken
+/// within a lease.
+pub async fn wait_for_lease(
+    store: &dyn Store,
+    node: &str,
+    lease: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Lease> {
+    let mut announced = false;
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        match store
+            .acquire_lease(PLANNER_LEASE, node, now_ms(), lease.as_millis() as i64)
+            .await
+        {
+            Ok(Some(held)) => {
+                tracing::info!(
+                    node,
+                    token = held.token,
+                    "this node plans (holds the planner lease)"
+                );
+                return Some(held);
+            }
+            Ok(None) if !announced => {
+                announced = true;
+                tracing::info!(node, "another node plans; this one stands by");
+            }
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "engine: cannot take the planner lease"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep((lease / 3).min(Duration::from_secs(2))) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 

@@ -72,21 +72,23 @@ impl Default for DeliverySettings {
             probe_every: Duration::from_secs(10),
             retention: Duration::from_secs(30 * 86_400),
             health_every: Duration::from_secs(15),
-            node: default_node_name(),
+            node: default_node_name(0),
             lease: Duration::from_secs(30),
         }
     }
 }
 
-/// `HOSTNAME-PID`: unique per process on a network of hosts with distinct names.
-pub fn default_node_name() -> String {
+/// `HOSTNAME:PORT` (the port Junction listens on): unique among running nodes on hosts with
+/// distinct names, and the same across a node's restarts, so a restarted node takes its own
+/// claims and lease back at once instead of waiting for them to lapse.
+pub fn default_node_name(port: u16) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "junction".into());
-    format!("{host}-{}", std::process::id())
+    format!("{host}:{port}")
 }
 
 /// The claims this node holds, by user: renewed by the executor, read by workers before each
@@ -132,6 +134,16 @@ impl Executor {
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        match self.store.release_claims_of(&self.settings.node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                users = n,
+                "gave up the claims this node held before it restarted"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "cannot give up this node's earlier claims; they lapse by themselves")
+            }
+        }
         let held: HeldClaims = Arc::default();
         let mut tasks = JoinSet::new();
         let mut next_health = Instant::now() + self.settings.health_every;

@@ -68,24 +68,41 @@ impl Pipeline {
                     (Arc::clone(&events_arrived), Arc::clone(&actions_planned));
                 let stop = stop.clone();
                 let alerts = alerts.clone();
+                let (node, lease) = (settings.node.clone(), settings.lease);
                 move || {
-                    let made = engine::Engine::new(
-                        Arc::clone(&store),
-                        Arc::clone(&planner),
-                        Arc::clone(&events_arrived),
-                        Arc::clone(&actions_planned),
-                    );
-                    let (profile_api, stop, alerts) =
+                    let (store, planner) = (Arc::clone(&store), Arc::clone(&planner));
+                    let (events_arrived, actions_planned) =
+                        (Arc::clone(&events_arrived), Arc::clone(&actions_planned));
+                    let (profile_api, mut stop, alerts) =
                         (profile_api.clone(), stop.clone(), alerts.clone());
+                    let node = node.clone();
                     async move {
-                        let engine = made
-                            .await
-                            .map_err(|e| format!("cannot start: {e}"))?
-                            .with_profile_api(profile_api)
-                            .with_alerts(alerts);
+                        // One node plans at a time: this one waits (a standby) until it holds
+                        // the planner lease, plans until it stops or loses it, then waits again.
                         Ok(async move {
-                            engine.run(stop).await;
-                            Ok(())
+                            loop {
+                                let Some(held) =
+                                    engine::wait_for_lease(store.as_ref(), &node, lease, &mut stop)
+                                        .await
+                                else {
+                                    return Ok(());
+                                };
+                                let engine = engine::Engine::new(
+                                    Arc::clone(&store),
+                                    Arc::clone(&planner),
+                                    Arc::clone(&events_arrived),
+                                    Arc::clone(&actions_planned),
+                                )
+                                .await
+                                .map_err(|e| format!("cannot start: {e}"))?
+                                .with_profile_api(profile_api.clone())
+                                .with_alerts(alerts.clone())
+                                .with_lease(held, lease);
+                                engine.run(stop.clone()).await;
+                                if *stop.borrow() {
+                                    return Ok(());
+                                }
+                            }
                         })
                     }
                 }

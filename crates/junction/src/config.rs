@@ -37,7 +37,7 @@
 //!   error_rate: 0.2                     # share of failing attempts over 5 minutes
 //!   backlog_age: 15m                    # oldest pending action
 //! cluster:                              # several nodes on one PostgreSQL store
-//!   node: ${HOSTNAME}                   # this node's name (default: HOSTNAME-PID)
+//!   node: ${HOSTNAME}                   # unique, stable across restarts (default: HOSTNAME:PORT)
 //!   lease: 30s                          # a dead node's users move to others after this
 //! shutdown_timeout: 10s                 # a stop never takes longer
 //! workflows:                            # default: profile-sync, company-sync, track-events
@@ -111,7 +111,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
-    /// This node's name, unique among the nodes sharing the store (default: HOSTNAME-PID).
+    /// This node's name, unique among the nodes sharing the store and the same across its
+    /// restarts (default: HOSTNAME:PORT).
     #[serde(default)]
     pub node: Option<String>,
     /// How long a node's hold on a user (and on planning) lasts without renewal: how soon the
@@ -134,11 +135,11 @@ impl Default for ClusterSection {
 }
 
 impl ClusterSection {
-    pub fn node_name(&self) -> String {
+    pub fn node_name(&self, listen: SocketAddr) -> String {
         self.node
             .clone()
             .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(junction_delivery::executor::default_node_name)
+            .unwrap_or_else(|| junction_delivery::executor::default_node_name(listen.port()))
     }
 
     pub fn lease(&self) -> Duration {

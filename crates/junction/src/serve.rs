@@ -100,7 +100,9 @@ pub async fn run_on(
         deliverer,
         state.commit_bell(),
         junction_delivery::DeliverySettings {
-            node: config.cluster.node_name(),
+            node: config
+                .cluster
+                .node_name(listener.local_addr().unwrap_or(config.listen)),
             lease: config.cluster.lease(),
             ..config.delivery.settings()
         },

@@ -17,8 +17,8 @@ pub mod sqlite;
 
 pub use outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
-    NewAction, NewQuarantine, NewRun, NewTimer, OutboxCounts, QuarantineRecord, ReleasedEntry,
-    RunQuery, RunRecord,
+    HeldClaim, Holders, Lease, NewAction, NewQuarantine, NewRun, NewTimer, OutboxCounts,
+    QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
 };
 pub use query::{EventQuery, Page, RejectedQuery};
 
@@ -41,9 +41,10 @@ pub enum StoreError {
     InvalidQuery(String),
     #[error("the store is shut down")]
     Closed,
-    /// A write under a delivery claim that another node has taken over since.
-    #[error("the delivery claim on {identity:?} (token {token}) is no longer held")]
-    Fenced { identity: String, token: i64 },
+    /// A write under a claim or lease that another node has taken over since (`what`: the
+    /// user a delivery claim was on, or the lease's name).
+    #[error("{what:?} (token {token}) is no longer held by this node")]
+    Fenced { what: String, token: i64 },
     /// Stored state that cannot be read back (damaged, or written by a newer Junction).
     #[error("unreadable stored state: {0}")]
     Unreadable(String),
@@ -290,6 +291,28 @@ pub trait EngineState: Send + Sync + 'static {
 
     /// Released entries waiting to be planned, oldest event first.
     async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError>;
+
+    /// Takes the lease `name` for `node` until `now_ms + lease_ms` when nobody holds it (or its
+    /// holder let it lapse, or `node` itself holds it), with a new, larger token. None when
+    /// another node holds it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Extends a lease still held under its token; None when it was taken over.
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives a lease up (at shutdown), so another node can take it at once.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
 }
 
 /// The outbox as delivery works through it: each user's head of line, in-flight marks, outcomes.
@@ -332,6 +355,11 @@ pub trait DeliveryQueue: Send + Sync + 'static {
 
     /// Gives a claim up (after its last outcome is recorded).
     async fn release_claim(&self, claim: &Claim) -> Result<(), StoreError>;
+
+    /// Gives up every claim held under this node name: called when a node starts, so that the
+    /// users its previous run held (killed, say) need not wait for their leases to lapse.
+    /// Node names are unique among running nodes, so none of these claims is in use.
+    async fn release_claims_of(&self, node: &str) -> Result<usize, StoreError>;
 
     /// Marks an action whose call must not be repeated as in flight (committed before the
     /// call; its outcome clears the mark). Refused with [`StoreError::Fenced`] unless `claim`
@@ -412,6 +440,9 @@ pub trait Inspection: Send + Sync + 'static {
 
     /// One run with its actions in order.
     async fn run(&self, id: &str) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, StoreError>;
+
+    /// Every lease and every delivery claim, with their holders (for `junction cluster`).
+    async fn holders(&self) -> Result<Holders, StoreError>;
 
     /// Events and timers held because their user's state could not be read, oldest first.
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;

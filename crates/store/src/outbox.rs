@@ -25,6 +25,34 @@ pub struct EngineCommit {
     pub quarantine: Vec<NewQuarantine>,
     /// Released quarantine entries planned in this step (removed).
     pub released_done: Vec<i64>,
+    /// The planner's lease this step was planned under: the commit is refused (fenced) when
+    /// another node has taken it since. None for a commit made outside the planner (tests).
+    pub lease: Option<Lease>,
+}
+
+/// A named lease held by one node at a time (`planner` today): `token` grows with every grant,
+/// and writes made under a token that is no longer current are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub name: String,
+    pub node: String,
+    pub token: i64,
+    pub expires_ms: i64,
+}
+
+/// A delivery claim with the node holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldClaim {
+    pub node: String,
+    #[serde(flatten)]
+    pub claim: Claim,
+}
+
+/// Who holds what: every lease and every delivery claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Holders {
+    pub leases: Vec<Lease>,
+    pub claims: Vec<HeldClaim>,
 }
 
 /// An event (or a due timer) held because its user's stored state could not be read.

@@ -180,6 +180,7 @@ async fn engine_commits_are_idempotent(store: Arc<dyn Store>) {
         }],
         quarantine: Vec::new(),
         released_done: Vec::new(),
+        lease: None,
     };
     store.engine_commit(commit.clone()).await.unwrap();
     store.engine_commit(commit).await.unwrap();
@@ -423,6 +424,72 @@ async fn claims_are_exclusive_and_fenced(store: Arc<dyn Store>) {
     assert!(again[0].token > b[0].token);
 }
 
+/// A named lease has one holder at a time; commits made under a lease that was taken over are
+/// refused, so a stalled planner that wakes up cannot write over the new one.
+async fn leases_have_one_holder_and_fence_commits(store: Arc<dyn Store>) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let a = store
+        .acquire_lease("planner", "node-a", now, 1_000)
+        .await
+        .unwrap()
+        .expect("a free lease is granted");
+    assert!(
+        store
+            .acquire_lease("planner", "node-b", now + 500, 1_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "held by node-a"
+    );
+    let a = store
+        .renew_lease(&a, now + 500, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.expires_ms, now + 1_500);
+    let commit = |lease: &junction_store::Lease, cursor: i64| EngineCommit {
+        cursor: Some(cursor),
+        lease: Some(lease.clone()),
+        ..EngineCommit::default()
+    };
+    store.engine_commit(commit(&a, 10)).await.unwrap();
+    // node-a stalls past its lease; node-b takes over.
+    let b = store
+        .acquire_lease("planner", "node-b", now + 1_600, 1_000)
+        .await
+        .unwrap()
+        .expect("a lapsed lease is granted");
+    assert!(b.token > a.token);
+    let refused = store.engine_commit(commit(&a, 99)).await;
+    assert!(
+        matches!(refused, Err(junction_store::StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        store
+            .renew_lease(&a, now + 1_700, 1_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.engine_commit(commit(&b, 20)).await.unwrap();
+    assert_eq!(
+        store.engine_state().await.unwrap().0,
+        20,
+        "node-a's late commit changed nothing"
+    );
+    let holders = store.holders().await.unwrap();
+    assert_eq!(holders.leases.len(), 1);
+    assert_eq!(holders.leases[0].node, "node-b");
+    store.release_lease(&b).await.unwrap();
+    let c = store
+        .acquire_lease("planner", "node-c", now + 1_700, 1_000)
+        .await
+        .unwrap()
+        .expect("a released lease is granted at once");
+    assert!(c.token > b.token);
+}
+
 /// Nodes claiming at the same moment share the users out: each user goes to exactly one.
 async fn concurrent_claims_never_overlap(store: Arc<dyn Store>) {
     let actions: Vec<_> = (0..200)
@@ -605,6 +672,7 @@ macro_rules! backends {
                 heads_follow_error_branches_and_urgency,
                 claims_are_exclusive_and_fenced,
                 concurrent_claims_never_overlap,
+                leases_have_one_holder_and_fence_commits,
                 in_flight_marks_survive_for_the_next_claim,
                 the_identity_map_is_per_workspace,
                 cleanup_keeps_dead_letters_and_pending_work,

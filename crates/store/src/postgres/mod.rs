@@ -16,8 +16,8 @@ pub mod schema;
 
 use crate::IdentityKey;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, Attempt, Claim, DeadLetterQuery, EngineCommit, NewAction,
-    OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, Attempt, Claim, DeadLetterQuery, EngineCommit, HeldClaim, Holders,
+    Lease, NewAction, OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
@@ -137,6 +137,15 @@ fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
         body: serde_json::from_str(&body)
             .map_err(|e| StoreError::Unreadable(format!("event {}: {e}", row.get::<_, i64>(0))))?,
     })
+}
+
+fn lease_from_row(row: &Row) -> Lease {
+    Lease {
+        name: row.get(0),
+        node: row.get(1),
+        token: row.get(2),
+        expires_ms: row.get(3),
+    }
 }
 
 fn from_millis(ms: i64) -> DateTime<Utc> {
@@ -379,6 +388,57 @@ impl EngineState for PostgresStore {
             })
             .collect())
     }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "INSERT INTO leases (name, node, token, expires_ms)
+                 VALUES ($1, $2, nextval('claim_tokens'), $3::bigint + $4::bigint)
+                 ON CONFLICT (name) DO UPDATE
+                     SET node = excluded.node, token = excluded.token,
+                         expires_ms = excluded.expires_ms
+                     WHERE leases.expires_ms <= $3 OR leases.node = excluded.node
+                 RETURNING name, node, token, expires_ms",
+                &[&name, &node, &now_ms, &lease_ms],
+            )
+            .await?
+            .map(|r| lease_from_row(&r)))
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "UPDATE leases SET expires_ms = $3 WHERE name = $1 AND token = $2
+                 RETURNING name, node, token, expires_ms",
+                &[&lease.name, &lease.token, &(now_ms + lease_ms)],
+            )
+            .await?
+            .map(|r| lease_from_row(&r)))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM leases WHERE name = $1 AND token = $2",
+                &[&lease.name, &lease.token],
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -505,6 +565,14 @@ impl DeliveryQueue for PostgresStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn release_claims_of(&self, node: &str) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute("DELETE FROM delivery_claims WHERE node = $1", &[&node])
+            .await?;
+        Ok(n as usize)
     }
 
     async fn mark_started(&self, claim: &Claim, id: &str, now_ms: i64) -> Result<(), StoreError> {
@@ -702,6 +770,37 @@ impl Inspection for PostgresStore {
     async fn run(&self, id: &str) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, StoreError> {
         let client = self.client().await?;
         Ok(outbox::run(&client, id).await?)
+    }
+
+    async fn holders(&self) -> Result<Holders, StoreError> {
+        let client = self.client().await?;
+        let leases = client
+            .query(
+                "SELECT name, node, token, expires_ms FROM leases ORDER BY name",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(lease_from_row)
+            .collect();
+        let claims = client
+            .query(
+                "SELECT node, identity, token, expires_ms FROM delivery_claims
+                 ORDER BY node, token",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| HeldClaim {
+                node: r.get(0),
+                claim: Claim {
+                    identity: r.get(1),
+                    token: r.get(2),
+                    expires_ms: r.get(3),
+                },
+            })
+            .collect();
+        Ok(Holders { leases, claims })
     }
 
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {

@@ -9,7 +9,7 @@
 use crate::StoreError;
 use crate::outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
-    NewAction, OutboxCounts, RunQuery, RunRecord,
+    Lease, NewAction, OutboxCounts, RunQuery, RunRecord,
 };
 use deadpool_postgres::{Client, GenericClient, Transaction};
 use tokio_postgres::Row;
@@ -86,7 +86,7 @@ pub(super) async fn check_claim(
             Ok(())
         }
         _ => Err(StoreError::Fenced {
-            identity: claim.identity.clone(),
+            what: claim.identity.clone(),
             token: claim.token,
         }),
     }
@@ -177,11 +177,34 @@ pub(super) async fn refresh_heads(
     Ok(())
 }
 
+/// Refuses a commit under a lease whose token is no longer current (the row stays locked until
+/// the commit, so it cannot change hands in between).
+async fn check_lease(tx: &Transaction<'_>, lease: &Lease) -> Result<(), StoreError> {
+    let token: Option<i64> = tx
+        .query_opt(
+            "SELECT token FROM leases WHERE name = $1 FOR SHARE",
+            &[&lease.name],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if token == Some(lease.token) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            what: lease.name.clone(),
+            token: lease.token,
+        })
+    }
+}
+
 pub(super) async fn engine_commit(
     tx: &Transaction<'_>,
     commit: &EngineCommit,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), StoreError> {
     let now = now_ms();
+    if let Some(lease) = &commit.lease {
+        check_lease(tx, lease).await?;
+    }
     let mut users: Vec<String> = commit.actions.iter().map(|a| a.identity.clone()).collect();
     users.extend(commit.profiles.iter().map(|(identity, _)| identity.clone()));
     lock_users(tx, &users).await?;

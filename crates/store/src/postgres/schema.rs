@@ -177,6 +177,14 @@ const MIGRATIONS: &[&str] = &[
         expires_ms BIGINT NOT NULL
     );
     CREATE SEQUENCE claim_tokens;
+
+    -- Named leases (the planner's), one holder at a time, under the same tokens.
+    CREATE TABLE leases (
+        name       TEXT   PRIMARY KEY,
+        node       TEXT   NOT NULL,
+        token      BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );
     "#,
 ];
 

@@ -9,8 +9,8 @@ mod writer;
 
 use crate::IdentityKey;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, Attempt, Claim, DeadLetterQuery, EngineCommit, NewAction,
-    OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, Attempt, Claim, DeadLetterQuery, EngineCommit, Holders, Lease,
+    NewAction, OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
@@ -328,8 +328,13 @@ impl EngineState for SqliteStore {
     }
 
     async fn engine_commit(&self, commit: EngineCommit) -> Result<(), StoreError> {
-        self.write(Box::new(move |tx| Ok(outbox::engine_commit(tx, &commit)?)))
-            .await
+        self.write(Box::new(move |tx| {
+            if let Some(lease) = &commit.lease {
+                outbox::check_lease(tx, lease)?;
+            }
+            Ok(outbox::engine_commit(tx, &commit)?)
+        }))
+        .await
     }
 
     async fn due_timers(
@@ -379,6 +384,58 @@ impl EngineState for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (name, node) = (name.to_owned(), node.to_owned());
+        let (reply, granted) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let _ = reply.send(outbox::acquire_lease(tx, &name, &node, now_ms, lease_ms)?);
+            Ok(())
+        }))
+        .await?;
+        granted.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let lease = lease.clone();
+        let (reply, renewed) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let n = tx.execute(
+                "UPDATE leases SET expires_ms = ?3 WHERE name = ?1 AND token = ?2",
+                params![lease.name, lease.token, now_ms + lease_ms],
+            )?;
+            let _ = reply.send((n == 1).then(|| Lease {
+                expires_ms: now_ms + lease_ms,
+                ..lease
+            }));
+            Ok(())
+        }))
+        .await?;
+        renewed.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM leases WHERE name = ?1 AND token = ?2",
+                params![lease.name, lease.token],
+            )?;
+            Ok(())
+        }))
         .await
     }
 }
@@ -477,6 +534,18 @@ impl DeliveryQueue for SqliteStore {
             Ok(())
         }))
         .await
+    }
+
+    async fn release_claims_of(&self, node: &str) -> Result<usize, StoreError> {
+        let node = node.to_owned();
+        let (reply, count) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let _ = reply
+                .send(tx.execute("DELETE FROM delivery_claims WHERE node = ?1", params![node])?);
+            Ok(())
+        }))
+        .await?;
+        count.await.map_err(|_| StoreError::Closed)
     }
 
     async fn mark_started(&self, claim: &Claim, id: &str, now_ms: i64) -> Result<(), StoreError> {
@@ -673,6 +742,10 @@ impl Inspection for SqliteStore {
     async fn run(&self, id: &str) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, StoreError> {
         let id = id.to_owned();
         self.read(move |conn| Ok(outbox::run(conn, &id)?)).await
+    }
+
+    async fn holders(&self) -> Result<Holders, StoreError> {
+        self.read(|conn| Ok(outbox::holders(conn)?)).await
     }
 
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {

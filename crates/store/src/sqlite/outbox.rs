@@ -3,7 +3,7 @@
 use crate::StoreError;
 use crate::outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
-    NewAction, OutboxCounts, RunQuery, RunRecord,
+    HeldClaim, Holders, Lease, NewAction, OutboxCounts, RunQuery, RunRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
@@ -363,10 +363,85 @@ pub(super) fn check_claim(
             Ok(())
         }
         _ => Err(StoreError::Fenced {
-            identity: claim.identity.clone(),
+            what: claim.identity.clone(),
             token: claim.token,
         }),
     }
+}
+
+pub(super) fn acquire_lease(
+    tx: &Transaction<'_>,
+    name: &str,
+    node: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> rusqlite::Result<Option<Lease>> {
+    let holder: Option<(String, i64)> = tx
+        .prepare_cached("SELECT node, expires_ms FROM leases WHERE name = ?1")?
+        .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if holder.is_some_and(|(holder, expires_ms)| holder != node && expires_ms > now_ms) {
+        return Ok(None);
+    }
+    let token: i64 = tx
+        .prepare_cached("UPDATE claim_tokens SET last = last + 1 RETURNING last")?
+        .query_row([], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO leases (name, node, token, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![name, node, token, now_ms + lease_ms])?;
+    Ok(Some(Lease {
+        name: name.to_owned(),
+        node: node.to_owned(),
+        token,
+        expires_ms: now_ms + lease_ms,
+    }))
+}
+
+/// Refuses a commit under a lease whose token is no longer current.
+pub(super) fn check_lease(tx: &Transaction<'_>, lease: &Lease) -> Result<(), StoreError> {
+    let token: Option<i64> = tx
+        .prepare_cached("SELECT token FROM leases WHERE name = ?1")?
+        .query_row(params![lease.name], |r| r.get(0))
+        .optional()?;
+    if token == Some(lease.token) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            what: lease.name.clone(),
+            token: lease.token,
+        })
+    }
+}
+
+pub(super) fn holders(conn: &Connection) -> rusqlite::Result<Holders> {
+    let leases = conn
+        .prepare_cached("SELECT name, node, token, expires_ms FROM leases ORDER BY name")?
+        .query_map([], |r| {
+            Ok(Lease {
+                name: r.get(0)?,
+                node: r.get(1)?,
+                token: r.get(2)?,
+                expires_ms: r.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let claims = conn
+        .prepare_cached(
+            "SELECT node, identity, token, expires_ms FROM delivery_claims ORDER BY node, token",
+        )?
+        .query_map([], |r| {
+            Ok(HeldClaim {
+                node: r.get(0)?,
+                claim: Claim {
+                    identity: r.get(1)?,
+                    token: r.get(2)?,
+                    expires_ms: r.get(3)?,
+                },
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Holders { leases, claims })
 }
 
 fn prefixed(alias: &str) -> String {

@@ -194,8 +194,15 @@ const MIGRATIONS: &[&str] = &[
         JOIN actions AS a ON a.position = h.head;
     "#,
     // 8: delivery claims: which node delivers to which user, until when, under which fencing
-    // token (tokens only grow: claim_tokens holds the last one handed out).
+    // token (tokens only grow: claim_tokens holds the last one handed out); named leases (the
+    // planner's), under the same tokens.
     r#"
+    CREATE TABLE leases (
+        name       TEXT    PRIMARY KEY,
+        node       TEXT    NOT NULL,
+        token      INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE delivery_claims (
         identity   TEXT    PRIMARY KEY,
         node       TEXT    NOT NULL,
