@@ -8,17 +8,58 @@
 //! nobody sends until the reset (no retry storm). The window after a 429 opens with a single
 //! probe: if Intercom is still refusing (a 429 storm), one request per window finds out, not the
 //! whole queue.
+//!
+//! Several nodes calling one workspace share its budget through the store
+//! ([`RateGate::share_budget`]): besides what Intercom's headers say, a node spends only what it
+//! took from the store for the current window, in slices of a twentieth of the limit, so all
+//! nodes together stay inside the window (windows are Intercom's: 10 seconds, aligned to the
+//! Unix clock). Probes, one request when nothing is known of a window, go without.
 
+use junction_store::RateBudget;
 use reqwest::header::HeaderMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Slack added after the announced reset, since the server's second and ours may differ.
 const RESET_MARGIN: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RateGate {
     window: Mutex<Window>,
+    shared: OnceLock<SharedBudget>,
+}
+
+impl std::fmt::Debug for RateGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateGate")
+            .field("window", &self.window)
+            .field("shared", &self.shared.get().map(|s| &s.workspace))
+            .finish()
+    }
+}
+
+/// The store's budget of one workspace.
+struct SharedBudget {
+    budget: Arc<dyn RateBudget>,
+    workspace: String,
+}
+
+/// What `acquire` does after looking at the window.
+enum Next {
+    Wait(Duration),
+    /// Take a slice of this window's shared budget (bucket, limit).
+    Borrow(u64, u32),
+}
+
+/// Clears the "a slice is being fetched" flag even when the fetch is abandoned midway.
+struct Borrowing<'a>(&'a Mutex<Window>);
+
+impl Drop for Borrowing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut window) = self.0.lock() {
+            window.borrowing = false;
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,6 +72,12 @@ struct Window {
     probing: bool,
     /// The last answer was a 429: the next window starts with one probe, not the full budget.
     refused: bool,
+    /// With a shared budget: requests this node took for window `slice_bucket` and has not
+    /// spent yet, whether a slice is being fetched, and a window whose budget is all taken.
+    slice: u32,
+    slice_bucket: u64,
+    borrowing: bool,
+    spent_bucket: Option<u64>,
 }
 
 /// Intercom's rate-limit window.
@@ -46,10 +93,19 @@ fn unix_now_ms() -> u64 {
 }
 
 impl RateGate {
+    /// From now on, spends only what it takes from `budget` for `workspace` (shared with every
+    /// node calling that workspace). Set once; later calls change nothing.
+    pub fn share_budget(&self, budget: Arc<dyn RateBudget>, workspace: impl Into<String>) {
+        let _ = self.shared.set(SharedBudget {
+            budget,
+            workspace: workspace.into(),
+        });
+    }
+
     /// Waits until a request may be sent, and counts it.
     pub async fn acquire(&self) {
         loop {
-            let wait = {
+            let next = {
                 let mut window = self.window.lock().expect("rate gate lock");
                 let now_ms = unix_now_ms();
                 if let Some(reset) = window.reset
@@ -61,12 +117,35 @@ impl RateGate {
                     window.reset = None;
                 }
                 match (window.remaining, window.reset) {
-                    (Some(0), Some(reset)) => {
-                        Duration::from_millis((reset * 1000).saturating_sub(now_ms)) + RESET_MARGIN
-                    }
+                    (Some(0), Some(reset)) => Next::Wait(
+                        Duration::from_millis((reset * 1000).saturating_sub(now_ms)) + RESET_MARGIN,
+                    ),
                     // Spent a fresh window's budget before any answer named its reset: wait
                     // for the answers.
-                    (Some(0), None) => PROBE_POLL,
+                    (Some(0), None) => Next::Wait(PROBE_POLL),
+                    (Some(remaining), _) if self.shared.get().is_some() => {
+                        let bucket = now_ms / 1000 / WINDOW_SECONDS;
+                        if window.slice_bucket != bucket {
+                            window.slice = 0;
+                            window.slice_bucket = bucket;
+                        }
+                        if window.slice > 0 {
+                            window.slice -= 1;
+                            window.remaining = Some(remaining - 1);
+                            return;
+                        } else if window.spent_bucket == Some(bucket) {
+                            let next_window = (bucket + 1) * WINDOW_SECONDS * 1000;
+                            Next::Wait(
+                                Duration::from_millis(next_window.saturating_sub(now_ms))
+                                    + RESET_MARGIN,
+                            )
+                        } else if window.borrowing {
+                            Next::Wait(PROBE_POLL)
+                        } else {
+                            window.borrowing = true;
+                            Next::Borrow(bucket, window.limit.unwrap_or(remaining))
+                        }
+                    }
                     (Some(remaining), _) => {
                         window.remaining = Some(remaining - 1);
                         return;
@@ -76,11 +155,50 @@ impl RateGate {
                         window.probing = true;
                         return;
                     }
-                    (None, _) => PROBE_POLL,
+                    (None, _) => Next::Wait(PROBE_POLL),
                 }
             };
-            tracing::debug!(?wait, "Intercom rate window spent; waiting for its reset");
-            tokio::time::sleep(wait).await;
+            match next {
+                Next::Wait(wait) => {
+                    tracing::debug!(?wait, "Intercom rate window spent; waiting for its reset");
+                    tokio::time::sleep(wait).await;
+                }
+                Next::Borrow(bucket, limit) => self.borrow(bucket, limit).await,
+            }
+        }
+    }
+
+    /// Takes a slice of window `bucket`'s shared budget.
+    async fn borrow(&self, bucket: u64, limit: u32) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        let _borrowing = Borrowing(&self.window);
+        let wanted = (limit / 20).max(1);
+        let granted = match shared
+            .budget
+            .take_budget(
+                &shared.workspace,
+                bucket as i64,
+                i64::from(limit),
+                i64::from(wanted),
+            )
+            .await
+        {
+            Ok(granted) => u32::try_from(granted).unwrap_or(0),
+            Err(error) => {
+                // Without the store no node can know what the others spent: wait for the next
+                // window and ask again.
+                tracing::error!(%error, "cannot take a slice of the shared Intercom rate budget");
+                0
+            }
+        };
+        let mut window = self.window.lock().expect("rate gate lock");
+        if window.slice_bucket == bucket {
+            window.slice += granted;
+            if granted == 0 {
+                window.spent_bucket = Some(bucket);
+            }
         }
     }
 

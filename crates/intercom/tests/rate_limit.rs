@@ -115,3 +115,48 @@ async fn a_429_storm_is_ridden_out_with_one_probe_per_window() {
     );
     println!("429s per window: {refused:?}; served per window: {served:?}");
 }
+
+/// Three nodes calling one workspace share its budget through the store: together they stay
+/// inside each window (no 429 but the nodes' first probes), and still use most of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_sharing_the_store_budget_stay_inside_each_window() {
+    let (base, emulator) = limited_emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = junction_store::open(
+        &format!("sqlite://{}", dir.path().join("j.db").display()),
+        junction_store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let nodes: Vec<IntercomClient> = (0..3)
+        .map(|_| {
+            let node = IntercomClient::new(IntercomConfig::new(&base, "secret-token")).unwrap();
+            let budget: std::sync::Arc<dyn junction_store::RateBudget> = store.clone();
+            node.rate_gate().share_budget(budget, "workspace-1");
+            node
+        })
+        .collect();
+    let calls = 100;
+    let runs: Vec<_> = nodes
+        .iter()
+        .cloned()
+        .map(|node| tokio::spawn(async move { run_calls(&node, calls).await }))
+        .collect();
+    for run in runs {
+        run.await.unwrap();
+    }
+
+    let journal = emulator.journal_entries();
+    let refused = per_window(&journal, 429);
+    assert!(
+        refused.values().sum::<usize>() <= nodes.len(),
+        "429s beyond the nodes' first probes: {refused:?}"
+    );
+    assert_eq!(
+        journal.iter().filter(|e| e.status == 200).count(),
+        calls * nodes.len()
+    );
+    for (window, sent) in per_window(&journal, 200) {
+        assert!(sent <= LIMIT as usize, "window {window}: {sent} requests");
+    }
+}

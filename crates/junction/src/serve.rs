@@ -72,10 +72,15 @@ pub async fn run_on(
             outbound.write_key.clone(),
         ))
     });
+    let budget_store: Arc<dyn junction_store::RateBudget> = store.clone();
     let deliverer = async move {
         let deliverer = match client {
             Some(client) => {
                 let workspace = workspace_id(&client, &credential_alerts, probe_every).await;
+                // Every node calling this workspace spends from one budget, kept in the store.
+                client
+                    .rate_gate()
+                    .share_budget(Arc::clone(&budget_store), workspace.clone());
                 Deliverer::new(Some(IntercomTarget {
                     resolver: ContactResolver::new(client.clone(), resolver_store, workspace),
                     catalog: AttributeCatalog::new(client.clone()),

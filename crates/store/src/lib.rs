@@ -415,6 +415,22 @@ pub trait IdentityMap: Send + Sync + 'static {
     ) -> Result<std::collections::HashSet<String>, StoreError>;
 }
 
+/// Intercom's rate budget, shared by every node calling one workspace: each node takes slices
+/// of the current window's budget before spending them, so all nodes together stay inside it.
+#[async_trait]
+pub trait RateBudget: Send + Sync + 'static {
+    /// Takes up to `wanted` requests from `workspace`'s budget for the 10-second window
+    /// `bucket` (Unix seconds / 10), of which `limit` may be spent in all. Returns how many
+    /// were granted: 0 when the window is spent.
+    async fn take_budget(
+        &self,
+        workspace: &str,
+        bucket: i64,
+        limit: i64,
+        wanted: i64,
+    ) -> Result<i64, StoreError>;
+}
+
 /// What operators read and act on: actions with their attempts, the dead-letter queue, the
 /// execution log, the quarantine.
 #[async_trait]
@@ -461,7 +477,9 @@ pub trait Inspection: Send + Sync + 'static {
 ///
 /// Every implementation runs the same conformance suite (`tests/conformance.rs`).
 #[async_trait]
-pub trait Store: EventLog + EngineState + DeliveryQueue + IdentityMap + Inspection {
+pub trait Store:
+    EventLog + EngineState + DeliveryQueue + IdentityMap + RateBudget + Inspection
+{
     /// Succeeds when the store can serve reads and writes (for `/readyz`).
     async fn check(&self) -> Result<(), StoreError>;
 

@@ -490,6 +490,42 @@ async fn leases_have_one_holder_and_fence_commits(store: Arc<dyn Store>) {
     assert!(c.token > b.token);
 }
 
+/// Intercom's budget per window is handed out in slices until it is spent, whoever asks; each
+/// workspace and window has its own.
+async fn the_rate_budget_is_shared_out_once(store: Arc<dyn Store>) {
+    let takers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut got = 0;
+                loop {
+                    let grant = store.take_budget("ws", 100, 50, 7).await.unwrap();
+                    if grant == 0 {
+                        return got;
+                    }
+                    assert!(grant <= 7);
+                    got += grant;
+                }
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for taker in takers {
+        total += taker.await.unwrap();
+    }
+    assert_eq!(total, 50, "exactly the window's limit");
+    assert_eq!(
+        store.take_budget("ws", 101, 50, 7).await.unwrap(),
+        7,
+        "a new window"
+    );
+    assert_eq!(
+        store.take_budget("other", 100, 50, 7).await.unwrap(),
+        7,
+        "another workspace"
+    );
+}
+
 /// Nodes claiming at the same moment share the users out: each user goes to exactly one.
 async fn concurrent_claims_never_overlap(store: Arc<dyn Store>) {
     let actions: Vec<_> = (0..200)
@@ -673,6 +709,7 @@ macro_rules! backends {
                 claims_are_exclusive_and_fenced,
                 concurrent_claims_never_overlap,
                 leases_have_one_holder_and_fence_commits,
+                the_rate_budget_is_shared_out_once,
                 in_flight_marks_survive_for_the_next_claim,
                 the_identity_map_is_per_workspace,
                 cleanup_keeps_dead_letters_and_pending_work,

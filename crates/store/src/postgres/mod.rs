@@ -22,7 +22,8 @@ use crate::outbox::{
 use crate::query::{page_size, parse_cursor};
 use crate::{
     AppendBatch, AppendReceipt, DeliveryQueue, EngineState, EventLog, EventQuery, IdentityMap,
-    Inspection, Page, RejectedQuery, RejectedRecord, Store, StoreError, StoreOptions, StoredEvent,
+    Inspection, Page, RateBudget, RejectedQuery, RejectedRecord, Store, StoreError, StoreOptions,
+    StoredEvent,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -700,6 +701,50 @@ impl IdentityMap for PostgresStore {
             .iter()
             .map(|r| r.get(0))
             .collect())
+    }
+}
+
+#[async_trait]
+impl RateBudget for PostgresStore {
+    async fn take_budget(
+        &self,
+        workspace: &str,
+        bucket: i64,
+        limit: i64,
+        wanted: i64,
+    ) -> Result<i64, StoreError> {
+        let granted = in_transaction!(self, |tx| {
+            tx.execute(
+                "INSERT INTO rate_budget (workspace, bucket, used) VALUES ($1, $2, 0)
+                 ON CONFLICT (workspace, bucket) DO NOTHING",
+                &[&workspace, &bucket],
+            )
+            .await?;
+            // The row lock makes nodes asking at once take their slices one after the other.
+            let used: i64 = tx
+                .query_one(
+                    "SELECT used FROM rate_budget WHERE workspace = $1 AND bucket = $2
+                     FOR UPDATE",
+                    &[&workspace, &bucket],
+                )
+                .await?
+                .get(0);
+            let grant = wanted.min(limit - used).max(0);
+            if grant > 0 {
+                tx.execute(
+                    "UPDATE rate_budget SET used = used + $3 WHERE workspace = $1 AND bucket = $2",
+                    &[&workspace, &bucket, &grant],
+                )
+                .await?;
+            }
+            tx.execute(
+                "DELETE FROM rate_budget WHERE workspace = $1 AND bucket < $2",
+                &[&workspace, &(bucket - 6)],
+            )
+            .await?;
+            grant
+        });
+        Ok(granted)
     }
 }
 

@@ -178,6 +178,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE SEQUENCE claim_tokens;
 
+    -- Intercom's rate budget per workspace and 10-second window, as handed out to nodes.
+    CREATE TABLE rate_budget (
+        workspace TEXT   NOT NULL,
+        bucket    BIGINT NOT NULL,
+        used      BIGINT NOT NULL,
+        PRIMARY KEY (workspace, bucket)
+    );
+
     -- Named leases (the planner's), one holder at a time, under the same tokens.
     CREATE TABLE leases (
         name       TEXT   PRIMARY KEY,

@@ -15,7 +15,8 @@ use crate::outbox::{
 use crate::query::{page_size, parse_cursor};
 use crate::{
     AppendBatch, AppendReceipt, DeliveryQueue, EngineState, EventLog, EventQuery, IdentityMap,
-    Inspection, Page, RejectedQuery, RejectedRecord, Store, StoreError, StoreOptions, StoredEvent,
+    Inspection, Page, RateBudget, RejectedQuery, RejectedRecord, Store, StoreError, StoreOptions,
+    StoredEvent,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -27,7 +28,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -676,6 +677,42 @@ impl IdentityMap for SqliteStore {
             Ok(made)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl RateBudget for SqliteStore {
+    async fn take_budget(
+        &self,
+        workspace: &str,
+        bucket: i64,
+        limit: i64,
+        wanted: i64,
+    ) -> Result<i64, StoreError> {
+        let workspace = workspace.to_owned();
+        let (reply, granted) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let used: i64 = tx
+                .prepare_cached(
+                    "SELECT used FROM rate_budget WHERE workspace = ?1 AND bucket = ?2",
+                )?
+                .query_row(params![workspace, bucket], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let grant = wanted.min(limit - used).max(0);
+            tx.prepare_cached(
+                "INSERT INTO rate_budget (workspace, bucket, used) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (workspace, bucket) DO UPDATE SET used = excluded.used",
+            )?
+            .execute(params![workspace, bucket, used + grant])?;
+            // Windows long gone are of no use to anyone.
+            tx.prepare_cached("DELETE FROM rate_budget WHERE workspace = ?1 AND bucket < ?2")?
+                .execute(params![workspace, bucket - 6])?;
+            let _ = reply.send(grant);
+            Ok(())
+        }))
+        .await?;
+        granted.await.map_err(|_| StoreError::Closed)
     }
 }
 

@@ -211,6 +211,13 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE TABLE claim_tokens (last INTEGER NOT NULL);
     INSERT INTO claim_tokens (last) VALUES (0);
+    -- Intercom's rate budget per workspace and 10-second window, as handed out to nodes.
+    CREATE TABLE rate_budget (
+        workspace TEXT    NOT NULL,
+        bucket    INTEGER NOT NULL,
+        used      INTEGER NOT NULL,
+        PRIMARY KEY (workspace, bucket)
+    ) WITHOUT ROWID;
     "#,
 ];
 
