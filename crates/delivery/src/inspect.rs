@@ -142,3 +142,67 @@ pub async fn run_detail(store: &dyn Store, id: &str) -> Result<Option<Value>, St
         "steps": steps,
     })))
 }
+
+/// A node is taken for gone when it has not been heard from for this long (its heartbeat comes
+/// every third of a lease; leases default to 30 s).
+const SILENT_AFTER_MS: i64 = 60_000;
+
+/// The cluster as `/api/cluster` serves it and `junction cluster` prints it: each node seen
+/// (alive or silent, what it holds), each lease, and how far planning trails the log.
+pub async fn cluster(store: &dyn Store, now_ms: i64) -> Result<Value, StoreError> {
+    let view = store.cluster().await?;
+    let (cursor, _) = store.engine_state().await?;
+    let last_seq = store
+        .events(junction_store::EventQuery {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await?
+        .items
+        .first()
+        .map_or(0, |e| e.seq);
+    let nodes: Vec<Value> = view
+        .nodes
+        .iter()
+        .map(|node| {
+            let claims = view.claims.iter().filter(|c| c.node == node.name).count();
+            let leases: Vec<&str> = view
+                .leases
+                .iter()
+                .filter(|l| l.node == node.name && l.expires_ms > now_ms)
+                .map(|l| l.name.as_str())
+                .collect();
+            json!({
+                "name": node.name,
+                "alive": now_ms - node.seen_ms < SILENT_AFTER_MS,
+                "startedAt": iso(node.started_ms),
+                "seenAt": iso(node.seen_ms),
+                "leases": leases,
+                "claimedUsers": claims,
+            })
+        })
+        .collect();
+    let leases: Vec<Value> = view
+        .leases
+        .iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "node": l.node,
+                "token": l.token,
+                "expiresAt": iso(l.expires_ms),
+                "live": l.expires_ms > now_ms,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "nodes": nodes,
+        "leases": leases,
+        "claims": view.claims.len(),
+        "planning": {
+            "cursor": cursor,
+            "lastEvent": last_seq,
+            "lagEvents": (last_seq - cursor).max(0),
+        },
+    }))
+}

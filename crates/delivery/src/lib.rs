@@ -31,6 +31,28 @@ pub struct Oversight {
     pub health: Arc<supervise::Health>,
 }
 
+/// Tells the other nodes this one is alive, every third of a lease, until `stop`.
+async fn heartbeat(
+    store: Arc<dyn Store>,
+    node: String,
+    lease: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let started = engine::now_ms();
+    loop {
+        if let Err(error) = store.heartbeat(&node, started, engine::now_ms()).await {
+            tracing::warn!(%error, "cannot record this node's heartbeat");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(lease / 3) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
 /// The running engine and executor.
 pub struct Pipeline {
     shutdown: watch::Sender<bool>,
@@ -52,8 +74,11 @@ impl Pipeline {
         oversight: Oversight,
     ) -> Pipeline {
         let Oversight { alerts, health } = oversight;
-        let (shutdown, stop) = watch::channel(false);
+        let (settings_node, settings_lease) = (settings.node.clone(), settings.lease);
+        let heartbeat_store = Arc::clone(&store);
         let actions_planned = Arc::new(Notify::new());
+        let heartbeat_bell = Arc::clone(&actions_planned);
+        let (shutdown, stop) = watch::channel(false);
         let profile_api = profile_api.map(Arc::new);
         // Each part runs under a supervisor: a panic or an unexpected end is reported (health,
         // metric, alert) and the part is started again, while ingest keeps committing.
@@ -141,7 +166,24 @@ impl Pipeline {
             )
             .await;
         };
-        let tasks = vec![tokio::spawn(engine), tokio::spawn(delivery)];
+        let heartbeat = {
+            let (events_arrived, actions_planned) = (Arc::clone(&events_arrived), heartbeat_bell);
+            async move {
+                // Other nodes' ingest and planning ring this node's bells too.
+                if let Err(error) = heartbeat_store
+                    .ring_on_changes(events_arrived, actions_planned)
+                    .await
+                {
+                    tracing::warn!(%error, "cannot listen for other nodes' work; polling instead");
+                }
+                heartbeat(heartbeat_store, settings_node, settings_lease, stop.clone()).await
+            }
+        };
+        let tasks = vec![
+            tokio::spawn(engine),
+            tokio::spawn(delivery),
+            tokio::spawn(heartbeat),
+        ];
         Pipeline {
             shutdown,
             tasks,

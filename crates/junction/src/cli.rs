@@ -66,6 +66,14 @@ pub enum Command {
     /// Events and timers held because their user's stored state could not be read.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// The nodes sharing the store: which are alive, who plans, how many users each is
+    /// delivering to, and how far planning trails the log.
+    Cluster {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an emulator of a service Junction talks to, for tests and demos.
     #[command(subcommand)]
     Emulate(EmulateCommand),

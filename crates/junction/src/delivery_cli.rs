@@ -3,7 +3,7 @@
 //! replayed actions within a second).
 
 use crate::Failure;
-use crate::cli::{DlqCommand, DlqFilter, QuarantineCommand, RunsCommand};
+use crate::cli::{ConfigArg, DlqCommand, DlqFilter, QuarantineCommand, RunsCommand};
 use crate::config::Config;
 use crate::read::{open, print_json, query_failure, table};
 use junction_delivery::inspect;
@@ -343,4 +343,60 @@ pub fn run_text(detail: &Value) -> String {
         }
     }
     out
+}
+
+/// `junction cluster`: the nodes, the leases, and planning's lag.
+pub async fn cluster(config: ConfigArg, json: bool, load: Loader) -> Result<(), Failure> {
+    let store = open(&config, load).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let view = inspect::cluster(store.as_ref(), now)
+        .await
+        .map_err(query_failure)?;
+    if json {
+        return print_json(&view);
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let rows = view["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| {
+            let leases: Vec<String> = node["leases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            vec![
+                text(&node["name"]),
+                if node["alive"] == true {
+                    "alive"
+                } else {
+                    "silent"
+                }
+                .to_owned(),
+                text(&node["seenAt"]),
+                if leases.is_empty() {
+                    "-".to_owned()
+                } else {
+                    leases.join(",")
+                },
+                text(&node["claimedUsers"]),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["NODE", "STATE", "SEEN", "LEASES", "USERS"], rows)
+    );
+    let planning = &view["planning"];
+    println!(
+        "planning: cursor {} of {} ({} events behind)",
+        planning["cursor"], planning["lastEvent"], planning["lagEvents"]
+    );
+    Ok(())
 }

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
             Command::Dlq(command) => delivery_cli::dlq(command, load).await,
             Command::Runs(command) => delivery_cli::runs(command, load).await,
             Command::Quarantine(command) => delivery_cli::quarantine(command, load).await,
+            Command::Cluster { config, json } => delivery_cli::cluster(config, json, load).await,
             Command::Emulate(cli::EmulateCommand::Intercom(args)) => {
                 emulate::intercom(args).await.map_err(Failure::Runtime)
             }

@@ -244,6 +244,18 @@ pub async fn status(
     })))
 }
 
+/// `GET /api/cluster`: the nodes sharing the store, the leases, and planning's lag.
+pub async fn cluster(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(state.inner.admin_token.as_deref(), &headers)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    Ok(Json(
+        junction_delivery::inspect::cluster(state.store().as_ref(), now).await?,
+    ))
+}
+
 /// `GET /api/quarantine`: events and timers held because their user's state was unreadable.
 pub async fn list_quarantine(
     State(state): State<AppState>,

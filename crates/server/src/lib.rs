@@ -146,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events/{seq}", get(admin::show_event))
         .route("/api/rejected", get(admin::list_rejected))
         .route("/api/delivery", get(delivery_api::status))
+        .route("/api/cluster", get(delivery_api::cluster))
         .route("/api/dlq", get(delivery_api::list_dead_letters))
         .route("/api/dlq/replay", post(delivery_api::replay))
         .route("/api/dlq/discard", post(delivery_api::discard))

@@ -16,9 +16,9 @@ mod query;
 pub mod sqlite;
 
 pub use outbox::{
-    ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
-    HeldClaim, Holders, Lease, NewAction, NewQuarantine, NewRun, NewTimer, OutboxCounts,
-    QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, ClusterView, DeadLetterQuery,
+    EngineCommit, HeldClaim, Lease, NewAction, NewQuarantine, NewRun, NewTimer, NodeRecord,
+    OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
 };
 pub use query::{EventQuery, Page, RejectedQuery};
 
@@ -291,28 +291,6 @@ pub trait EngineState: Send + Sync + 'static {
 
     /// Released entries waiting to be planned, oldest event first.
     async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError>;
-
-    /// Takes the lease `name` for `node` until `now_ms + lease_ms` when nobody holds it (or its
-    /// holder let it lapse, or `node` itself holds it), with a new, larger token. None when
-    /// another node holds it.
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        node: &str,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Option<Lease>, StoreError>;
-
-    /// Extends a lease still held under its token; None when it was taken over.
-    async fn renew_lease(
-        &self,
-        lease: &Lease,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Option<Lease>, StoreError>;
-
-    /// Gives a lease up (at shutdown), so another node can take it at once.
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
 }
 
 /// The outbox as delivery works through it: each user's head of line, in-flight marks, outcomes.
@@ -415,6 +393,49 @@ pub trait IdentityMap: Send + Sync + 'static {
     ) -> Result<std::collections::HashSet<String>, StoreError>;
 }
 
+/// What the nodes sharing a store know of each other: which are alive (heartbeats), and who
+/// holds which lease.
+#[async_trait]
+pub trait Coordination: Send + Sync + 'static {
+    /// Takes the lease `name` for `node` until `now_ms + lease_ms` when nobody holds it (or its
+    /// holder let it lapse, or `node` itself holds it), with a new, larger token. None when
+    /// another node holds it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Extends a lease still held under its token; None when it was taken over.
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives a lease up (at shutdown), so another node can take it at once.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Rings `events_arrived` when any node commits new events, and `actions_planned` when any
+    /// node plans new actions, until the store closes. (With one process, as on SQLite, the
+    /// process rings its own bells and this does nothing.)
+    async fn ring_on_changes(
+        &self,
+        events_arrived: std::sync::Arc<tokio::sync::Notify>,
+        actions_planned: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Result<(), StoreError>;
+
+    /// Says that `node` (running since `started_ms`) is alive at `now_ms`.
+    async fn heartbeat(&self, node: &str, started_ms: i64, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Every node that has been seen, every lease and every delivery claim (for
+    /// `junction cluster`).
+    async fn cluster(&self) -> Result<ClusterView, StoreError>;
+}
+
 /// Intercom's rate budget, shared by every node calling one workspace: each node takes slices
 /// of the current window's budget before spending them, so all nodes together stay inside it.
 #[async_trait]
@@ -457,9 +478,6 @@ pub trait Inspection: Send + Sync + 'static {
     /// One run with its actions in order.
     async fn run(&self, id: &str) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, StoreError>;
 
-    /// Every lease and every delivery claim, with their holders (for `junction cluster`).
-    async fn holders(&self) -> Result<Holders, StoreError>;
-
     /// Events and timers held because their user's state could not be read, oldest first.
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;
 
@@ -478,7 +496,7 @@ pub trait Inspection: Send + Sync + 'static {
 /// Every implementation runs the same conformance suite (`tests/conformance.rs`).
 #[async_trait]
 pub trait Store:
-    EventLog + EngineState + DeliveryQueue + IdentityMap + RateBudget + Inspection
+    EventLog + EngineState + DeliveryQueue + IdentityMap + RateBudget + Coordination + Inspection
 {
     /// Succeeds when the store can serve reads and writes (for `/readyz`).
     async fn check(&self) -> Result<(), StoreError>;

@@ -48,9 +48,18 @@ pub struct HeldClaim {
     pub claim: Claim,
 }
 
-/// Who holds what: every lease and every delivery claim.
+/// A node as its heartbeats describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub started_ms: i64,
+    pub seen_ms: i64,
+}
+
+/// Who is there and who holds what: every node seen, every lease, every delivery claim.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Holders {
+pub struct ClusterView {
+    pub nodes: Vec<NodeRecord>,
     pub leases: Vec<Lease>,
     pub claims: Vec<HeldClaim>,
 }

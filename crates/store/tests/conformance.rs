@@ -478,9 +478,18 @@ async fn leases_have_one_holder_and_fence_commits(store: Arc<dyn Store>) {
         20,
         "node-a's late commit changed nothing"
     );
-    let holders = store.holders().await.unwrap();
-    assert_eq!(holders.leases.len(), 1);
-    assert_eq!(holders.leases[0].node, "node-b");
+    store
+        .heartbeat("node-b", now - 5_000, now + 1_650)
+        .await
+        .unwrap();
+    let cluster = store.cluster().await.unwrap();
+    assert_eq!(cluster.leases.len(), 1);
+    assert_eq!(cluster.leases[0].node, "node-b");
+    assert_eq!(cluster.nodes.len(), 1);
+    assert_eq!(
+        (cluster.nodes[0].started_ms, cluster.nodes[0].seen_ms),
+        (now - 5_000, now + 1_650)
+    );
     store.release_lease(&b).await.unwrap();
     let c = store
         .acquire_lease("planner", "node-c", now + 1_700, 1_000)

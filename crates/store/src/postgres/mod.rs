@@ -11,19 +11,21 @@
 //! first ([`outbox::lock_users`]). The schema is migrated when the store opens ([`schema`]).
 
 mod ingest;
+mod notify;
 mod outbox;
 pub mod schema;
 
 use crate::IdentityKey;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, Attempt, Claim, DeadLetterQuery, EngineCommit, HeldClaim, Holders,
-    Lease, NewAction, OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, Attempt, Claim, ClusterView, DeadLetterQuery, EngineCommit,
+    HeldClaim, Lease, NewAction, NodeRecord, OutboxCounts, QuarantineRecord, ReleasedEntry,
+    RunQuery, RunRecord,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
-    AppendBatch, AppendReceipt, DeliveryQueue, EngineState, EventLog, EventQuery, IdentityMap,
-    Inspection, Page, RateBudget, RejectedQuery, RejectedRecord, Store, StoreError, StoreOptions,
-    StoredEvent,
+    AppendBatch, AppendReceipt, Coordination, DeliveryQueue, EngineState, EventLog, EventQuery,
+    IdentityMap, Inspection, Page, RateBudget, RejectedQuery, RejectedRecord, Store, StoreError,
+    StoreOptions, StoredEvent,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,6 +33,8 @@ use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
 use ingest::IngestCommand;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
+use tokio::sync::Notify;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -58,6 +62,11 @@ const POOL_SIZE: usize = 16;
 pub struct PostgresStore {
     ingest: mpsc::Sender<IngestCommand>,
     pool: Pool,
+    /// For connections of its own (LISTEN).
+    config: tokio_postgres::Config,
+    /// Turns true at close: listeners stop.
+    closed: tokio::sync::watch::Receiver<bool>,
+    close: tokio::sync::watch::Sender<bool>,
 }
 
 /// Reads a `postgres://` URL into a client configuration (the password never reaches an error).
@@ -86,14 +95,22 @@ fn pool_for(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreEr
 impl PostgresStore {
     /// Connects, brings the schema up to date, and starts this node's ingest task.
     pub async fn open(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let pool = pool_for(config(url)?, POOL_SIZE)?;
+        let config = config(url)?;
+        let pool = pool_for(config.clone(), POOL_SIZE)?;
         {
             let mut client = get(&pool).await?;
             schema::migrate(&mut client).await?;
         }
         let (ingest, commands) = mpsc::channel(INGEST_QUEUE);
         tokio::spawn(ingest::run(pool.clone(), options.dedupe_window, commands));
-        Ok(PostgresStore { ingest, pool })
+        let (close, closed) = tokio::sync::watch::channel(false);
+        Ok(PostgresStore {
+            ingest,
+            pool,
+            config,
+            closed,
+            close,
+        })
     }
 
     async fn client(&self) -> Result<Client, StoreError> {
@@ -389,57 +406,6 @@ impl EngineState for PostgresStore {
             })
             .collect())
     }
-
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        node: &str,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        let client = self.client().await?;
-        Ok(client
-            .query_opt(
-                "INSERT INTO leases (name, node, token, expires_ms)
-                 VALUES ($1, $2, nextval('claim_tokens'), $3::bigint + $4::bigint)
-                 ON CONFLICT (name) DO UPDATE
-                     SET node = excluded.node, token = excluded.token,
-                         expires_ms = excluded.expires_ms
-                     WHERE leases.expires_ms <= $3 OR leases.node = excluded.node
-                 RETURNING name, node, token, expires_ms",
-                &[&name, &node, &now_ms, &lease_ms],
-            )
-            .await?
-            .map(|r| lease_from_row(&r)))
-    }
-
-    async fn renew_lease(
-        &self,
-        lease: &Lease,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        let client = self.client().await?;
-        Ok(client
-            .query_opt(
-                "UPDATE leases SET expires_ms = $3 WHERE name = $1 AND token = $2
-                 RETURNING name, node, token, expires_ms",
-                &[&lease.name, &lease.token, &(now_ms + lease_ms)],
-            )
-            .await?
-            .map(|r| lease_from_row(&r)))
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM leases WHERE name = $1 AND token = $2",
-                &[&lease.name, &lease.token],
-            )
-            .await?;
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -705,6 +671,137 @@ impl IdentityMap for PostgresStore {
 }
 
 #[async_trait]
+impl Coordination for PostgresStore {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "INSERT INTO leases (name, node, token, expires_ms)
+                 VALUES ($1, $2, nextval('claim_tokens'), $3::bigint + $4::bigint)
+                 ON CONFLICT (name) DO UPDATE
+                     SET node = excluded.node, token = excluded.token,
+                         expires_ms = excluded.expires_ms
+                     WHERE leases.expires_ms <= $3 OR leases.node = excluded.node
+                 RETURNING name, node, token, expires_ms",
+                &[&name, &node, &now_ms, &lease_ms],
+            )
+            .await?
+            .map(|r| lease_from_row(&r)))
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "UPDATE leases SET expires_ms = $3 WHERE name = $1 AND token = $2
+                 RETURNING name, node, token, expires_ms",
+                &[&lease.name, &lease.token, &(now_ms + lease_ms)],
+            )
+            .await?
+            .map(|r| lease_from_row(&r)))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM leases WHERE name = $1 AND token = $2",
+                &[&lease.name, &lease.token],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn ring_on_changes(
+        &self,
+        events_arrived: Arc<Notify>,
+        actions_planned: Arc<Notify>,
+    ) -> Result<(), StoreError> {
+        let config = self.config.clone();
+        let closed = self.closed.clone();
+        tokio::spawn(notify::listen(
+            config,
+            events_arrived,
+            actions_planned,
+            closed,
+        ));
+        Ok(())
+    }
+
+    async fn heartbeat(&self, node: &str, started_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO nodes (name, started_ms, seen_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET started_ms = excluded.started_ms,
+                                                  seen_ms = excluded.seen_ms",
+                &[&node, &started_ms, &now_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn cluster(&self) -> Result<ClusterView, StoreError> {
+        let client = self.client().await?;
+        let nodes = client
+            .query(
+                "SELECT name, started_ms, seen_ms FROM nodes ORDER BY name",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| NodeRecord {
+                name: r.get(0),
+                started_ms: r.get(1),
+                seen_ms: r.get(2),
+            })
+            .collect();
+        let leases = client
+            .query(
+                "SELECT name, node, token, expires_ms FROM leases ORDER BY name",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(lease_from_row)
+            .collect();
+        let claims = client
+            .query(
+                "SELECT node, identity, token, expires_ms FROM delivery_claims
+                 ORDER BY node, token",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| HeldClaim {
+                node: r.get(0),
+                claim: Claim {
+                    identity: r.get(1),
+                    token: r.get(2),
+                    expires_ms: r.get(3),
+                },
+            })
+            .collect();
+        Ok(ClusterView {
+            nodes,
+            leases,
+            claims,
+        })
+    }
+}
+
+#[async_trait]
 impl RateBudget for PostgresStore {
     async fn take_budget(
         &self,
@@ -817,37 +914,6 @@ impl Inspection for PostgresStore {
         Ok(outbox::run(&client, id).await?)
     }
 
-    async fn holders(&self) -> Result<Holders, StoreError> {
-        let client = self.client().await?;
-        let leases = client
-            .query(
-                "SELECT name, node, token, expires_ms FROM leases ORDER BY name",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(lease_from_row)
-            .collect();
-        let claims = client
-            .query(
-                "SELECT node, identity, token, expires_ms FROM delivery_claims
-                 ORDER BY node, token",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| HeldClaim {
-                node: r.get(0),
-                claim: Claim {
-                    identity: r.get(1),
-                    token: r.get(2),
-                    expires_ms: r.get(3),
-                },
-            })
-            .collect();
-        Ok(Holders { leases, claims })
-    }
-
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
         let client = self.client().await?;
         Ok(client
@@ -912,6 +978,7 @@ impl Store for PostgresStore {
             return Ok(()); // already closed
         }
         let _ = done.await;
+        let _ = self.close.send(true);
         self.pool.close();
         Ok(())
     }

@@ -122,6 +122,9 @@ pub(super) async fn insert_actions(
         });
         bodies.push(a.body.as_str());
     }
+    // Wakes every node's delivery once this commits.
+    tx.batch_execute(&format!("NOTIFY {}", super::notify::ACTIONS))
+        .await?;
     // Positions are handed out in the order rows reach the insert, which ORDER BY fixes to
     // the plan's order. A re-planned event makes the same ids: those already there are kept.
     tx.execute(

@@ -186,6 +186,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (workspace, bucket)
     );
 
+    -- The nodes sharing this store, as their heartbeats describe them.
+    CREATE TABLE nodes (
+        name       TEXT   PRIMARY KEY,
+        started_ms BIGINT NOT NULL,
+        seen_ms    BIGINT NOT NULL
+    );
+
     -- Named leases (the planner's), one holder at a time, under the same tokens.
     CREATE TABLE leases (
         name       TEXT   PRIMARY KEY,

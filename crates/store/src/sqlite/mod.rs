@@ -9,14 +9,14 @@ mod writer;
 
 use crate::IdentityKey;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, Attempt, Claim, DeadLetterQuery, EngineCommit, Holders, Lease,
+    ActionOutcome, ActionRecord, Attempt, Claim, ClusterView, DeadLetterQuery, EngineCommit, Lease,
     NewAction, OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
-    AppendBatch, AppendReceipt, DeliveryQueue, EngineState, EventLog, EventQuery, IdentityMap,
-    Inspection, Page, RateBudget, RejectedQuery, RejectedRecord, Store, StoreError, StoreOptions,
-    StoredEvent,
+    AppendBatch, AppendReceipt, Coordination, DeliveryQueue, EngineState, EventLog, EventQuery,
+    IdentityMap, Inspection, Page, RateBudget, RejectedQuery, RejectedRecord, Store, StoreError,
+    StoreOptions, StoredEvent,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -387,58 +387,6 @@ impl EngineState for SqliteStore {
         })
         .await
     }
-
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        node: &str,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        let (name, node) = (name.to_owned(), node.to_owned());
-        let (reply, granted) = oneshot::channel();
-        self.write(Box::new(move |tx| {
-            let _ = reply.send(outbox::acquire_lease(tx, &name, &node, now_ms, lease_ms)?);
-            Ok(())
-        }))
-        .await?;
-        granted.await.map_err(|_| StoreError::Closed)
-    }
-
-    async fn renew_lease(
-        &self,
-        lease: &Lease,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        let lease = lease.clone();
-        let (reply, renewed) = oneshot::channel();
-        self.write(Box::new(move |tx| {
-            let n = tx.execute(
-                "UPDATE leases SET expires_ms = ?3 WHERE name = ?1 AND token = ?2",
-                params![lease.name, lease.token, now_ms + lease_ms],
-            )?;
-            let _ = reply.send((n == 1).then(|| Lease {
-                expires_ms: now_ms + lease_ms,
-                ..lease
-            }));
-            Ok(())
-        }))
-        .await?;
-        renewed.await.map_err(|_| StoreError::Closed)
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        let lease = lease.clone();
-        self.write(Box::new(move |tx| {
-            tx.execute(
-                "DELETE FROM leases WHERE name = ?1 AND token = ?2",
-                params![lease.name, lease.token],
-            )?;
-            Ok(())
-        }))
-        .await
-    }
 }
 
 #[async_trait]
@@ -681,6 +629,88 @@ impl IdentityMap for SqliteStore {
 }
 
 #[async_trait]
+impl Coordination for SqliteStore {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (name, node) = (name.to_owned(), node.to_owned());
+        let (reply, granted) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let _ = reply.send(outbox::acquire_lease(tx, &name, &node, now_ms, lease_ms)?);
+            Ok(())
+        }))
+        .await?;
+        granted.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let lease = lease.clone();
+        let (reply, renewed) = oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let n = tx.execute(
+                "UPDATE leases SET expires_ms = ?3 WHERE name = ?1 AND token = ?2",
+                params![lease.name, lease.token, now_ms + lease_ms],
+            )?;
+            let _ = reply.send((n == 1).then(|| Lease {
+                expires_ms: now_ms + lease_ms,
+                ..lease
+            }));
+            Ok(())
+        }))
+        .await?;
+        renewed.await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM leases WHERE name = ?1 AND token = ?2",
+                params![lease.name, lease.token],
+            )?;
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn ring_on_changes(
+        &self,
+        _events_arrived: Arc<tokio::sync::Notify>,
+        _actions_planned: Arc<tokio::sync::Notify>,
+    ) -> Result<(), StoreError> {
+        // One process per SQLite file: ingest and the engine ring the bells themselves.
+        Ok(())
+    }
+
+    async fn heartbeat(&self, node: &str, started_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+        let node = node.to_owned();
+        self.write(Box::new(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO nodes (name, started_ms, seen_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET started_ms = excluded.started_ms,
+                                                  seen_ms = excluded.seen_ms",
+            )?
+            .execute(params![node, started_ms, now_ms])?;
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn cluster(&self) -> Result<ClusterView, StoreError> {
+        self.read(|conn| Ok(outbox::cluster(conn)?)).await
+    }
+}
+
+#[async_trait]
 impl RateBudget for SqliteStore {
     async fn take_budget(
         &self,
@@ -779,10 +809,6 @@ impl Inspection for SqliteStore {
     async fn run(&self, id: &str) -> Result<Option<(RunRecord, Vec<ActionRecord>)>, StoreError> {
         let id = id.to_owned();
         self.read(move |conn| Ok(outbox::run(conn, &id)?)).await
-    }
-
-    async fn holders(&self) -> Result<Holders, StoreError> {
-        self.read(|conn| Ok(outbox::holders(conn)?)).await
     }
 
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {

@@ -2,8 +2,8 @@
 
 use crate::StoreError;
 use crate::outbox::{
-    ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
-    HeldClaim, Holders, Lease, NewAction, OutboxCounts, RunQuery, RunRecord,
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, ClusterView, DeadLetterQuery,
+    EngineCommit, HeldClaim, Lease, NewAction, NodeRecord, OutboxCounts, RunQuery, RunRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
@@ -414,7 +414,17 @@ pub(super) fn check_lease(tx: &Transaction<'_>, lease: &Lease) -> Result<(), Sto
     }
 }
 
-pub(super) fn holders(conn: &Connection) -> rusqlite::Result<Holders> {
+pub(super) fn cluster(conn: &Connection) -> rusqlite::Result<ClusterView> {
+    let nodes = conn
+        .prepare_cached("SELECT name, started_ms, seen_ms FROM nodes ORDER BY name")?
+        .query_map([], |r| {
+            Ok(NodeRecord {
+                name: r.get(0)?,
+                started_ms: r.get(1)?,
+                seen_ms: r.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
     let leases = conn
         .prepare_cached("SELECT name, node, token, expires_ms FROM leases ORDER BY name")?
         .query_map([], |r| {
@@ -441,7 +451,11 @@ pub(super) fn holders(conn: &Connection) -> rusqlite::Result<Holders> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Holders { leases, claims })
+    Ok(ClusterView {
+        nodes,
+        leases,
+        claims,
+    })
 }
 
 fn prefixed(alias: &str) -> String {

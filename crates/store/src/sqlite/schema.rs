@@ -197,6 +197,11 @@ const MIGRATIONS: &[&str] = &[
     // token (tokens only grow: claim_tokens holds the last one handed out); named leases (the
     // planner's), under the same tokens.
     r#"
+    CREATE TABLE nodes (
+        name       TEXT    PRIMARY KEY,
+        started_ms INTEGER NOT NULL,
+        seen_ms    INTEGER NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE leases (
         name       TEXT    PRIMARY KEY,
         node       TEXT    NOT NULL,
