@@ -143,10 +143,6 @@ pub async fn run_detail(store: &dyn Store, id: &str) -> Result<Option<Value>, St
     })))
 }
 
-/// A node is taken for gone when it has not been heard from for this long (its heartbeat comes
-/// every third of a lease; leases default to 30 s).
-const SILENT_AFTER_MS: i64 = 60_000;
-
 /// The cluster as `/api/cluster` serves it and `junction cluster` prints it: each node seen
 /// (alive or silent, what it holds), each lease, and how far planning trails the log.
 pub async fn cluster(store: &dyn Store, now_ms: i64) -> Result<Value, StoreError> {
@@ -174,7 +170,7 @@ pub async fn cluster(store: &dyn Store, now_ms: i64) -> Result<Value, StoreError
                 .collect();
             json!({
                 "name": node.name,
-                "alive": now_ms - node.seen_ms < SILENT_AFTER_MS,
+                "alive": node.expires_ms > now_ms,
                 "startedAt": iso(node.started_ms),
                 "seenAt": iso(node.seen_ms),
                 "leases": leases,

@@ -40,7 +40,10 @@ async fn heartbeat(
 ) {
     let started = engine::now_ms();
     loop {
-        if let Err(error) = store.heartbeat(&node, started, engine::now_ms()).await {
+        // Gone after two leases without news (it beats every third of one).
+        let now = engine::now_ms();
+        let expires = now + 2 * lease.as_millis() as i64;
+        if let Err(error) = store.heartbeat(&node, started, now, expires).await {
             tracing::warn!(%error, "cannot record this node's heartbeat");
         }
         tokio::select! {
@@ -48,6 +51,11 @@ async fn heartbeat(
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
+            // Stopping: the others see this node gone at once.
+            let now = engine::now_ms();
+            if let Err(error) = store.heartbeat(&node, started, now, now).await {
+                tracing::warn!(%error, "cannot record that this node stops");
+            }
             return;
         }
     }

@@ -428,8 +428,15 @@ pub trait Coordination: Send + Sync + 'static {
         actions_planned: std::sync::Arc<tokio::sync::Notify>,
     ) -> Result<(), StoreError>;
 
-    /// Says that `node` (running since `started_ms`) is alive at `now_ms`.
-    async fn heartbeat(&self, node: &str, started_ms: i64, now_ms: i64) -> Result<(), StoreError>;
+    /// Says that `node` (running since `started_ms`) is alive at `now_ms` and, unless heard from
+    /// again, to be taken for gone from `expires_ms` (a node stopping says `expires_ms = now_ms`).
+    async fn heartbeat(
+        &self,
+        node: &str,
+        started_ms: i64,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
 
     /// Every node that has been seen, every lease and every delivery claim (for
     /// `junction cluster`).

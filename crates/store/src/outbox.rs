@@ -54,6 +54,8 @@ pub struct NodeRecord {
     pub name: String,
     pub started_ms: i64,
     pub seen_ms: i64,
+    /// Taken for gone from then on, unless heard from again.
+    pub expires_ms: i64,
 }
 
 /// Who is there and who holds what: every node seen, every lease, every delivery claim.

@@ -479,7 +479,7 @@ async fn leases_have_one_holder_and_fence_commits(store: Arc<dyn Store>) {
         "node-a's late commit changed nothing"
     );
     store
-        .heartbeat("node-b", now - 5_000, now + 1_650)
+        .heartbeat("node-b", now - 5_000, now + 1_650, now + 3_650)
         .await
         .unwrap();
     let cluster = store.cluster().await.unwrap();

@@ -739,14 +739,22 @@ impl Coordination for PostgresStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, node: &str, started_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+    async fn heartbeat(
+        &self,
+        node: &str,
+        started_ms: i64,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO nodes (name, started_ms, seen_ms) VALUES ($1, $2, $3)
+                "INSERT INTO nodes (name, started_ms, seen_ms, expires_ms)
+                 VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET started_ms = excluded.started_ms,
-                                                  seen_ms = excluded.seen_ms",
-                &[&node, &started_ms, &now_ms],
+                                                  seen_ms = excluded.seen_ms,
+                                                  expires_ms = excluded.expires_ms",
+                &[&node, &started_ms, &now_ms, &expires_ms],
             )
             .await?;
         Ok(())
@@ -756,7 +764,7 @@ impl Coordination for PostgresStore {
         let client = self.client().await?;
         let nodes = client
             .query(
-                "SELECT name, started_ms, seen_ms FROM nodes ORDER BY name",
+                "SELECT name, started_ms, seen_ms, expires_ms FROM nodes ORDER BY name",
                 &[],
             )
             .await?
@@ -765,6 +773,7 @@ impl Coordination for PostgresStore {
                 name: r.get(0),
                 started_ms: r.get(1),
                 seen_ms: r.get(2),
+                expires_ms: r.get(3),
             })
             .collect();
         let leases = client

@@ -190,7 +190,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE nodes (
         name       TEXT   PRIMARY KEY,
         started_ms BIGINT NOT NULL,
-        seen_ms    BIGINT NOT NULL
+        seen_ms    BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL
     );
 
     -- Named leases (the planner's), one holder at a time, under the same tokens.

@@ -691,15 +691,23 @@ impl Coordination for SqliteStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, node: &str, started_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+    async fn heartbeat(
+        &self,
+        node: &str,
+        started_ms: i64,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
         let node = node.to_owned();
         self.write(Box::new(move |tx| {
             tx.prepare_cached(
-                "INSERT INTO nodes (name, started_ms, seen_ms) VALUES (?1, ?2, ?3)
+                "INSERT INTO nodes (name, started_ms, seen_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (name) DO UPDATE SET started_ms = excluded.started_ms,
-                                                  seen_ms = excluded.seen_ms",
+                                                  seen_ms = excluded.seen_ms,
+                                                  expires_ms = excluded.expires_ms",
             )?
-            .execute(params![node, started_ms, now_ms])?;
+            .execute(params![node, started_ms, now_ms, expires_ms])?;
             Ok(())
         }))
         .await

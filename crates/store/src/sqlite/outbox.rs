@@ -416,12 +416,13 @@ pub(super) fn check_lease(tx: &Transaction<'_>, lease: &Lease) -> Result<(), Sto
 
 pub(super) fn cluster(conn: &Connection) -> rusqlite::Result<ClusterView> {
     let nodes = conn
-        .prepare_cached("SELECT name, started_ms, seen_ms FROM nodes ORDER BY name")?
+        .prepare_cached("SELECT name, started_ms, seen_ms, expires_ms FROM nodes ORDER BY name")?
         .query_map([], |r| {
             Ok(NodeRecord {
                 name: r.get(0)?,
                 started_ms: r.get(1)?,
                 seen_ms: r.get(2)?,
+                expires_ms: r.get(3)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

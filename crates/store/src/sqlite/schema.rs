@@ -200,7 +200,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE nodes (
         name       TEXT    PRIMARY KEY,
         started_ms INTEGER NOT NULL,
-        seen_ms    INTEGER NOT NULL
+        seen_ms    INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE leases (
         name       TEXT    PRIMARY KEY,
