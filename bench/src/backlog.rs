@@ -26,6 +26,10 @@ pub struct BacklogArgs {
     /// Seconds `junction serve` runs against the backlog before its memory is read.
     #[arg(long, default_value_t = 20)]
     settle: u64,
+    /// Measure on PostgreSQL (a database of its own on the server this admin URL points at)
+    /// instead of SQLite.
+    #[arg(long)]
+    postgres: Option<String>,
     /// Replace the backlog section of this Markdown file with the results.
     #[arg(long)]
     write: Option<PathBuf>,
@@ -44,8 +48,12 @@ pub async fn backlog(args: BacklogArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &size in &args.sizes {
         let dir = tempfile::tempdir()?;
-        let db = dir.path().join("junction.db");
-        let url = format!("sqlite://{}", db.display());
+        let url = match &args.postgres {
+            Some(admin) => {
+                junction_store::postgres::create_scratch_database(admin, "junction_bench").await?
+            }
+            None => format!("sqlite://{}", dir.path().join("junction.db").display()),
+        };
         let store = junction_store::open(&url, StoreOptions::default()).await?;
         let started = Instant::now();
         let users = fill(store.as_ref(), size, args.users).await?;
@@ -53,7 +61,7 @@ pub async fn backlog(args: BacklogArgs) -> anyhow::Result<()> {
         let wake_up_us = wake_up(store.as_ref()).await?;
         store.close().await?;
         drop(store);
-        let (rss_mb, peak_mb) = serve_memory(&args.junction, dir.path(), &db, args.settle).await?;
+        let (rss_mb, peak_mb) = serve_memory(&args.junction, dir.path(), &url, args.settle).await?;
         let measured = Measured {
             size,
             users,
@@ -67,10 +75,15 @@ pub async fn backlog(args: BacklogArgs) -> anyhow::Result<()> {
         );
         results.push(measured);
     }
-    let report = report(&results);
+    let report = report(&results, args.postgres.is_some());
     print!("{report}");
     if let Some(path) = &args.write {
-        crate::replace_marked(path, "backlog", &report)?;
+        let section = if args.postgres.is_some() {
+            "backlog-postgres"
+        } else {
+            "backlog"
+        };
+        crate::replace_marked(path, section, &report)?;
     }
     Ok(())
 }
@@ -112,27 +125,32 @@ async fn fill(store: &dyn Store, size: usize, users: usize) -> anyhow::Result<us
     Ok(users)
 }
 
-/// Mean time of one delivery wake-up, over enough of them to be stable.
+/// Mean time of one delivery wake-up (claiming 64 users and asking when the next head is due,
+/// what the executor does each time it looks for work), over enough of them to be stable. The
+/// claims are released after each round, outside the timed part, as workers would.
 async fn wake_up(store: &dyn Store) -> anyhow::Result<f64> {
     let now = chrono::Utc::now().timestamp_millis();
-    for _ in 0..20 {
-        store.ready_heads(now, 64).await?;
-    }
-    let rounds = 500;
-    let started = Instant::now();
-    for _ in 0..rounds {
-        let heads = store.ready_heads(now, 64).await?;
-        std::hint::black_box(heads);
+    let mut timed = Duration::ZERO;
+    let rounds = 300;
+    for round in 0..rounds + 20 {
+        let started = Instant::now();
+        let claims = store.claim_users("bench", now, 60_000, 64).await?;
         std::hint::black_box(store.next_due_ms().await?);
+        if round >= 20 {
+            timed += started.elapsed();
+        }
+        for claim in &claims {
+            store.release_claim(claim).await?;
+        }
     }
-    Ok(started.elapsed().as_secs_f64() * 1e6 / rounds as f64)
+    Ok(timed.as_secs_f64() * 1e6 / rounds as f64)
 }
 
 /// RSS and peak RSS (MB) of `junction serve` on this store, delivering into a 429 storm.
 async fn serve_memory(
     junction: &Path,
     dir: &Path,
-    db: &Path,
+    store: &str,
     settle: u64,
 ) -> anyhow::Result<(f64, f64)> {
     let emulator_port = crate::free_port()?;
@@ -150,8 +168,7 @@ async fn serve_memory(
     std::fs::write(
         &config,
         format!(
-            "store: sqlite://{}\nintercom:\n  base_url: http://127.0.0.1:{emulator_port}\n  token: bench-token\nworkflows:\n  - template: profile-sync\n",
-            db.display()
+            "store: {store}\nintercom:\n  base_url: http://127.0.0.1:{emulator_port}\n  token: bench-token\nworkflows:\n  - template: profile-sync\n"
         ),
     )?;
     let mut serve = Command::new(junction)
@@ -227,13 +244,26 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn report(results: &[Measured]) -> String {
-    let mut text = String::from(
-        "## Delivery backlog\n\n\
-         `cargo build --release -p junction -p junction-bench && target/release/junction-bench backlog --write BENCHMARKS.md`\n\n\
+fn report(results: &[Measured], postgres: bool) -> String {
+    let (title, command) = if postgres {
+        (
+            "## Delivery backlog on PostgreSQL",
+            "target/release/junction-bench backlog --postgres postgres://postgres@127.0.0.1:5432/postgres --write BENCHMARKS.md",
+        )
+    } else {
+        (
+            "## Delivery backlog",
+            "target/release/junction-bench backlog --write BENCHMARKS.md",
+        )
+    };
+    let mut text = format!(
+        "{title}\n\n`cargo build --release -p junction -p junction-bench && {command}`\n\n"
+    );
+    text.push_str(
+        "\
          Pending actions built through the store's API, spread over up to 10,000 users (one in fifty urgent); a \
-         wake-up is what delivery does each time it looks for work (`ready_heads` for 64 users \
-         and `next_due_ms`), averaged over 500; memory is `junction serve`'s resident set after \
+         wake-up is what delivery does each time it looks for work (`claim_users` for 64 users \
+         and `next_due_ms`), averaged over 300; memory is `junction serve`'s resident set after \
          it has run against the backlog while Intercom (the emulator) answers every call with \
          429, so nothing drains. Wake-ups read one row per user with work from `user_heads` (migration 7); before it, each wake-up grouped every pending action by user, and RSS reached 550–620 MB with 1,000,000 actions backlogged (issue 12's measurement).\n\n\
          | pending actions | users | wake-up | RSS | peak RSS | store filled in |\n\

@@ -13,6 +13,7 @@
 
 use anyhow::{Context, bail};
 mod backlog;
+mod cluster;
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
@@ -38,6 +39,9 @@ enum Cmd {
     Ingest(IngestArgs),
     /// Measure what a large delivery backlog costs (wake-ups, memory), and report.
     Backlog(backlog::BacklogArgs),
+    /// Measure Junction on PostgreSQL, one node against three: ingest, and delivery at the
+    /// rate limit.
+    Cluster(cluster::ClusterArgs),
     /// Serve the do-nothing ceiling endpoints (started by `ingest`).
     Ceiling {
         #[arg(long)]
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ceiling { listen } => runtime.block_on(ceiling(listen)),
         Cmd::Ingest(args) => runtime.block_on(ingest(args)),
         Cmd::Backlog(args) => runtime.block_on(backlog::backlog(args)),
+        Cmd::Cluster(args) => runtime.block_on(cluster::cluster(args)),
     }
 }
 
