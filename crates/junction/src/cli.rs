@@ -66,6 +66,15 @@ pub enum Command {
     /// Events and timers held because their user's stored state could not be read.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Create the store's schema, or bring it up to this version's, and say which versions;
+    /// nodes do this themselves when they start, this lets a deployment do it first.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Use this store instead of the configured one (sqlite://PATH or postgres://…).
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// The nodes sharing the store: which are alive, who plans, how many users each is
     /// delivering to, and how far planning trails the log.
     Cluster {

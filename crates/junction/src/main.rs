@@ -14,6 +14,7 @@ mod serve;
 mod tools;
 mod workflows;
 
+use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command};
 use config::Config;
@@ -61,6 +62,23 @@ fn main() -> ExitCode {
             Command::Runs(command) => delivery_cli::runs(command, load).await,
             Command::Quarantine(command) => delivery_cli::quarantine(command, load).await,
             Command::Cluster { config, json } => delivery_cli::cluster(config, json, load).await,
+            Command::Migrate { config, store } => {
+                let mut config = load(config.config.as_deref())?;
+                if let Some(store) = store {
+                    config.store = config::StoreUrl::parse(&store).map_err(Failure::Input)?;
+                }
+                let url = junction_store::redact_url(&config.store.0);
+                let (found, now) = junction_store::migrate(&config.store.0)
+                    .await
+                    .with_context(|| format!("migrating the store {url}"))
+                    .map_err(Failure::Runtime)?;
+                if found == now {
+                    println!("{url}: schema version {now}, up to date");
+                } else {
+                    println!("{url}: schema version {found} → {now}");
+                }
+                Ok(())
+            }
             Command::Emulate(cli::EmulateCommand::Intercom(args)) => {
                 emulate::intercom(args).await.map_err(Failure::Runtime)
             }

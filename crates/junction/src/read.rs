@@ -70,7 +70,12 @@ pub(crate) async fn open(config: &ConfigArg, load: Loader) -> Result<Arc<dyn Sto
     let config = load(config.config.as_deref())?;
     junction_store::open(&config.store.0, config.store_options())
         .await
-        .with_context(|| format!("opening the store {}", config.store.0))
+        .with_context(|| {
+            format!(
+                "opening the store {}",
+                junction_store::redact_url(&config.store.0)
+            )
+        })
         .map_err(Failure::Runtime)
 }
 

@@ -44,7 +44,12 @@ pub async fn run_on(
     }
     let store = junction_store::open(&config.store.0, config.store_options())
         .await
-        .with_context(|| format!("opening the store {}", config.store.0))?;
+        .with_context(|| {
+            format!(
+                "opening the store {}",
+                junction_store::redact_url(&config.store.0)
+            )
+        })?;
     let planner = Arc::new(planner);
     let health = Arc::new(junction_delivery::supervise::Health::default());
     let state = AppState::new(Arc::clone(&store), settings)

@@ -512,6 +512,32 @@ pub trait Store:
     async fn close(&self) -> Result<(), StoreError>;
 }
 
+/// Brings the schema of the store at `url` up to this version's without starting anything else
+/// (`junction migrate`). Returns the schema versions found and left.
+pub async fn migrate(url: &str) -> Result<(i64, i64), StoreError> {
+    match locate(url)? {
+        StoreLocation::Sqlite(path) => {
+            let path = path.to_owned();
+            tokio::task::spawn_blocking(move || -> Result<(i64, i64), StoreError> {
+                let mut conn = rusqlite::Connection::open(&path)?;
+                sqlite::schema_migrate(&mut conn)
+            })
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))?
+        }
+        StoreLocation::Postgres(url) => {
+            let (mut client, connection) = postgres::config(url)?
+                .connect(tokio_postgres::NoTls)
+                .await?;
+            let connection = tokio::spawn(connection);
+            let found = postgres::schema::migrate(&mut client).await?;
+            drop(client);
+            let _ = connection.await;
+            Ok((found, postgres::schema::LATEST))
+        }
+    }
+}
+
 /// Where a store URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation<'a> {
@@ -554,8 +580,8 @@ pub fn locate(url: &str) -> Result<StoreLocation<'_>, StoreError> {
     }
 }
 
-/// A URL with any password replaced, fit for an error message.
-pub(crate) fn redact_url(url: &str) -> String {
+/// A URL with any password replaced, fit for an error message or a log line.
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];

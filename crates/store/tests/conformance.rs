@@ -761,3 +761,33 @@ backends! {
     sqlite => open_sqlite;
     postgres => open_postgres;
 }
+
+/// `junction migrate`: an empty store gets the whole schema, a current one is left as it is,
+/// on both backends.
+#[tokio::test]
+async fn migrate_creates_then_leaves_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = std::env::var("JUNCTION_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let urls = [
+        format!("sqlite://{}", dir.path().join("m.db").display()),
+        junction_store::postgres::create_scratch_database(&admin, "junction_test")
+            .await
+            .unwrap(),
+    ];
+    for url in urls {
+        let (found, latest) = junction_store::migrate(&url).await.unwrap();
+        assert_eq!(found, 0, "{url}");
+        assert!(latest > 0);
+        assert_eq!(
+            junction_store::migrate(&url).await.unwrap(),
+            (latest, latest),
+            "{url}"
+        );
+        // A store opened after it works.
+        let store = junction_store::open(&url, junction_store::StoreOptions::default())
+            .await
+            .unwrap();
+        store.check().await.unwrap();
+    }
+}

@@ -153,7 +153,9 @@ pub(super) async fn insert_actions(
 }
 
 /// Recomputes the `user_heads` rows of these users from their pending actions (the callers
-/// hold their locks).
+/// hold their locks). Rows are changed in place, and only when the head moved: a new row
+/// version per user per commit would leave the table (and the index delivery reads it by)
+/// full of dead versions between vacuums, and every wake-up would step over them.
 pub(super) async fn refresh_heads(
     tx: &Transaction<'_>,
     identities: &[String],
@@ -162,18 +164,25 @@ pub(super) async fn refresh_heads(
         return Ok(());
     }
     tx.execute(
-        "DELETE FROM user_heads WHERE identity = ANY($1)",
-        &[&identities],
-    )
-    .await?;
-    tx.execute(
         "INSERT INTO user_heads (identity, position, next_at_ms, urgent)
          SELECT DISTINCT ON (a.identity) a.identity, a.position, a.next_at_ms,
                 EXISTS (SELECT 1 FROM actions u
                         WHERE u.identity = a.identity AND u.status = 'pending' AND u.lane = 0)
          FROM actions a
          WHERE a.identity = ANY($1) AND a.status = 'pending'
-         ORDER BY a.identity, a.position",
+         ORDER BY a.identity, a.position
+         ON CONFLICT (identity) DO UPDATE
+             SET position = excluded.position, next_at_ms = excluded.next_at_ms,
+                 urgent = excluded.urgent
+             WHERE (user_heads.position, user_heads.next_at_ms, user_heads.urgent)
+                   IS DISTINCT FROM (excluded.position, excluded.next_at_ms, excluded.urgent)",
+        &[&identities],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM user_heads AS h WHERE h.identity = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM actions a
+                           WHERE a.identity = h.identity AND a.status = 'pending')",
         &[&identities],
     )
     .await?;

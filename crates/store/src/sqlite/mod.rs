@@ -116,6 +116,17 @@ impl SqliteStore {
     }
 }
 
+/// Migrates a database file (see [`crate::migrate`]): the versions found and left.
+pub(crate) fn schema_migrate(conn: &mut Connection) -> Result<(i64, i64), StoreError> {
+    let version = |conn: &Connection| -> rusqlite::Result<i64> {
+        conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+    };
+    let found = version(conn)?;
+    schema::configure_writer(conn)?;
+    schema::migrate(conn)?;
+    Ok((found, version(conn)?))
+}
+
 const EVENT_COLUMNS: &str = "seq, source, message_id, type, identity, user_id, anonymous_id, \
                              event, timestamp_ms, received_ms, body";
 
