@@ -47,6 +47,8 @@ struct SharedBudget {
 /// What `acquire` does after looking at the window.
 enum Next {
     Wait(Duration),
+    /// Send a probe, counting it in this window's shared budget first.
+    Probe(u64),
     /// Take a slice of this window's shared budget (bucket, limit).
     Borrow(u64, u32),
 }
@@ -125,25 +127,33 @@ impl RateGate {
                     (Some(0), None) => Next::Wait(PROBE_POLL),
                     (Some(remaining), _) if self.shared.get().is_some() => {
                         let bucket = now_ms / 1000 / WINDOW_SECONDS;
-                        if window.slice_bucket != bucket {
-                            window.slice = 0;
-                            window.slice_bucket = bucket;
-                        }
-                        if window.slice > 0 {
-                            window.slice -= 1;
-                            window.remaining = Some(remaining - 1);
-                            return;
-                        } else if window.spent_bucket == Some(bucket) {
-                            let next_window = (bucket + 1) * WINDOW_SECONDS * 1000;
-                            Next::Wait(
-                                Duration::from_millis(next_window.saturating_sub(now_ms))
-                                    + RESET_MARGIN,
-                            )
-                        } else if window.borrowing {
-                            Next::Wait(PROBE_POLL)
+                        let into_window = now_ms % (WINDOW_SECONDS * 1000);
+                        let margin = RESET_MARGIN.as_millis() as u64;
+                        if into_window < margin {
+                            // Requests sent at the end of the last window may still be on their
+                            // way and be counted in this one: let them land first.
+                            Next::Wait(Duration::from_millis(margin - into_window))
                         } else {
-                            window.borrowing = true;
-                            Next::Borrow(bucket, window.limit.unwrap_or(remaining))
+                            if window.slice_bucket != bucket {
+                                window.slice = 0;
+                                window.slice_bucket = bucket;
+                            }
+                            if window.slice > 0 {
+                                window.slice -= 1;
+                                window.remaining = Some(remaining - 1);
+                                return;
+                            } else if window.spent_bucket == Some(bucket) {
+                                let next_window = (bucket + 1) * WINDOW_SECONDS * 1000;
+                                Next::Wait(
+                                    Duration::from_millis(next_window.saturating_sub(now_ms))
+                                        + RESET_MARGIN,
+                                )
+                            } else if window.borrowing {
+                                Next::Wait(PROBE_POLL)
+                            } else {
+                                window.borrowing = true;
+                                Next::Borrow(bucket, window.limit.unwrap_or(remaining))
+                            }
                         }
                     }
                     (Some(remaining), _) => {
@@ -153,7 +163,10 @@ impl RateGate {
                     // Nothing known yet: one request goes first and its response tells.
                     (None, _) if !window.probing => {
                         window.probing = true;
-                        return;
+                        if self.shared.get().is_none() {
+                            return;
+                        }
+                        Next::Probe(now_ms / 1000 / WINDOW_SECONDS)
                     }
                     (None, _) => Next::Wait(PROBE_POLL),
                 }
@@ -164,7 +177,27 @@ impl RateGate {
                     tokio::time::sleep(wait).await;
                 }
                 Next::Borrow(bucket, limit) => self.borrow(bucket, limit).await,
+                Next::Probe(bucket) => {
+                    self.count_probe(bucket).await;
+                    return;
+                }
             }
+        }
+    }
+
+    /// Counts a probe in window `bucket`'s shared budget, so that the slices other nodes take
+    /// leave room for it. The probe goes out whatever the answer: one request per node when a
+    /// window is unknown is the price of learning it.
+    async fn count_probe(&self, bucket: u64) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        if let Err(error) = shared
+            .budget
+            .take_budget(&shared.workspace, bucket as i64, i64::MAX, 1)
+            .await
+        {
+            tracing::warn!(%error, "cannot count a probe in the shared Intercom rate budget");
         }
     }
 

@@ -376,7 +376,7 @@ pub async fn cluster(config: ConfigArg, json: bool, load: Loader) -> Result<(), 
                 if node["alive"] == true {
                     "alive"
                 } else {
-                    "silent"
+                    "gone"
                 }
                 .to_owned(),
                 text(&node["seenAt"]),

@@ -368,3 +368,34 @@ async fn intercom_credentials_are_checked_at_start_up() {
         assert!(!logs.contains(token), "the token appears in the logs");
     }
 }
+
+/// `junction migrate` creates a store's schema before any node starts (and says so), leaves a
+/// current one alone; `junction cluster` then shows a node that ran on it, and after its clean
+/// stop, shows it gone. On PostgreSQL, where several nodes share a store.
+#[tokio::test]
+async fn migrate_and_cluster_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::Backend::Postgres.fresh_store(dir.path()).await;
+    let first = junction(&["migrate", "--store", &store]);
+    assert!(first.status.success(), "{first:?}");
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(said.contains("schema version 0 → "), "{said}");
+    let again = junction(&["migrate", "--store", &store]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
+
+    let mut server = Server::start_on(dir.path(), store, "cluster:\n  node: only-node\n").await;
+    let config = server.config.to_str().unwrap().to_owned();
+    let cluster = junction(&["cluster", "--config", &config, "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&cluster.stdout).unwrap();
+    assert_eq!(view["nodes"][0]["name"], "only-node", "{view}");
+    assert_eq!(view["nodes"][0]["alive"], true, "{view}");
+    assert!(server.terminate().success());
+    let cluster = junction(&["cluster", "--config", &config]);
+    let table = String::from_utf8_lossy(&cluster.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("only-node") && l.contains("gone")),
+        "{table}"
+    );
+}
