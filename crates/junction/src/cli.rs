@@ -66,14 +66,21 @@ pub enum Command {
     /// Events and timers held because their user's stored state could not be read.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
-    /// Create the store's schema, or bring it up to this version's, and say which versions;
-    /// nodes do this themselves when they start, this lets a deployment do it first.
+    /// Create the store's schema, or bring it up to this version's, and say which versions
+    /// (nodes do this themselves when they start; this lets a deployment do it first). With
+    /// --from and --to, move a stopped SQLite store into an empty PostgreSQL database.
     Migrate {
         #[command(flatten)]
         config: ConfigArg,
         /// Use this store instead of the configured one (sqlite://PATH or postgres://…).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["from", "to"])]
         store: Option<String>,
+        /// The SQLite store to move (sqlite://PATH; Junction must not be running on it).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// The PostgreSQL database to move it into (postgres://…; no events or actions yet).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
     },
     /// The nodes sharing the store: which are alive, who plans, how many users each is
     /// delivering to, and how far planning trails the log.

@@ -62,7 +62,33 @@ fn main() -> ExitCode {
             Command::Runs(command) => delivery_cli::runs(command, load).await,
             Command::Quarantine(command) => delivery_cli::quarantine(command, load).await,
             Command::Cluster { config, json } => delivery_cli::cluster(config, json, load).await,
-            Command::Migrate { config, store } => {
+            Command::Migrate {
+                from: Some(from),
+                to: Some(to),
+                ..
+            } => {
+                let (from_url, to_url) = (
+                    junction_store::redact_url(&from),
+                    junction_store::redact_url(&to),
+                );
+                let copied = junction_store::copy(&from, &to)
+                    .await
+                    .map_err(|e| match e {
+                        junction_store::StoreError::Unsupported { url, reason } => {
+                            Failure::Input(format!("{url}: {reason}"))
+                        }
+                        other => Failure::Runtime(
+                            anyhow::Error::from(other)
+                                .context(format!("moving {from_url} to {to_url}")),
+                        ),
+                    })?;
+                for (table, rows) in &copied {
+                    println!("{table:>18}: {rows} rows");
+                }
+                println!("moved {from_url} to {to_url}; point `store:` at the new one");
+                Ok(())
+            }
+            Command::Migrate { config, store, .. } => {
                 let mut config = load(config.config.as_deref())?;
                 if let Some(store) = store {
                     config.store = config::StoreUrl::parse(&store).map_err(Failure::Input)?;

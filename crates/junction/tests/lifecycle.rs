@@ -399,3 +399,34 @@ async fn migrate_and_cluster_on_postgres() {
         "{table}"
     );
 }
+
+/// `junction migrate --from sqlite://… --to postgres://…` moves a stopped store, says what it
+/// copied, and refuses (exit 2, with the reason) to move into a database that holds data.
+#[tokio::test]
+async fn a_store_moves_from_sqlite_to_postgres_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path()).await;
+    let sent = common::http()
+        .post(server.url("/v1/track"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&json!({"userId": "u1", "event": "Moved", "messageId": "move-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    assert!(server.terminate().success());
+    let from = server.store.clone();
+    let to = common::Backend::Postgres.fresh_store(dir.path()).await;
+    let moved = junction(&["migrate", "--from", &from, "--to", &to]);
+    let said = String::from_utf8_lossy(&moved.stdout);
+    assert!(moved.status.success(), "{moved:?}");
+    assert!(said.contains("events: 1 rows"), "{said}");
+    let again = junction(&["migrate", "--from", &from, "--to", &to]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("empty database"));
+    // A node on the new store serves what was moved.
+    let node = Server::start_on(dir.path(), to, "").await;
+    let events = node.all_events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["messageId"], "move-1");
+}

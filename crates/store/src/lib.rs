@@ -10,6 +10,7 @@
 //! group commit per node, numbering under one row lock, per-user locks). Every call is async,
 //! sequence numbers are assigned by the store, and nothing assumes a single process.
 
+mod copy;
 pub mod outbox;
 pub mod postgres;
 mod query;
@@ -537,6 +538,8 @@ pub async fn migrate(url: &str) -> Result<(i64, i64), StoreError> {
         }
     }
 }
+
+pub use copy::copy;
 
 /// Where a store URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -791,3 +791,167 @@ async fn migrate_creates_then_leaves_the_schema() {
         store.check().await.unwrap();
     }
 }
+
+/// `junction migrate --from sqlite://… --to postgres://…`: what the SQLite store held is in
+/// PostgreSQL afterwards, and PostgreSQL carries on from it (numbering, de-duplication, the
+/// queue's order); a target that already holds data is refused.
+#[tokio::test]
+async fn a_sqlite_store_moves_to_postgres_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = format!("sqlite://{}", dir.path().join("old.db").display());
+    let sqlite = junction_store::open(&from, junction_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let tab_and_newline = json!({"type": "track", "userId": "u1", "event": "Tab\there\nnewline \\ backslash", "messageId": "m-special"});
+    sqlite
+        .append(batch(
+            "web",
+            at(0),
+            json!([track("u1", "m1"), track("u2", "m2"), tab_and_newline, {"type": "track"}]),
+        ))
+        .await
+        .unwrap();
+    let mut fallback = action("a1/fallback", "u1", 1, 0);
+    fallback.standby_for = Some("a1".into());
+    sqlite
+        .engine_commit(EngineCommit {
+            cursor: Some(3),
+            profiles: vec![("u1".into(), r#"{"v":1}"#.into())],
+            globals: Some(r#"{"v":1,"rr":2}"#.into()),
+            actions: vec![
+                action("a1", "u1", 1, 1),
+                fallback,
+                action("a2", "u1", 1, 1),
+                action("b1", "u2", 2, 0),
+            ],
+            timers: vec![NewTimer {
+                id: "t1".into(),
+                identity: "u1".into(),
+                fire_at_ms: 5,
+                body: "{}".into(),
+            }],
+            runs: vec![NewRun {
+                run: "m1/w".into(),
+                seq: 1,
+                workflow: "w".into(),
+                identity: "u1".into(),
+                actions: 3,
+                paused: true,
+                error: None,
+            }],
+            quarantine: vec![NewQuarantine {
+                identity: "u3".into(),
+                seq: 2,
+                timer: None,
+                reason: "unreadable".into(),
+            }],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    let dead = ActionOutcome::Failed {
+        id: "b1".into(),
+        error: "400".into(),
+        code: "bad".into(),
+        attempt: attempt(1, "failed"),
+        skip_rest_of_run: false,
+    };
+    record(sqlite.as_ref(), "u2", vec![dead]).await;
+    sqlite
+        .identity_remember("ws", &[IdentityKey::UserId("u1".into())], "c-1")
+        .await
+        .unwrap();
+    sqlite.close().await.unwrap();
+    drop(sqlite);
+
+    let admin = std::env::var("JUNCTION_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let to = junction_store::postgres::create_scratch_database(&admin, "junction_test")
+        .await
+        .unwrap();
+    let copied = junction_store::copy(&from, &to).await.unwrap();
+    let rows = |table: &str| copied.iter().find(|(t, _)| *t == table).unwrap().1;
+    assert_eq!(
+        (rows("events"), rows("actions"), rows("rejected")),
+        (3, 4, 1)
+    );
+
+    let pg = junction_store::open(&to, junction_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let events = pg.events(EventQuery::default()).await.unwrap().items;
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].body["event"], "Tab\there\nnewline \\ backslash");
+    assert_eq!(
+        pg.engine_state().await.unwrap(),
+        (3, Some(r#"{"v":1,"rr":2}"#.into()))
+    );
+    assert_eq!(pg.profiles(vec!["u1".into()]).await.unwrap().len(), 1);
+    assert_eq!(
+        pg.identity_lookup("ws", &IdentityKey::UserId("u1".into()))
+            .await
+            .unwrap(),
+        Some("c-1".into())
+    );
+    assert_eq!(
+        pg.dead_letters(DeadLetterQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+            .id,
+        "b1"
+    );
+    assert_eq!(pg.quarantine_list(10).await.unwrap().len(), 1);
+    assert_eq!(
+        pg.runs(junction_store::RunQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+            .status,
+        "paused",
+        "the run's flags came across"
+    );
+    assert_eq!(pg.next_timer_ms().await.unwrap(), Some(5));
+    // PostgreSQL carries on: duplicates still caught, numbering and the queue continue.
+    let again = pg
+        .append(batch(
+            "web",
+            at(1),
+            json!([track("u1", "m1"), track("u1", "m9")]),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.events[0], Appended::Duplicate);
+    assert_eq!(again.events[1], Appended::Stored(events[0].seq + 1));
+    pg.engine_commit(EngineCommit {
+        actions: vec![action("a3", "u1", 4, 1)],
+        ..EngineCommit::default()
+    })
+    .await
+    .unwrap();
+    let ids: Vec<String> = pg
+        .pending_of("u1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        ids,
+        ["a1", "a2", "a3"],
+        "copied actions first, in their order"
+    );
+    assert_eq!(
+        heads(pg.as_ref(), chrono::Utc::now().timestamp_millis()).await,
+        ["a1"]
+    );
+    let refused = junction_store::copy(&from, &to).await;
+    assert!(
+        matches!(&refused, Err(junction_store::StoreError::Unsupported { reason, .. }) if reason.contains("empty database")),
+        "{refused:?}"
+    );
+}
