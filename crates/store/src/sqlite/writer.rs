@@ -31,9 +31,11 @@ pub(crate) enum WriteCommand {
         reply: oneshot::Sender<Result<AppendReceipt, StoreError>>,
     },
     /// A small write of its own (identity map and other state), run in its own transaction
-    /// after everything queued before it.
+    /// after everything queued before it. Not `durable`: committed without an fsync of its own
+    /// (the next durable commit carries it to disk), for coordination rows a crash may lose.
     Job {
         job: Job,
+        durable: bool,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// Everything queued before this is committed; then the writer stops.
@@ -123,8 +125,12 @@ impl Writer {
                         rows += batch.rows();
                         group.push((batch, reply));
                     }
-                    WriteCommand::Job { job: work, reply } => {
-                        job = Some((work, reply));
+                    WriteCommand::Job {
+                        job: work,
+                        durable,
+                        reply,
+                    } => {
+                        job = Some((work, durable, reply));
                         break;
                     }
                     WriteCommand::Shutdown { reply } => {
@@ -142,8 +148,8 @@ impl Writer {
                     self.extend_index();
                 }
             }
-            if let Some((work, reply)) = job {
-                let _ = reply.send(self.run_job(work));
+            if let Some((work, durable, reply)) = job {
+                let _ = reply.send(self.run_job(work, durable));
             }
             if let Some(reply) = shutdown {
                 let _ = reply.send(());
@@ -152,13 +158,22 @@ impl Writer {
         }
     }
 
-    fn run_job(&mut self, job: Job) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        job(&tx)?;
-        tx.commit()?;
-        Ok(())
+    fn run_job(&mut self, job: Job, durable: bool) -> Result<(), StoreError> {
+        if !durable {
+            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            job(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if !durable {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        result
     }
 
     fn index_lag(&self) -> i64 {
