@@ -281,6 +281,38 @@ pub struct OutboxCounts {
     pub oldest_pending_ms: [Option<i64>; 2],
 }
 
+impl OutboxCounts {
+    /// Counts `n` actions with this stored status (one row of a count by status).
+    pub(crate) fn add(&mut self, status: &str, n: i64) {
+        match ActionStatus::parse(status) {
+            Some(ActionStatus::Pending) => self.pending = n,
+            Some(ActionStatus::Standby) => self.standby = n,
+            Some(ActionStatus::Done) => self.done = n,
+            Some(ActionStatus::Failed) => self.failed = n,
+            Some(ActionStatus::Skipped) => self.skipped = n,
+            Some(ActionStatus::Discarded) => self.discarded = n,
+            Some(ActionStatus::Replayed) => self.replayed = n,
+            Some(ActionStatus::Unreadable) | None => self.unreadable += n,
+        }
+    }
+}
+
+/// The columns every backend reads an action from, in [`ActionRecord`]'s order.
+pub(crate) const ACTION_COLUMNS: &str = "position, id, identity, run, seq, lane, status, \
+     attempts, next_at_ms, body, result, error_code, created_ms, first_attempt_ms, started_ms, \
+     updated_ms";
+
+/// A run's status derived from its actions (SQL for a `runs r` row, the same on every backend).
+pub(crate) const RUN_STATUS: &str = "CASE
+    WHEN r.error IS NOT NULL THEN 'failed'
+    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'failed')
+        THEN CASE WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'done')
+                  THEN 'partial' ELSE 'failed' END
+    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'pending') THEN 'delivering'
+    WHEN r.paused THEN 'paused'
+    WHEN r.actions = 0 THEN 'empty'
+    ELSE 'done' END";
+
 /// Which dead letters to list.
 #[derive(Debug, Clone, Default)]
 pub struct DeadLetterQuery {

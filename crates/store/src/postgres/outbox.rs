@@ -9,13 +9,12 @@
 use crate::StoreError;
 use crate::outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
-    Lease, NewAction, OutboxCounts, RunQuery, RunRecord,
+    Lease, NewAction, OutboxCounts, RUN_STATUS, RunQuery, RunRecord,
 };
 use deadpool_postgres::{Client, GenericClient, Transaction};
 use tokio_postgres::Row;
 
-pub(super) const ACTION_COLUMNS: &str = "position, id, identity, run, seq, lane, status, attempts, \
-     next_at_ms, body, result, error_code, created_ms, first_attempt_ms, started_ms, updated_ms";
+pub(super) use crate::outbox::ACTION_COLUMNS;
 
 /// The advisory-lock class of per-user locks (the other key is a hash of the identity).
 const USER_LOCK_CLASS: i32 = 0x4a55_4e01;
@@ -482,16 +481,7 @@ pub(super) async fn outbox_counts(client: &Client) -> Result<OutboxCounts, tokio
         .await?
     {
         let (status, n): (String, i64) = (row.get(0), row.get(1));
-        match ActionStatus::parse(&status) {
-            Some(ActionStatus::Pending) => counts.pending = n,
-            Some(ActionStatus::Standby) => counts.standby = n,
-            Some(ActionStatus::Done) => counts.done = n,
-            Some(ActionStatus::Failed) => counts.failed = n,
-            Some(ActionStatus::Skipped) => counts.skipped = n,
-            Some(ActionStatus::Discarded) => counts.discarded = n,
-            Some(ActionStatus::Replayed) => counts.replayed = n,
-            Some(ActionStatus::Unreadable) | None => counts.unreadable += n,
-        }
+        counts.add(&status, n);
     }
     counts.timers_pending = client
         .query_one("SELECT count(*) FROM timers WHERE status = 'pending'", &[])
@@ -544,17 +534,6 @@ pub(super) async fn dead_letters(
         .map(action_from_row)
         .collect())
 }
-
-/// A run's status from its actions (as in `sqlite/outbox.rs`).
-const RUN_STATUS: &str = "CASE
-    WHEN r.error IS NOT NULL THEN 'failed'
-    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'failed')
-        THEN CASE WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'done')
-                  THEN 'partial' ELSE 'failed' END
-    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'pending') THEN 'delivering'
-    WHEN r.paused THEN 'paused'
-    WHEN r.actions = 0 THEN 'empty'
-    ELSE 'done' END";
 
 fn run_from_row(r: &Row) -> RunRecord {
     RunRecord {

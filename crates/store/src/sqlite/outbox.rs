@@ -3,12 +3,12 @@
 use crate::StoreError;
 use crate::outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, ClusterView, DeadLetterQuery,
-    EngineCommit, HeldClaim, Lease, NewAction, NodeRecord, OutboxCounts, RunQuery, RunRecord,
+    EngineCommit, HeldClaim, Lease, NewAction, NodeRecord, OutboxCounts, RUN_STATUS, RunQuery,
+    RunRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-pub(super) const ACTION_COLUMNS: &str = "position, id, identity, run, seq, lane, status, attempts, \
-     next_at_ms, body, result, error_code, created_ms, first_attempt_ms, started_ms, updated_ms";
+pub(super) use crate::outbox::ACTION_COLUMNS;
 
 pub(super) fn action_from_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
     let status: String = row.get(6)?;
@@ -482,16 +482,7 @@ pub(super) fn outbox_counts(conn: &Connection) -> rusqlite::Result<OutboxCounts>
     })?;
     for row in rows {
         let (status, n) = row?;
-        match ActionStatus::parse(&status) {
-            Some(ActionStatus::Pending) => counts.pending = n,
-            Some(ActionStatus::Standby) => counts.standby = n,
-            Some(ActionStatus::Done) => counts.done = n,
-            Some(ActionStatus::Failed) => counts.failed = n,
-            Some(ActionStatus::Skipped) => counts.skipped = n,
-            Some(ActionStatus::Discarded) => counts.discarded = n,
-            Some(ActionStatus::Replayed) => counts.replayed = n,
-            Some(ActionStatus::Unreadable) | None => counts.unreadable += n,
-        }
+        counts.add(&status, n);
     }
     counts.timers_pending = conn
         .prepare_cached("SELECT count(*) FROM timers WHERE status = 'pending'")?
@@ -566,17 +557,6 @@ pub(super) fn attempts(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Atte
         })?
         .collect()
 }
-
-/// A run's status from its actions.
-const RUN_STATUS: &str = "CASE
-    WHEN r.error IS NOT NULL THEN 'failed'
-    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'failed')
-        THEN CASE WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'done')
-                  THEN 'partial' ELSE 'failed' END
-    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'pending') THEN 'delivering'
-    WHEN r.paused THEN 'paused'
-    WHEN r.actions = 0 THEN 'empty'
-    ELSE 'done' END";
 
 pub(super) fn runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result<Vec<RunRecord>> {
     let sql = format!(
