@@ -82,6 +82,41 @@ struct Window {
     spent_bucket: Option<u64>,
 }
 
+impl Window {
+    /// With a shared budget: counts a request against this node's slice of the current window
+    /// (None: it may go), or says what to do first.
+    fn spend_slice(&mut self, remaining: u32, now_ms: u64) -> Option<Next> {
+        let bucket = now_ms / 1000 / WINDOW_SECONDS;
+        let into_window = now_ms % (WINDOW_SECONDS * 1000);
+        let margin = RESET_MARGIN.as_millis() as u64;
+        if into_window < margin {
+            // Requests sent at the end of the last window may still be on their way and be
+            // counted in this one: let them land first.
+            return Some(Next::Wait(Duration::from_millis(margin - into_window)));
+        }
+        if self.slice_bucket != bucket {
+            self.slice = 0;
+            self.slice_bucket = bucket;
+        }
+        if self.slice > 0 {
+            self.slice -= 1;
+            self.remaining = Some(remaining - 1);
+            return None;
+        }
+        if self.spent_bucket == Some(bucket) {
+            let next_window = (bucket + 1) * WINDOW_SECONDS * 1000;
+            return Some(Next::Wait(
+                Duration::from_millis(next_window.saturating_sub(now_ms)) + RESET_MARGIN,
+            ));
+        }
+        if self.borrowing {
+            return Some(Next::Wait(PROBE_POLL));
+        }
+        self.borrowing = true;
+        Some(Next::Borrow(bucket, self.limit.unwrap_or(remaining)))
+    }
+}
+
 /// Intercom's rate-limit window.
 const WINDOW_SECONDS: u64 = 10;
 
@@ -126,34 +161,9 @@ impl RateGate {
                     // for the answers.
                     (Some(0), None) => Next::Wait(PROBE_POLL),
                     (Some(remaining), _) if self.shared.get().is_some() => {
-                        let bucket = now_ms / 1000 / WINDOW_SECONDS;
-                        let into_window = now_ms % (WINDOW_SECONDS * 1000);
-                        let margin = RESET_MARGIN.as_millis() as u64;
-                        if into_window < margin {
-                            // Requests sent at the end of the last window may still be on their
-                            // way and be counted in this one: let them land first.
-                            Next::Wait(Duration::from_millis(margin - into_window))
-                        } else {
-                            if window.slice_bucket != bucket {
-                                window.slice = 0;
-                                window.slice_bucket = bucket;
-                            }
-                            if window.slice > 0 {
-                                window.slice -= 1;
-                                window.remaining = Some(remaining - 1);
-                                return;
-                            } else if window.spent_bucket == Some(bucket) {
-                                let next_window = (bucket + 1) * WINDOW_SECONDS * 1000;
-                                Next::Wait(
-                                    Duration::from_millis(next_window.saturating_sub(now_ms))
-                                        + RESET_MARGIN,
-                                )
-                            } else if window.borrowing {
-                                Next::Wait(PROBE_POLL)
-                            } else {
-                                window.borrowing = true;
-                                Next::Borrow(bucket, window.limit.unwrap_or(remaining))
-                            }
+                        match window.spend_slice(remaining, now_ms) {
+                            Some(next) => next,
+                            None => return,
                         }
                     }
                     (Some(remaining), _) => {

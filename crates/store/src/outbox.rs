@@ -40,6 +40,20 @@ pub struct Lease {
     pub expires_ms: i64,
 }
 
+impl Lease {
+    /// Whether a commit may go on under this lease, given the lease's token as stored.
+    pub(crate) fn verify(&self, current_token: Option<i64>) -> Result<(), crate::StoreError> {
+        if current_token == Some(self.token) {
+            Ok(())
+        } else {
+            Err(crate::StoreError::Fenced {
+                what: self.name.clone(),
+                token: self.token,
+            })
+        }
+    }
+}
+
 /// A delivery claim with the node holding it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HeldClaim {
@@ -218,6 +232,28 @@ pub struct Claim {
     pub identity: String,
     pub token: i64,
     pub expires_ms: i64,
+}
+
+impl Claim {
+    /// Whether a write may go on under this claim, given the user's current claim as stored
+    /// (token, expiry): only under the current token, and (with `live_at`) only while it lasts.
+    pub(crate) fn verify(
+        &self,
+        current: Option<(i64, i64)>,
+        live_at: Option<i64>,
+    ) -> Result<(), crate::StoreError> {
+        match current {
+            Some((token, expires_ms))
+                if token == self.token && live_at.is_none_or(|now| expires_ms > now) =>
+            {
+                Ok(())
+            }
+            _ => Err(crate::StoreError::Fenced {
+                what: self.identity.clone(),
+                token: self.token,
+            }),
+        }
+    }
 }
 
 /// One delivery attempt of an action.

@@ -742,11 +742,16 @@ async fn open_sqlite(dir: &std::path::Path) -> Arc<dyn Store> {
         .unwrap()
 }
 
+/// The test PostgreSQL server's admin URL.
+fn test_server() -> String {
+    std::env::var("JUNCTION_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
 /// A new database on the test server (`JUNCTION_TEST_POSTGRES`, which `scripts/test.sh` sets;
 /// by default the local server on 127.0.0.1:5432).
 async fn open_postgres(_dir: &std::path::Path) -> Arc<dyn Store> {
-    let admin = std::env::var("JUNCTION_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = test_server();
     let url = junction_store::postgres::create_scratch_database(&admin, "junction_test")
         .await
         .unwrap_or_else(|e| {
@@ -767,8 +772,7 @@ backends! {
 #[tokio::test]
 async fn migrate_creates_then_leaves_the_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let admin = std::env::var("JUNCTION_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = test_server();
     let urls = [
         format!("sqlite://{}", dir.path().join("m.db").display()),
         junction_store::postgres::create_scratch_database(&admin, "junction_test")
@@ -864,8 +868,7 @@ async fn a_sqlite_store_moves_to_postgres_whole() {
     sqlite.close().await.unwrap();
     drop(sqlite);
 
-    let admin = std::env::var("JUNCTION_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = test_server();
     let to = junction_store::postgres::create_scratch_database(&admin, "junction_test")
         .await
         .unwrap();

@@ -78,17 +78,7 @@ pub(super) async fn check_claim(
             &[&claim.identity],
         )
         .await?;
-    match current.map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))) {
-        Some((token, expires_ms))
-            if token == claim.token && live_at.is_none_or(|now| expires_ms > now) =>
-        {
-            Ok(())
-        }
-        _ => Err(StoreError::Fenced {
-            what: claim.identity.clone(),
-            token: claim.token,
-        }),
-    }
+    claim.verify(current.map(|r| (r.get(0), r.get(1))), live_at)
 }
 
 pub(super) async fn insert_actions(
@@ -198,14 +188,7 @@ async fn check_lease(tx: &Transaction<'_>, lease: &Lease) -> Result<(), StoreErr
         )
         .await?
         .map(|r| r.get(0));
-    if token == Some(lease.token) {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced {
-            what: lease.name.clone(),
-            token: lease.token,
-        })
-    }
+    lease.verify(token)
 }
 
 pub(super) async fn engine_commit(

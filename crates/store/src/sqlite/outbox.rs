@@ -356,17 +356,7 @@ pub(super) fn check_claim(
         .prepare_cached("SELECT token, expires_ms FROM delivery_claims WHERE identity = ?1")?
         .query_row(params![claim.identity], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    match current {
-        Some((token, expires_ms))
-            if token == claim.token && live_at.is_none_or(|now| expires_ms > now) =>
-        {
-            Ok(())
-        }
-        _ => Err(StoreError::Fenced {
-            what: claim.identity.clone(),
-            token: claim.token,
-        }),
-    }
+    claim.verify(current, live_at)
 }
 
 pub(super) fn acquire_lease(
@@ -404,14 +394,7 @@ pub(super) fn check_lease(tx: &Transaction<'_>, lease: &Lease) -> Result<(), Sto
         .prepare_cached("SELECT token FROM leases WHERE name = ?1")?
         .query_row(params![lease.name], |r| r.get(0))
         .optional()?;
-    if token == Some(lease.token) {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced {
-            what: lease.name.clone(),
-            token: lease.token,
-        })
-    }
+    lease.verify(token)
 }
 
 pub(super) fn cluster(conn: &Connection) -> rusqlite::Result<ClusterView> {
