@@ -1,20 +1,30 @@
-//! The engine loop: reads new events from the log in order, plans each against the user's
-//! profile, and commits the plan (actions, timers, profile, cursor) in one transaction; then
-//! fires due timers the same way. The only writer of profiles, so it can cache them.
+//! One planning partition's engine: reads the partition's new events from the log in order,
+//! plans each against the user's profile, and commits the plan (actions, timers, profile,
+//! cursor) in one transaction; then fires the partition's due timers the same way. A user
+//! belongs to one partition, and one engine plans a partition at a time (it holds the
+//! partition's lease, see `planning.rs`), so it is the only writer of its users' profiles and
+//! can cache them.
 //!
-//! Per-user order starts here: events are planned strictly in log order, and the outbox keeps
-//! the planning order for delivery.
+//! Per-user order starts here: a partition's events are planned strictly in log order, and the
+//! outbox keeps the planning order for delivery.
+//!
+//! State partitions share (round-robin turns, company traits) is read fresh for each step and
+//! written back only if unchanged since (`shared.rs`); when another partition got there first,
+//! the step is planned again. A user's first event under a userId inherits what was kept under
+//! its anonymousId, which may live in another partition: that event waits until the other
+//! partition has planned everything logged before it.
 //!
 //! Stored state is read strictly (`junction_flow::stored`): unreadable shared state stops the
 //! engine (its supervisor reports it and retries), and a user whose profile cannot be read has
 //! their events and timers held in quarantine — reported, never planned against an empty
 //! profile — until `junction quarantine release` plans them again.
 
+use crate::shared::SharedState;
 use junction_flow::action::{Action, PlannedAction};
-use junction_flow::{EventInput, Globals, Plan, Planner, Profile, TimerPlan, stored};
+use junction_flow::{EventInput, Plan, Planner, Profile, TimerPlan, stored};
 use junction_store::{
     EngineCommit, Lease, NewAction, NewQuarantine, NewRun, NewTimer, ReleasedEntry, Store,
-    StoreError, StoredEvent,
+    StoreError, StoredEvent, partition_of,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,7 +34,8 @@ use tokio::sync::{Notify, watch};
 /// Events planned per commit: big enough to amortise the commit, small enough to keep
 /// planning latency low under a burst.
 const BATCH: usize = 500;
-/// Cached profiles before the cache is dropped (they are reloaded from the store on demand).
+/// Cached profiles (for all of a node's partitions together) before a partition's cache is
+/// dropped (they are reloaded from the store on demand).
 const PROFILE_CACHE: usize = 200_000;
 /// How long a fresh Intercom notification waits for earlier ones that may arrive after it.
 const INTERCOM_REORDER: Duration = Duration::from_millis(300);
@@ -35,12 +46,17 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 pub struct Engine {
     store: Arc<dyn Store>,
     planner: Arc<Planner>,
-    /// Rung by ingest after a commit.
-    events_arrived: Arc<Notify>,
+    /// The planning partition this engine plans, of how many.
+    partition: u32,
+    partitions: u32,
+    /// Changes when any node's ingest has committed events.
+    events_arrived: watch::Receiver<u64>,
     /// Rung after plans are committed: delivery looks at the outbox.
     actions_planned: Arc<Notify>,
     profiles: HashMap<String, Profile>,
-    globals: Globals,
+    /// Identities whose own stored profile was missing when loaded: their profile came from
+    /// their anonymousId (or is new), which another partition may not have finished planning.
+    inherited: HashSet<String>,
     cursor: i64,
     profile_api: Option<Arc<crate::profiles::ProfileApiClient>>,
     /// Users whose stored profile could not be read in this step, with the reason: their
@@ -52,32 +68,33 @@ pub struct Engine {
     lease: Option<(Lease, Duration)>,
 }
 
-/// The lease only one node's engine holds at a time.
-pub const PLANNER_LEASE: &str = "planner";
+/// The name of the lease a partition's engine plans under.
+pub fn partition_lease(partition: u32) -> String {
+    format!("planner/{partition}")
+}
 
 impl Engine {
     pub async fn new(
         store: Arc<dyn Store>,
         planner: Arc<Planner>,
-        events_arrived: Arc<Notify>,
+        partition: u32,
+        events_arrived: watch::Receiver<u64>,
         actions_planned: Arc<Notify>,
     ) -> Result<Self, StoreError> {
-        let (cursor, globals) = store.engine_state().await?;
-        // Round-robin positions and company traits serve every user: planning waits (and the
-        // engine reports itself stopped) rather than start them over from nothing.
-        let globals = match globals {
-            Some(text) => stored::decode(&text).map_err(|e| {
-                StoreError::Unreadable(format!("the shared planner state (globals): {e}"))
-            })?,
-            None => Globals::default(),
-        };
+        let cursor = store.cursor(partition).await?;
+        let partitions = store.partitions();
+        // Round-robin turns serve every user: planning waits (and the engine reports itself
+        // stopped) rather than start them over from nothing.
+        SharedState::load(store.as_ref(), &[]).await?;
         Ok(Engine {
             store,
             planner,
+            partition,
+            partitions,
             events_arrived,
             actions_planned,
             profiles: HashMap::new(),
-            globals,
+            inherited: HashSet::new(),
             cursor,
             profile_api: None,
             unreadable: HashMap::new(),
@@ -126,10 +143,13 @@ impl Engine {
         self
     }
 
-    /// Runs until `shutdown` turns true, or until the planner lease (if any) is lost to another
-    /// node. Store errors are logged and retried after a pause. Gives the lease up at shutdown.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true, or until the partition's lease (if any) is lost to
+    /// another node. Store errors are logged and retried after a pause; stored state it cannot
+    /// read stops it with the reason. Gives the lease up when it stops.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+        let partition = self.partition;
         tracing::info!(
+            partition,
             cursor = self.cursor,
             workflows = self.planner.workflows().len(),
             "engine started"
@@ -142,53 +162,84 @@ impl Engine {
             }
             if !self.keep_lease(&mut renew_at).await {
                 tracing::warn!(
-                    "engine: another node took the planner lease over; planning stops here"
+                    partition,
+                    "engine: another node took the partition's lease over; planning stops here"
                 );
-                return;
+                return Ok(());
             }
             match self.step(now_ms()).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(StoreError::Fenced { .. }) => {
                     tracing::warn!(
-                        "engine: another node took the planner lease over; planning stops here"
+                        partition,
+                        "engine: another node took the partition's lease over; planning stops here"
                     );
-                    return;
+                    return Ok(());
+                }
+                Err(error @ StoreError::Unreadable(_)) => {
+                    self.give_lease_up().await;
+                    return Err(error.to_string());
+                }
+                Err(StoreError::Conflict(key)) => {
+                    // Another partition changed shared state this step read: plan it again.
+                    tracing::debug!(
+                        partition,
+                        key,
+                        "engine: shared state changed; planning again"
+                    );
+                    metrics::counter!("junction_planning_conflicts_total").increment(1);
+                    continue;
                 }
                 Err(error) => {
-                    tracing::error!(%error, "engine: store error; retrying in a second");
+                    tracing::error!(partition, %error, "engine: store error; retrying in a second");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             }
-            let wait = match self.store.next_timer_ms().await {
+            let wait = match self.store.next_timer_ms(self.partition).await {
                 Ok(Some(at)) => Duration::from_millis(
                     (at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64,
                 ),
                 _ => IDLE_POLL,
             };
             tokio::select! {
-                _ = self.events_arrived.notified() => {}
+                // An error means the bell is gone (the node is stopping): poll until then.
+                Ok(()) = self.events_arrived.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }
+        self.give_lease_up().await;
+        tracing::info!(partition, cursor = self.cursor, "engine stopped");
+        Ok(())
+    }
+
+    async fn give_lease_up(&self) {
         if let Some((lease, _)) = &self.lease
             && let Err(error) = self.store.release_lease(lease).await
         {
-            tracing::warn!(%error, "engine: cannot give the planner lease up; it lapses by itself");
+            tracing::warn!(partition = self.partition, %error, "engine: cannot give the partition's lease up; it lapses by itself");
         }
-        tracing::info!(cursor = self.cursor, "engine stopped");
     }
 
     /// Plans one batch of events, or else one batch of due timers. True when it did work.
     pub async fn step(&mut self, now_ms: i64) -> Result<bool, StoreError> {
-        let released = self.store.quarantine_released(BATCH).await?;
+        let released = self
+            .store
+            .quarantine_released(self.partition, BATCH)
+            .await?;
         if !released.is_empty() {
             self.plan_released(released, now_ms).await?;
             return Ok(true);
         }
-        let mut events = self.store.events_after(self.cursor, BATCH).await?;
+        // Marks this point: events committed from here on change the bell, so none is missed
+        // between this read and the wait that follows an empty one.
+        self.events_arrived.borrow_and_update();
+        let mut events = self
+            .store
+            .events_after(self.partition, self.cursor, BATCH)
+            .await?;
         if !events.is_empty() {
             // Intercom does not deliver notifications in order: give a fresh one a moment for
             // any earlier one still on its way, then plan each contact's in `created_at` order.
@@ -202,14 +253,18 @@ impl Engine {
                     - chrono::Utc::now().timestamp_millis();
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-                    events = self.store.events_after(self.cursor, BATCH).await?;
+                    events = self
+                        .store
+                        .events_after(self.partition, self.cursor, BATCH)
+                        .await?;
                 }
                 order_notifications(&mut events);
             }
-            self.plan_events(events).await?;
-            return Ok(true);
+            if self.plan_events(events).await? {
+                return Ok(true);
+            }
         }
-        let due = self.store.due_timers(now_ms, BATCH).await?;
+        let due = self.store.due_timers(self.partition, now_ms, BATCH).await?;
         if !due.is_empty() {
             self.fire_timers(due).await?;
             return Ok(true);
@@ -223,7 +278,7 @@ impl Engine {
         &mut self,
         wanted: &[(String, Option<String>)],
     ) -> Result<(), StoreError> {
-        if self.profiles.len() > PROFILE_CACHE {
+        if self.profiles.len() > PROFILE_CACHE / self.partitions.max(1) as usize {
             self.profiles.clear();
         }
         let mut missing: HashSet<String> = HashSet::new();
@@ -261,7 +316,11 @@ impl Engine {
                 }
                 parse(anonymous)
             };
-            match parse(identity).and_then(|own| match own {
+            let own = parse(identity);
+            if matches!(own, Ok(None)) {
+                self.inherited.insert(identity.clone());
+            }
+            match own.and_then(|own| match own {
                 Some(profile) => Ok(Some(profile)),
                 None => inherited(),
             }) {
@@ -318,7 +377,7 @@ impl Engine {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut events = Vec::new();
-        let mut commit = EngineCommit::default();
+        let mut commit = self.new_commit();
         for entry in &released {
             // Their profiles were unreadable: read them again (released means repaired or reset).
             self.profiles.remove(&entry.identity);
@@ -346,6 +405,32 @@ impl Engine {
         }
         commit.released_done = released.iter().map(|e| e.id).collect();
         self.plan_into(events, commit).await
+    }
+
+    /// The position in `events` of the first event that must wait: a user's first event under
+    /// a userId, whose anonymousId lives in another partition that has not yet planned every
+    /// event logged before this one (the profile it inherits would miss them).
+    async fn first_to_wait(&self, events: &[StoredEvent]) -> Result<Option<usize>, StoreError> {
+        let mut checked = HashSet::new();
+        for (index, event) in events.iter().enumerate() {
+            let Some(anonymous) = &event.anonymous_id else {
+                continue;
+            };
+            let elsewhere = partition_of(anonymous, self.partitions);
+            if anonymous == &event.identity
+                || elsewhere == self.partition
+                || !self.inherited.contains(&event.identity)
+                || !checked.insert(event.identity.clone())
+            {
+                continue;
+            }
+            let cursor = self.store.cursor(elsewhere).await?;
+            let next = self.store.events_after(elsewhere, cursor, 1).await?;
+            if next.first().is_some_and(|e| e.seq < event.seq) {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
     }
 
     /// The log positions of Intercom notifications announcing a contact or conversation that
@@ -434,13 +519,40 @@ impl Engine {
         found
     }
 
-    async fn plan_events(&mut self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+    /// Plans new events; false when the first of them must wait for another partition.
+    async fn plan_events(&mut self, mut events: Vec<StoredEvent>) -> Result<bool, StoreError> {
+        self.inherited.clear();
+        let wanted: Vec<(String, Option<String>)> = events
+            .iter()
+            .map(|e| (e.identity.clone(), e.anonymous_id.clone()))
+            .collect();
+        self.load_profiles(&wanted).await?;
+        if let Some(wait) = self.first_to_wait(&events).await? {
+            // What was inherited for the events left for later is read again then.
+            for event in &events[wait..] {
+                if self.inherited.contains(&event.identity) {
+                    self.profiles.remove(&event.identity);
+                }
+            }
+            events.truncate(wait);
+            if events.is_empty() {
+                return Ok(false);
+            }
+        }
         // Notifications may have been reordered: the cursor moves past the highest position.
         let commit = EngineCommit {
             cursor: events.iter().map(|e| e.seq).max(),
-            ..EngineCommit::default()
+            ..self.new_commit()
         };
-        self.plan_into(events, commit).await
+        self.plan_into(events, commit).await?;
+        Ok(true)
+    }
+
+    fn new_commit(&self) -> EngineCommit {
+        EngineCommit {
+            partition: self.partition,
+            ..EngineCommit::default()
+        }
     }
 
     /// Plans events into `commit` (which may already carry a cursor or released entries).
@@ -458,7 +570,7 @@ impl Engine {
         let remote_profiles = self.fetch_segment_profiles(&events).await;
         let echoes = self.echoes(&events).await?;
         let mut touched = HashSet::new();
-        let globals_before = self.globals.clone();
+        let mut shared = SharedState::load(self.store.as_ref(), &events).await?;
         for event in &events {
             if self.unreadable.contains_key(&event.identity) {
                 self.hold(&mut commit, &event.identity, event.seq, None);
@@ -482,13 +594,12 @@ impl Engine {
                     segment_profile: remote_profiles.get(&event.seq),
                 },
                 profile,
-                &mut self.globals,
+                &mut shared.globals,
             );
             touched.insert(event.identity.clone());
             add_plan(&mut commit, plan, event.seq, &event.identity);
         }
-        self.finish(commit, touched, globals_before, events.len())
-            .await
+        self.finish(commit, touched, shared, events.len()).await
     }
 
     async fn fire_timers(&mut self, due: Vec<(String, String)>) -> Result<(), StoreError> {
@@ -506,9 +617,9 @@ impl Engine {
         let wanted: Vec<(String, Option<String>)> =
             timers.iter().map(|t| (t.identity.clone(), None)).collect();
         self.load_profiles(&wanted).await?;
-        let mut commit = EngineCommit::default();
+        let mut commit = self.new_commit();
         let mut touched = HashSet::new();
-        let globals_before = self.globals.clone();
+        let mut shared = SharedState::load(self.store.as_ref(), &[]).await?;
         for timer in &timers {
             let seq = self.event_seq(&timer.message_id).await;
             if self.unreadable.contains_key(&timer.identity) {
@@ -517,12 +628,12 @@ impl Engine {
                 continue;
             }
             let profile = self.profiles.entry(timer.identity.clone()).or_default();
-            let plan = self.planner.plan_timer(timer, profile, &mut self.globals);
+            let plan = self.planner.plan_timer(timer, profile, &mut shared.globals);
             touched.insert(timer.identity.clone());
             add_plan(&mut commit, plan, seq, &timer.identity);
         }
         commit.timers_done.extend(due.into_iter().map(|(id, _)| id));
-        self.finish(commit, touched, globals_before, 0).await
+        self.finish(commit, touched, shared, 0).await
     }
 
     /// The log position of the event a timer's run started from (0 if it is gone).
@@ -542,7 +653,7 @@ impl Engine {
         &mut self,
         mut commit: EngineCommit,
         touched: HashSet<String>,
-        globals_before: Globals,
+        shared: SharedState,
         events: usize,
     ) -> Result<(), StoreError> {
         for identity in touched {
@@ -550,16 +661,13 @@ impl Engine {
                 commit.profiles.push((identity, stored::encode(profile)));
             }
         }
-        if self.globals != globals_before {
-            commit.globals = Some(stored::encode(&self.globals));
-        }
+        commit.shared = shared.writes();
         let actions = commit.actions.len();
         let cursor = commit.cursor;
         commit.lease = self.lease.as_ref().map(|(lease, _)| lease.clone());
         if let Err(error) = self.store.engine_commit(commit).await {
             // The cache ran ahead of the store: forget it, and plan the batch again.
             self.profiles.clear();
-            self.globals = globals_before;
             return Err(error);
         }
         if let Some(cursor) = cursor {
@@ -571,46 +679,6 @@ impl Engine {
             self.actions_planned.notify_one();
         }
         Ok(())
-    }
-}
-
-/// Waits until this node holds the planner lease (None when `stop` turns true first). Tries
-/// every third of the lease, so a lease given up at shutdown or left by a dead node is taken
-/// within a lease.
-pub async fn wait_for_lease(
-    store: &dyn Store,
-    node: &str,
-    lease: Duration,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<Lease> {
-    let mut announced = false;
-    loop {
-        if *stop.borrow() {
-            return None;
-        }
-        match store
-            .acquire_lease(PLANNER_LEASE, node, now_ms(), lease.as_millis() as i64)
-            .await
-        {
-            Ok(Some(held)) => {
-                tracing::info!(
-                    node,
-                    token = held.token,
-                    "this node plans (holds the planner lease)"
-                );
-                return Some(held);
-            }
-            Ok(None) if !announced => {
-                announced = true;
-                tracing::info!(node, "another node plans; this one stands by");
-            }
-            Ok(None) => {}
-            Err(error) => tracing::error!(%error, "engine: cannot take the planner lease"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep((lease / 3).min(Duration::from_secs(2))) => {}
-            _ = stop.changed() => {}
-        }
     }
 }
 

@@ -144,19 +144,11 @@ pub async fn run_detail(store: &dyn Store, id: &str) -> Result<Option<Value>, St
 }
 
 /// The cluster as `/api/cluster` serves it and `junction cluster` prints it: each node seen
-/// (alive or silent, what it holds), each lease, and how far planning trails the log.
+/// (alive or silent, the partitions it plans, the users it delivers to), each lease, and each
+/// planning partition with its planner and how far it trails the log.
 pub async fn cluster(store: &dyn Store, now_ms: i64) -> Result<Value, StoreError> {
     let view = store.cluster().await?;
-    let (cursor, _) = store.engine_state().await?;
-    let last_seq = store
-        .events(junction_store::EventQuery {
-            limit: Some(1),
-            ..Default::default()
-        })
-        .await?
-        .items
-        .first()
-        .map_or(0, |e| e.seq);
+    let partitions = store.partition_states().await?;
     let nodes: Vec<Value> = view
         .nodes
         .iter()
@@ -168,12 +160,17 @@ pub async fn cluster(store: &dyn Store, now_ms: i64) -> Result<Value, StoreError
                 .filter(|l| l.node == node.name && l.expires_ms > now_ms)
                 .map(|l| l.name.as_str())
                 .collect();
+            let planning: Vec<u32> = leases
+                .iter()
+                .filter_map(|l| l.strip_prefix("planner/")?.parse().ok())
+                .collect();
             json!({
                 "name": node.name,
                 "alive": node.expires_ms > now_ms,
                 "startedAt": iso(node.started_ms),
                 "seenAt": iso(node.seen_ms),
                 "leases": leases,
+                "plans": planning,
                 "claimedUsers": claims,
             })
         })
@@ -191,14 +188,28 @@ pub async fn cluster(store: &dyn Store, now_ms: i64) -> Result<Value, StoreError
             })
         })
         .collect();
+    let planner_of = |partition: u32| {
+        let name = crate::engine::partition_lease(partition);
+        (view.leases.iter())
+            .find(|l| l.name == name && l.expires_ms > now_ms)
+            .map(|l| l.node.clone())
+    };
+    let planning: Vec<Value> = partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.partition,
+                "node": planner_of(p.partition),
+                "cursor": p.cursor,
+                "lagEvents": p.behind,
+            })
+        })
+        .collect();
     Ok(json!({
         "nodes": nodes,
         "leases": leases,
         "claims": view.claims.len(),
-        "planning": {
-            "cursor": cursor,
-            "lastEvent": last_seq,
-            "lagEvents": (last_seq - cursor).max(0),
-        },
+        "partitions": planning,
+        "lagEvents": partitions.iter().map(|p| p.behind).sum::<i64>(),
     }))
 }

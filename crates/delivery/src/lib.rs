@@ -1,5 +1,6 @@
-//! Junction's moving parts after ingest: the [`engine::Engine`] plans events into the outbox,
-//! the [`executor::Executor`] delivers the outbox to Intercom (and to alert webhooks) through
+//! Junction's moving parts after ingest: [`planning::Planning`] keeps this node's share of the
+//! planning partitions, each planned by an [`engine::Engine`] into the outbox; the
+//! [`executor::Executor`] delivers the outbox to Intercom (and to alert webhooks) through
 //! [`deliver::Deliverer`].
 //!
 //! [`Pipeline::start`] wires both to a store and runs them until shutdown.
@@ -9,9 +10,11 @@ pub mod deliver;
 pub mod engine;
 pub mod executor;
 pub mod inspect;
+pub mod planning;
 pub mod profiles;
 pub mod replay;
 pub mod segment;
+mod shared;
 pub mod supervise;
 
 use junction_flow::Planner;
@@ -99,45 +102,22 @@ impl Pipeline {
                 let (store, planner) = (Arc::clone(&store), Arc::clone(&planner));
                 let (events_arrived, actions_planned) =
                     (Arc::clone(&events_arrived), Arc::clone(&actions_planned));
-                let stop = stop.clone();
-                let alerts = alerts.clone();
+                let (stop, alerts) = (stop.clone(), alerts.clone());
                 let (node, lease) = (settings.node.clone(), settings.lease);
                 move || {
-                    let (store, planner) = (Arc::clone(&store), Arc::clone(&planner));
-                    let (events_arrived, actions_planned) =
-                        (Arc::clone(&events_arrived), Arc::clone(&actions_planned));
-                    let (profile_api, mut stop, alerts) =
-                        (profile_api.clone(), stop.clone(), alerts.clone());
-                    let node = node.clone();
-                    async move {
-                        // One node plans at a time: this one waits (a standby) until it holds
-                        // the planner lease, plans until it stops or loses it, then waits again.
-                        Ok(async move {
-                            loop {
-                                let Some(held) =
-                                    engine::wait_for_lease(store.as_ref(), &node, lease, &mut stop)
-                                        .await
-                                else {
-                                    return Ok(());
-                                };
-                                let engine = engine::Engine::new(
-                                    Arc::clone(&store),
-                                    Arc::clone(&planner),
-                                    Arc::clone(&events_arrived),
-                                    Arc::clone(&actions_planned),
-                                )
-                                .await
-                                .map_err(|e| format!("cannot start: {e}"))?
-                                .with_profile_api(profile_api.clone())
-                                .with_alerts(alerts.clone())
-                                .with_lease(held, lease);
-                                engine.run(stop.clone()).await;
-                                if *stop.borrow() {
-                                    return Ok(());
-                                }
-                            }
-                        })
-                    }
+                    // This node plans its share of the partitions (see planning.rs).
+                    let planning = planning::Planning {
+                        store: Arc::clone(&store),
+                        planner: Arc::clone(&planner),
+                        events_arrived: Arc::clone(&events_arrived),
+                        actions_planned: Arc::clone(&actions_planned),
+                        profile_api: profile_api.clone(),
+                        alerts: alerts.clone(),
+                        node: node.clone(),
+                        lease,
+                    };
+                    let stop = stop.clone();
+                    async move { Ok(planning.run(stop)) }
                 }
             },
         );

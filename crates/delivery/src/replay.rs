@@ -5,7 +5,7 @@
 
 use crate::engine::new_action;
 use junction_flow::action::PlannedAction;
-use junction_flow::{EventInput, Globals, Planner, Profile, stored};
+use junction_flow::{EventInput, Planner, Profile, stored};
 use junction_store::{ActionStatus, Store, StoreError};
 use std::collections::HashSet;
 
@@ -41,12 +41,7 @@ pub async fn replay(store: &dyn Store, planner: &Planner, id: &str) -> Result<us
         })?,
         None => Profile::default(),
     };
-    let (_, globals) = store.engine_state().await?;
-    let mut globals: Globals = match globals {
-        Some(text) => stored::decode(&text)
-            .map_err(|e| StoreError::Unreadable(format!("the shared planner state: {e}")))?,
-        None => Globals::default(),
-    };
+    let mut shared = crate::shared::SharedState::load(store, std::slice::from_ref(&event)).await?;
     let mut body = event.body.clone();
     if let Some(object) = body.as_object_mut() {
         object
@@ -68,7 +63,7 @@ pub async fn replay(store: &dyn Store, planner: &Planner, id: &str) -> Result<us
             },
             &failed.workflow,
             &mut profile,
-            &mut globals,
+            &mut shared.globals,
         )
         .ok_or_else(|| ReplayError::WorkflowGone(failed.workflow.clone()))?;
     // What the run already delivered is not sent again.

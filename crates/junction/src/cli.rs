@@ -81,9 +81,13 @@ pub enum Command {
         /// The PostgreSQL database to move it into (postgres://…; no events or actions yet).
         #[arg(long, requires = "from")]
         to: Option<String>,
+        /// Split planning into this many partitions (1 to 256). Every node must be stopped
+        /// and planning caught up (`junction cluster` shows each partition's lag).
+        #[arg(long, conflicts_with_all = ["from", "to"], value_parser = clap::value_parser!(u32).range(1..=256))]
+        partitions: Option<u32>,
     },
-    /// The nodes sharing the store: which are alive, who plans, how many users each is
-    /// delivering to, and how far planning trails the log.
+    /// The nodes sharing the store: which are alive, which planning partitions each plans,
+    /// how many users each is delivering to, and how far each partition trails the log.
     Cluster {
         #[command(flatten)]
         config: ConfigArg,

@@ -39,6 +39,7 @@
 //! cluster:                              # several nodes on one PostgreSQL store
 //!   node: ${HOSTNAME}                   # unique, stable across restarts (default: HOSTNAME:PORT)
 //!   lease: 30s                          # a dead node's users move to others after this
+//!   partitions: 8                       # planning partitions (default: 8 for a new store)
 //! shutdown_timeout: 10s                 # a stop never takes longer
 //! workflows:                            # default: profile-sync, company-sync, track-events
 //!   - template: profile-sync
@@ -119,6 +120,27 @@ pub struct ClusterSection {
     /// work of a node that died moves to the others. Renewed every third of it.
     #[serde(default = "default_lease")]
     pub lease: Window,
+    /// How many planning partitions the store is split into (users are spread over them by
+    /// a hash of their id; each is planned by one node at a time), 1 to 256. Default: 8 for a
+    /// new store, else what the store has. Changed only with every node stopped and planning
+    /// caught up: `junction migrate --partitions N`.
+    #[serde(default, deserialize_with = "partitions")]
+    pub partitions: Option<u32>,
+}
+
+/// The most planning partitions a store may have: more would only add idle engines and
+/// polling for the nodes a deployment runs.
+pub const MAX_PARTITIONS: u32 = 256;
+
+fn partitions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = u32::deserialize(d)?;
+    if (1..=MAX_PARTITIONS).contains(&n) {
+        Ok(Some(n))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected a number of planning partitions from 1 to {MAX_PARTITIONS}, got {n}"
+        )))
+    }
 }
 
 fn default_lease() -> Window {
@@ -130,6 +152,7 @@ impl Default for ClusterSection {
         ClusterSection {
             node: None,
             lease: default_lease(),
+            partitions: None,
         }
     }
 }

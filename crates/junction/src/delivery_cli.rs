@@ -345,7 +345,7 @@ pub fn run_text(detail: &Value) -> String {
     out
 }
 
-/// `junction cluster`: the nodes, the leases, and planning's lag.
+/// `junction cluster`: the nodes, and each planning partition with its planner and lag.
 pub async fn cluster(config: ConfigArg, json: bool, load: Loader) -> Result<(), Failure> {
     let store = open(&config, load).await?;
     let now = chrono::Utc::now().timestamp_millis();
@@ -365,7 +365,7 @@ pub async fn cluster(config: ConfigArg, json: bool, load: Loader) -> Result<(), 
         .into_iter()
         .flatten()
         .map(|node| {
-            let leases: Vec<String> = node["leases"]
+            let plans: Vec<String> = node["plans"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -380,10 +380,10 @@ pub async fn cluster(config: ConfigArg, json: bool, load: Loader) -> Result<(), 
                 }
                 .to_owned(),
                 text(&node["seenAt"]),
-                if leases.is_empty() {
+                if plans.is_empty() {
                     "-".to_owned()
                 } else {
-                    leases.join(",")
+                    plans.join(",")
                 },
                 text(&node["claimedUsers"]),
             ]
@@ -391,12 +391,30 @@ pub async fn cluster(config: ConfigArg, json: bool, load: Loader) -> Result<(), 
         .collect();
     print!(
         "{}",
-        table(&["NODE", "STATE", "SEEN", "LEASES", "USERS"], rows)
+        table(
+            &["NODE", "STATE", "SEEN", "PLANS PARTITIONS", "USERS"],
+            rows
+        )
     );
-    let planning = &view["planning"];
-    println!(
-        "planning: cursor {} of {} ({} events behind)",
-        planning["cursor"], planning["lastEvent"], planning["lagEvents"]
+    let partitions = view["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                text(&p["partition"]),
+                text(&p["node"]),
+                text(&p["cursor"]),
+                text(&p["lagEvents"]),
+            ]
+        })
+        .collect();
+    print!(
+        "\n{}",
+        table(
+            &["PARTITION", "PLANNED BY", "CURSOR", "EVENTS BEHIND"],
+            partitions
+        )
     );
     Ok(())
 }

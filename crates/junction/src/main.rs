@@ -88,7 +88,12 @@ fn main() -> ExitCode {
                 println!("moved {from_url} to {to_url}; point `store:` at the new one");
                 Ok(())
             }
-            Command::Migrate { config, store, .. } => {
+            Command::Migrate {
+                config,
+                store,
+                partitions,
+                ..
+            } => {
                 let mut config = load(config.config.as_deref())?;
                 if let Some(store) = store {
                     config.store = config::StoreUrl::parse(&store).map_err(Failure::Input)?;
@@ -102,6 +107,9 @@ fn main() -> ExitCode {
                     println!("{url}: schema version {now}, up to date");
                 } else {
                     println!("{url}: schema version {found} → {now}");
+                }
+                if let Some(wanted) = partitions {
+                    repartition(&config.store.0, wanted).await?;
                 }
                 Ok(())
             }
@@ -121,6 +129,30 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `junction migrate --partitions N`: splits planning anew (refused, exit 2, while a node runs
+/// or planning trails the log).
+async fn repartition(store_url: &str, wanted: u32) -> Result<(), Failure> {
+    let url = junction_store::redact_url(store_url);
+    let store = junction_store::open(store_url, junction_store::StoreOptions::default())
+        .await
+        .with_context(|| format!("opening the store {url}"))
+        .map_err(Failure::Runtime)?;
+    let have = store.partitions();
+    let now = chrono::Utc::now().timestamp_millis();
+    let result = match store.repartition(wanted, "junction migrate", now).await {
+        Ok(()) => {
+            println!("{url}: planning partitions {have} → {wanted}");
+            Ok(())
+        }
+        Err(junction_store::StoreError::Refused(reason)) => Err(Failure::Input(format!(
+            "{url}: cannot change the planning partitions from {have} to {wanted}: {reason}"
+        ))),
+        Err(error) => Err(Failure::Runtime(anyhow::Error::from(error))),
+    };
+    let _ = store.close().await;
+    result
 }
 
 /// Why a command failed, which decides the exit code.

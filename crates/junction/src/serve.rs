@@ -23,6 +23,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     run_on(config, listener, shutdown_signal()).await
 }
 
+/// Splits a new store into the configured number of planning partitions (8 when the
+/// configuration does not say), and refuses to start when a store in use is split otherwise
+/// than configured and cannot be changed now (the error says why and what to do).
+async fn settle_partitions(
+    store: &dyn Store,
+    configured: Option<u32>,
+    node: &str,
+) -> anyhow::Result<()> {
+    let have = store.partitions();
+    let wanted = match configured {
+        Some(wanted) => wanted,
+        None => {
+            let empty = junction_store::EventQuery {
+                limit: Some(1),
+                ..Default::default()
+            };
+            if !store.events(empty).await?.items.is_empty() {
+                return Ok(());
+            }
+            junction_store::DEFAULT_PARTITIONS
+        }
+    };
+    if wanted == have {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    match store.repartition(wanted, node, now).await {
+        Ok(()) => {
+            tracing::info!(from = have, to = wanted, "planning partitions changed");
+            Ok(())
+        }
+        // A new store another node is already splitting: keep what it chose.
+        Err(junction_store::StoreError::Refused(_)) if configured.is_none() => Ok(()),
+        Err(junction_store::StoreError::Refused(reason)) => anyhow::bail!(
+            "cluster.partitions is {wanted}, but the store is split into {have} planning partitions and cannot change now: {reason}"
+        ),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Serves on `listener` until `shutdown` resolves (the demo runs it this way, in-process).
 pub async fn run_on(
     config: Config,
@@ -50,6 +90,10 @@ pub async fn run_on(
                 junction_store::redact_url(&config.store.0)
             )
         })?;
+    let node = config
+        .cluster
+        .node_name(listener.local_addr().unwrap_or(config.listen));
+    settle_partitions(store.as_ref(), config.cluster.partitions, &node).await?;
     let planner = Arc::new(planner);
     let health = Arc::new(junction_delivery::supervise::Health::default());
     let state = AppState::new(Arc::clone(&store), settings)
@@ -110,9 +154,7 @@ pub async fn run_on(
         deliverer,
         state.commit_bell(),
         junction_delivery::DeliverySettings {
-            node: config
-                .cluster
-                .node_name(listener.local_addr().unwrap_or(config.listen)),
+            node,
             lease: config.cluster.lease(),
             ..config.delivery.settings()
         },

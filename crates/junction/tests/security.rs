@@ -380,7 +380,7 @@ async fn unreadable_shared_state_stops_the_engine_visibly_while_ingest_goes_on()
     s.server.kill();
     damage(
         &s,
-        r#"INSERT OR REPLACE INTO engine_state (key, value) VALUES ('globals', '{"v": 7}');"#,
+        r#"INSERT OR REPLACE INTO shared_state (key, value, version) VALUES ('round_robin/x', '{"v": 7, "value": 1}', 1);"#,
     );
     s.server.spawn_until("/healthz").await;
     let http = common::http();

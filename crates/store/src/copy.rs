@@ -1,8 +1,8 @@
 //! Moving a store from SQLite to PostgreSQL (`junction migrate --from sqlite://… --to
 //! postgres://…`): every durable table is copied as it is — events with their numbers, the
-//! de-duplication record, refusals, the identity map, profiles and the planner's state, the
-//! outbox with its attempts and runs, timers, quarantine — in one PostgreSQL transaction, with
-//! `COPY … FROM STDIN`. Coordination rows (claims, leases, nodes, the rate budget) are not
+//! de-duplication record, refusals, the identity map, profiles, the planning partitions with
+//! their cursors and the state they share, the outbox with its attempts and runs, timers,
+//! quarantine — in one PostgreSQL transaction, with `COPY … FROM STDIN`. Coordination rows (claims, leases, nodes, the rate budget) are not
 //! copied: they describe the nodes of the old store, and none runs during a move.
 //!
 //! The source must not be in use (stop Junction first); the target must be a PostgreSQL
@@ -36,6 +36,7 @@ const TABLES: &[Table] = &[
             "timestamp_ms",
             "received_ms",
             "body",
+            "part",
         ],
         booleans: &[],
     },
@@ -71,8 +72,13 @@ const TABLES: &[Table] = &[
         booleans: &[],
     },
     Table {
-        name: "engine_state",
-        columns: &["key", "value"],
+        name: "planner_partitions",
+        columns: &["part", "cursor"],
+        booleans: &[],
+    },
+    Table {
+        name: "shared_state",
+        columns: &["key", "value", "version"],
         booleans: &[],
     },
     Table {
@@ -105,7 +111,7 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "timers",
-        columns: &["id", "identity", "fire_at_ms", "status", "body"],
+        columns: &["id", "identity", "fire_at_ms", "status", "body", "part"],
         booleans: &[],
     },
     Table {
@@ -143,7 +149,7 @@ const TABLES: &[Table] = &[
     Table {
         name: "quarantine",
         columns: &[
-            "id", "identity", "seq", "timer", "reason", "at_ms", "released",
+            "id", "identity", "seq", "timer", "reason", "at_ms", "released", "part",
         ],
         booleans: &["released"],
     },
@@ -191,6 +197,8 @@ pub async fn copy(from: &str, to: &str) -> Result<Vec<(&'static str, u64)>, Stor
                 .into(),
         });
     }
+    // The new schema's single partition gives way to the source's partitions and cursors.
+    tx.execute("DELETE FROM planner_partitions", &[]).await?;
     let mut copied = Vec::new();
     for table in TABLES {
         let (chunks, mut received) = tokio::sync::mpsc::channel(4);

@@ -12,6 +12,7 @@
 
 mod copy;
 pub mod outbox;
+mod partition;
 pub mod postgres;
 mod query;
 pub mod sqlite;
@@ -19,8 +20,10 @@ pub mod sqlite;
 pub use outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, ClusterView, DeadLetterQuery,
     EngineCommit, HeldClaim, Lease, NewAction, NewQuarantine, NewRun, NewTimer, NodeRecord,
-    OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    OutboxCounts, PartitionState, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    SharedEntry, SharedWrite,
 };
+pub use partition::{DEFAULT_PARTITIONS, partition_of};
 pub use query::{EventQuery, Page, RejectedQuery};
 
 use async_trait::async_trait;
@@ -46,6 +49,13 @@ pub enum StoreError {
     /// user a delivery claim was on, or the lease's name).
     #[error("{what:?} (token {token}) is no longer held by this node")]
     Fenced { what: String, token: i64 },
+    /// Shared planner state changed under this commit (another partition's planner wrote it
+    /// first): nothing was written; plan the batch again on fresh state.
+    #[error("shared planner state changed meanwhile: {0}")]
+    Conflict(String),
+    /// A change the store cannot make in its present state (the reason says why and what to do).
+    #[error("{0}")]
+    Refused(String),
     /// Stored state that cannot be read back (damaged, or written by a newer Junction).
     #[error("unreadable stored state: {0}")]
     Unreadable(String),
@@ -252,9 +262,11 @@ pub trait EventLog: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Events after a position, oldest first (what the planner reads).
+    /// One planning partition's events after a position, oldest first (what its planner
+    /// reads). An event's partition is [`partition_of`] its identity.
     async fn events_after(
         &self,
+        partition: u32,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
@@ -263,13 +275,31 @@ pub trait EventLog: Send + Sync + 'static {
     async fn rejected(&self, query: RejectedQuery) -> Result<Page<RejectedRecord>, StoreError>;
 }
 
-/// What the planner keeps between events: its cursor and shared state, users' profiles, durable
-/// timers, and what is held in quarantine for it. [`EngineState::engine_commit`] writes one
-/// planning step atomically.
+/// What the planners keep between events: each partition's cursor, the state partitions share
+/// (round-robin turns, company traits), users' profiles, durable timers, and what is held in
+/// quarantine. [`EngineState::engine_commit`] writes one planning step atomically.
+///
+/// Planning is split into [`EngineState::partitions`] partitions by identity
+/// ([`partition_of`]); each partition's planner reads only its events, timers and released
+/// entries, so the partitions can be planned on different nodes at once.
 #[async_trait]
 pub trait EngineState: Send + Sync + 'static {
-    /// The planner's cursor (last event planned; 0 before any) and its shared state.
-    async fn engine_state(&self) -> Result<(i64, Option<String>), StoreError>;
+    /// How many planning partitions the store is split into.
+    fn partitions(&self) -> u32;
+
+    /// Where a partition's planner stands (last event planned; 0 before any).
+    async fn cursor(&self, partition: u32) -> Result<i64, StoreError>;
+
+    /// Every partition's cursor and how many of its events wait to be planned.
+    async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError>;
+
+    /// Shared planner state: the entries named in `keys`, and every entry whose key starts
+    /// with one of `prefixes`.
+    async fn shared_state(
+        &self,
+        keys: Vec<String>,
+        prefixes: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, SharedEntry>, StoreError>;
 
     /// The stored profiles of these identities (identity → JSON).
     async fn profiles(
@@ -277,21 +307,33 @@ pub trait EngineState: Send + Sync + 'static {
         identities: Vec<String>,
     ) -> Result<std::collections::HashMap<String, String>, StoreError>;
 
-    /// Commits one planning step atomically (see [`EngineCommit`]).
+    /// Commits one planning step atomically (see [`EngineCommit`]). Refused with
+    /// [`StoreError::Conflict`] when shared state it read has changed since.
     async fn engine_commit(&self, commit: EngineCommit) -> Result<(), StoreError>;
 
-    /// Timers due at `now_ms`, earliest first: (id, body).
+    /// A partition's timers due at `now_ms`, earliest first: (id, body).
     async fn due_timers(
         &self,
+        partition: u32,
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError>;
 
-    /// When the next pending timer is due.
-    async fn next_timer_ms(&self) -> Result<Option<i64>, StoreError>;
+    /// When a partition's next pending timer is due.
+    async fn next_timer_ms(&self, partition: u32) -> Result<Option<i64>, StoreError>;
 
-    /// Released entries waiting to be planned, oldest event first.
-    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError>;
+    /// A partition's released entries waiting to be planned, oldest event first.
+    async fn quarantine_released(
+        &self,
+        partition: u32,
+        limit: usize,
+    ) -> Result<Vec<ReleasedEntry>, StoreError>;
+
+    /// Splits planning into `partitions` partitions from now on. Refused unless planning has
+    /// caught up (no partition has events or released entries waiting) and no node other than
+    /// `node` is alive at `now_ms`: the nodes running must all read the same split.
+    async fn repartition(&self, partitions: u32, node: &str, now_ms: i64)
+    -> Result<(), StoreError>;
 }
 
 /// The outbox as delivery works through it: each user's head of line, in-flight marks, outcomes.

@@ -10,11 +10,16 @@ use serde::Serialize;
 /// cursor past it are all durable, or none is and the event is planned again.
 #[derive(Debug, Default, Clone)]
 pub struct EngineCommit {
-    /// The last event seq planned (the planner resumes after it).
+    /// The planning partition this step belongs to: the cursor is its cursor, and the timers
+    /// and quarantine entries written are its own.
+    pub partition: u32,
+    /// The last event seq planned (the partition's planner resumes after it).
     pub cursor: Option<i64>,
     /// identity → profile JSON.
     pub profiles: Vec<(String, String)>,
-    pub globals: Option<String>,
+    /// Shared planner state changed by this step, each written only if nobody else has
+    /// changed it since it was read (else the whole commit is refused as a conflict).
+    pub shared: Vec<SharedWrite>,
     pub actions: Vec<NewAction>,
     pub timers: Vec<NewTimer>,
     /// Timers cancelled by an event, or fired (their steps are in `actions`).
@@ -30,8 +35,56 @@ pub struct EngineCommit {
     pub lease: Option<Lease>,
 }
 
-/// A named lease held by one node at a time (`planner` today): `token` grows with every grant,
-/// and writes made under a token that is no longer current are refused.
+/// One entry of the state planning partitions share (a round-robin turn, a company's traits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedEntry {
+    pub value: String,
+    /// Grows with every write: what a [`SharedWrite`] expects to find.
+    pub version: i64,
+}
+
+/// A change to shared planner state, made only if the entry is still at `expected` (0: the
+/// entry must not exist yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedWrite {
+    pub key: String,
+    pub value: String,
+    pub expected: i64,
+}
+
+/// Whether a repartition may go on: refused while other nodes are alive (they would keep
+/// numbering events into the old split) or while `behind` names a partition with events or
+/// released entries not planned yet (they would land in a partition whose cursor is past them).
+pub(crate) fn may_repartition(
+    others_alive: &[String],
+    behind: Option<u32>,
+) -> Result<(), crate::StoreError> {
+    if !others_alive.is_empty() {
+        return Err(crate::StoreError::Refused(format!(
+            "other nodes are running on this store ({}): stop every node before changing the number of planning partitions",
+            others_alive.join(", ")
+        )));
+    }
+    if let Some(partition) = behind {
+        return Err(crate::StoreError::Refused(format!(
+            "planning partition {partition} has events not planned yet: let the nodes plan the backlog (`junction cluster` shows each partition's lag), stop them, then change the number of partitions"
+        )));
+    }
+    Ok(())
+}
+
+/// Where one planning partition stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionState {
+    pub partition: u32,
+    /// The last event planned.
+    pub cursor: i64,
+    /// Events of the partition after the cursor (waiting to be planned).
+    pub behind: i64,
+}
+
+/// A named lease held by one node at a time (`planner/N` for planning partition N): `token`
+/// grows with every grant, and writes made under a token that is no longer current are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
     pub name: String,

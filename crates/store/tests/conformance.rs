@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use junction_model::parse_batch;
 use junction_store::{
     ActionOutcome, ActionStatus, AppendBatch, Appended, Attempt, DeadLetterQuery, EngineCommit,
-    EventQuery, IdentityKey, NewAction, NewQuarantine, NewRun, NewTimer, RejectedQuery, Store,
+    EventQuery, IdentityKey, NewAction, NewQuarantine, NewRun, NewTimer, RejectedQuery,
+    SharedWrite, Store, StoreError, partition_of,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -147,7 +148,7 @@ async fn events_are_read_per_identity_and_after_a_cursor(store: Arc<dyn Store>) 
     assert_eq!(ids, ["m0", "m2", "m4", "m6", "m8"]);
     let after = store.identity_events("even", even[1].seq, 2).await.unwrap();
     assert_eq!(after[0].message_id, "m4");
-    let planner = store.events_after(even[2].seq, 3).await.unwrap();
+    let planner = store.events_after(0, even[2].seq, 3).await.unwrap();
     let ids: Vec<&str> = planner.iter().map(|e| e.message_id.as_str()).collect();
     assert_eq!(ids, ["m5", "m6", "m7"]);
     let one = store.event(planner[0].seq).await.unwrap().unwrap();
@@ -160,7 +161,6 @@ async fn engine_commits_are_idempotent(store: Arc<dyn Store>) {
     let commit = EngineCommit {
         cursor: Some(7),
         profiles: vec![("u1".into(), r#"{"v":1,"milestones":["a"]}"#.into())],
-        globals: Some(r#"{"v":1}"#.into()),
         actions: vec![action("a1", "u1", 7, 1), action("a2", "u1", 7, 1)],
         timers: vec![NewTimer {
             id: "t1".into(),
@@ -178,14 +178,11 @@ async fn engine_commits_are_idempotent(store: Arc<dyn Store>) {
             paused: false,
             error: None,
         }],
-        quarantine: Vec::new(),
-        released_done: Vec::new(),
-        lease: None,
+        ..EngineCommit::default()
     };
     store.engine_commit(commit.clone()).await.unwrap();
     store.engine_commit(commit).await.unwrap();
-    let (cursor, globals) = store.engine_state().await.unwrap();
-    assert_eq!((cursor, globals.as_deref()), (7, Some(r#"{"v":1}"#)));
+    assert_eq!(store.cursor(0).await.unwrap(), 7);
     let profiles = store
         .profiles(vec!["u1".into(), "u2".into()])
         .await
@@ -194,9 +191,9 @@ async fn engine_commits_are_idempotent(store: Arc<dyn Store>) {
     let pending = store.pending_of("u1", 10).await.unwrap();
     let ids: Vec<&str> = pending.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids, ["a1", "a2"], "planned once, in order");
-    assert_eq!(store.due_timers(499, 10).await.unwrap().len(), 0);
-    assert_eq!(store.due_timers(500, 10).await.unwrap().len(), 1);
-    assert_eq!(store.next_timer_ms().await.unwrap(), Some(500));
+    assert_eq!(store.due_timers(0, 499, 10).await.unwrap().len(), 0);
+    assert_eq!(store.due_timers(0, 500, 10).await.unwrap().len(), 1);
+    assert_eq!(store.next_timer_ms(0).await.unwrap(), Some(500));
     store
         .engine_commit(EngineCommit {
             timers_done: vec!["t1".into()],
@@ -204,7 +201,192 @@ async fn engine_commits_are_idempotent(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(store.next_timer_ms().await.unwrap(), None);
+    assert_eq!(store.next_timer_ms(0).await.unwrap(), None);
+}
+
+/// Planning partitions: each identity's events, timers and released entries belong to one
+/// partition, each partition has its own cursor, and the partitions share state through
+/// conditional writes that refuse a commit made on state changed since it was read.
+async fn partitions_split_planning_and_share_state_safely(store: Arc<dyn Store>) {
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(
+        store.partitions(),
+        1,
+        "a new schema starts with one partition"
+    );
+    store.repartition(4, "node-a", now).await.unwrap();
+    assert_eq!(store.partitions(), 4);
+    let users: Vec<String> = (0..20).map(|n| format!("user-{n}")).collect();
+    let messages: Vec<_> = (0..60)
+        .map(|n| track(&users[n % 20], &format!("m{n}")))
+        .collect();
+    store
+        .append(batch("web", at(0), json!(messages)))
+        .await
+        .unwrap();
+    let mut seen = 0;
+    for partition in 0..4 {
+        let events = store.events_after(partition, 0, 100).await.unwrap();
+        assert!(
+            events
+                .iter()
+                .all(|e| partition_of(&e.identity, 4) == partition),
+            "partition {partition} reads only its identities"
+        );
+        assert!(
+            events.windows(2).all(|w| w[0].seq < w[1].seq),
+            "in log order"
+        );
+        seen += events.len();
+    }
+    assert_eq!(seen, 60, "every event is in exactly one partition");
+
+    // Cursors move independently.
+    let first = store.events_after(1, 0, 100).await.unwrap();
+    let last = first.last().unwrap().seq;
+    store
+        .engine_commit(EngineCommit {
+            partition: 1,
+            cursor: Some(last),
+            timers: vec![NewTimer {
+                id: "t-1".into(),
+                identity: first[0].identity.clone(),
+                fire_at_ms: 10,
+                body: "{}".into(),
+            }],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.cursor(1).await.unwrap(), last);
+    assert_eq!(store.cursor(2).await.unwrap(), 0);
+    let states = store.partition_states().await.unwrap();
+    assert_eq!(states[1].behind, 0);
+    assert_eq!(
+        states.iter().map(|p| p.behind).sum::<i64>(),
+        60 - first.len() as i64
+    );
+    assert_eq!(store.due_timers(1, 10, 10).await.unwrap().len(), 1);
+    assert!(
+        store.due_timers(2, 10, 10).await.unwrap().is_empty(),
+        "a timer is its partition's"
+    );
+    assert_eq!(store.next_timer_ms(1).await.unwrap(), Some(10));
+
+    let refused = store.repartition(2, "node-a", now).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Refused(reason)) if reason.contains("not planned yet")),
+        "{refused:?}"
+    );
+
+    // Shared state: written only if unchanged since read; a refused commit writes nothing.
+    let turn = |value: &str, expected: i64| SharedWrite {
+        key: "round_robin/w/assign".into(),
+        value: value.into(),
+        expected,
+    };
+    store
+        .engine_commit(EngineCommit {
+            partition: 2,
+            shared: vec![turn("1", 0)],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    let lost = store
+        .engine_commit(EngineCommit {
+            partition: 3,
+            cursor: Some(1_000),
+            profiles: vec![("late".into(), "{}".into())],
+            shared: vec![turn("1", 0)],
+            ..EngineCommit::default()
+        })
+        .await;
+    assert!(matches!(lost, Err(StoreError::Conflict(_))), "{lost:?}");
+    assert!(
+        store
+            .profiles(vec!["late".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.cursor(3).await.unwrap(),
+        0,
+        "nothing of a refused commit is kept"
+    );
+    store
+        .engine_commit(EngineCommit {
+            partition: 3,
+            shared: vec![turn("2", 1)],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    let shared = store
+        .shared_state(vec!["company/none".into()], vec!["round_robin/".into()])
+        .await
+        .unwrap();
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    let entry = &shared["round_robin/w/assign"];
+    assert_eq!((entry.value.as_str(), entry.version), ("2", 2));
+
+    // Caught up everywhere, but another node is alive: refused too; then allowed.
+    for partition in 0..4 {
+        let head = store.events_after(partition, 0, 100).await.unwrap();
+        store
+            .engine_commit(EngineCommit {
+                partition,
+                cursor: head.last().map(|e| e.seq),
+                ..EngineCommit::default()
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .heartbeat("node-b", now, now, now + 60_000)
+        .await
+        .unwrap();
+    let refused = store.repartition(2, "node-a", now).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Refused(reason)) if reason.contains("node-b")),
+        "{refused:?}"
+    );
+    store.heartbeat("node-b", now, now, now).await.unwrap();
+    store.repartition(2, "node-a", now + 1).await.unwrap();
+    assert_eq!(store.partitions(), 2);
+    let timer_partition = partition_of(&first[0].identity, 2);
+    assert_eq!(
+        store.next_timer_ms(timer_partition).await.unwrap(),
+        Some(10),
+        "timers follow"
+    );
+    for partition in 0..2 {
+        assert!(
+            store
+                .events_after(partition, store.cursor(partition).await.unwrap(), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let more = store
+        .append(batch("web", at(1), json!([track("user-3", "m-new")])))
+        .await
+        .unwrap();
+    let Appended::Stored(seq) = more.events[0] else {
+        panic!("{more:?}")
+    };
+    let partition = partition_of("user-3", 2);
+    let after = store
+        .events_after(partition, store.cursor(partition).await.unwrap(), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [seq],
+        "new events go to the new split"
+    );
 }
 
 /// Delivery works through users' heads: one action per user at a time, urgent users first;
@@ -474,7 +656,7 @@ async fn leases_have_one_holder_and_fence_commits(store: Arc<dyn Store>) {
     );
     store.engine_commit(commit(&b, 20)).await.unwrap();
     assert_eq!(
-        store.engine_state().await.unwrap().0,
+        store.cursor(0).await.unwrap(),
         20,
         "node-a's late commit changed nothing"
     );
@@ -681,11 +863,11 @@ async fn quarantine_holds_until_released(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(store.quarantine_list(10).await.unwrap().len(), 2);
-    assert!(store.quarantine_released(10).await.unwrap().is_empty());
+    assert!(store.quarantine_released(0, 10).await.unwrap().is_empty());
     assert_eq!(store.quarantine_release("nobody", false).await.unwrap(), 0);
     assert_eq!(store.quarantine_release("bob", true).await.unwrap(), 2);
     assert!(store.profiles(vec!["bob".into()]).await.unwrap().is_empty());
-    let released = store.quarantine_released(10).await.unwrap();
+    let released = store.quarantine_released(0, 10).await.unwrap();
     let seqs: Vec<i64> = released.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [2, 4], "in log order");
     store
@@ -713,6 +895,7 @@ macro_rules! backends {
                 appends_are_ordered_and_deduplicated_per_source,
                 events_are_read_per_identity_and_after_a_cursor,
                 engine_commits_are_idempotent,
+                partitions_split_planning_and_share_state_safely,
                 the_queue_serves_heads_and_records_outcomes,
                 heads_follow_error_branches_and_urgency,
                 claims_are_exclusive_and_fenced,
@@ -821,7 +1004,11 @@ async fn a_sqlite_store_moves_to_postgres_whole() {
         .engine_commit(EngineCommit {
             cursor: Some(3),
             profiles: vec![("u1".into(), r#"{"v":1}"#.into())],
-            globals: Some(r#"{"v":1,"rr":2}"#.into()),
+            shared: vec![SharedWrite {
+                key: "round_robin/w/1".into(),
+                value: r#"{"v":1,"value":2}"#.into(),
+                expected: 0,
+            }],
             actions: vec![
                 action("a1", "u1", 1, 1),
                 fallback,
@@ -885,10 +1072,13 @@ async fn a_sqlite_store_moves_to_postgres_whole() {
     let events = pg.events(EventQuery::default()).await.unwrap().items;
     assert_eq!(events.len(), 3);
     assert_eq!(events[0].body["event"], "Tab\there\nnewline \\ backslash");
-    assert_eq!(
-        pg.engine_state().await.unwrap(),
-        (3, Some(r#"{"v":1,"rr":2}"#.into()))
-    );
+    assert_eq!(pg.cursor(0).await.unwrap(), 3);
+    assert_eq!(pg.partitions(), 1, "the source's partitions came across");
+    let shared = pg
+        .shared_state(vec!["round_robin/w/1".into()], vec![])
+        .await
+        .unwrap();
+    assert_eq!(shared["round_robin/w/1"].value, r#"{"v":1,"value":2}"#);
     assert_eq!(pg.profiles(vec!["u1".into()]).await.unwrap().len(), 1);
     assert_eq!(
         pg.identity_lookup("ws", &IdentityKey::UserId("u1".into()))
@@ -918,7 +1108,7 @@ async fn a_sqlite_store_moves_to_postgres_whole() {
         "paused",
         "the run's flags came across"
     );
-    assert_eq!(pg.next_timer_ms().await.unwrap(), Some(5));
+    assert_eq!(pg.next_timer_ms(0).await.unwrap(), Some(5));
     // PostgreSQL carries on: duplicates still caught, numbering and the queue continue.
     let again = pg
         .append(batch(

@@ -15,6 +15,8 @@
 use crate::{AppendBatch, AppendReceipt, Appended, StoreError};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,6 +42,7 @@ type Pending = (
 pub(crate) async fn run(
     pool: Pool,
     dedupe_window: Duration,
+    partitions: Arc<AtomicU32>,
     mut commands: mpsc::Receiver<IngestCommand>,
 ) {
     let window_ms = i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX);
@@ -64,7 +67,8 @@ pub(crate) async fn run(
             }
         }
         if !group.is_empty() {
-            commit_group(&pool, window_ms, &mut group).await;
+            let partitions = partitions.load(Ordering::Acquire);
+            commit_group(&pool, window_ms, partitions, &mut group).await;
         }
         if let Some(reply) = shutdown {
             let _ = reply.send(());
@@ -73,10 +77,10 @@ pub(crate) async fn run(
     }
 }
 
-async fn commit_group(pool: &Pool, window_ms: i64, group: &mut Vec<Pending>) {
+async fn commit_group(pool: &Pool, window_ms: i64, partitions: u32, group: &mut Vec<Pending>) {
     let started = Instant::now();
     let events: usize = group.iter().map(|(batch, _)| batch.events.len()).sum();
-    match write(pool, window_ms, group).await {
+    match write(pool, window_ms, partitions, group).await {
         Ok(receipts) => {
             metrics::histogram!("junction_store_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -110,6 +114,7 @@ struct EventColumns {
     timestamp_ms: Vec<i64>,
     received_ms: Vec<i64>,
     body: Vec<String>,
+    part: Vec<i32>,
 }
 
 #[derive(Default)]
@@ -128,6 +133,7 @@ struct RejectedColumns {
 async fn write(
     pool: &Pool,
     window_ms: i64,
+    partitions: u32,
     group: &[Pending],
 ) -> Result<Vec<AppendReceipt>, StoreError> {
     let mut client = pool
@@ -194,6 +200,9 @@ async fn write(
             events.timestamp_ms.push(event.timestamp.timestamp_millis());
             events.received_ms.push(received_ms);
             events.body.push(event.body.clone());
+            events
+                .part
+                .push(crate::partition_of(&event.identity, partitions) as i32);
             receipt.events.push(Appended::Stored(next_seq));
             next_seq += 1;
         }
@@ -214,10 +223,10 @@ async fn write(
     if !events.seq.is_empty() {
         tx.execute(
             "INSERT INTO events (seq, source, message_id, type, identity, user_id, anonymous_id,
-                                 event, timestamp_ms, received_ms, body)
+                                 event, timestamp_ms, received_ms, body, part)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::text[], $9::bigint[],
-                                  $10::bigint[], $11::text[])",
+                                  $10::bigint[], $11::text[], $12::int[])",
             &[
                 &events.seq,
                 &events.source,
@@ -230,6 +239,7 @@ async fn write(
                 &events.timestamp_ms,
                 &events.received_ms,
                 &events.body,
+                &events.part,
             ],
         )
         .await?;

@@ -18,8 +18,8 @@ pub mod schema;
 use crate::IdentityKey;
 use crate::outbox::{
     ActionOutcome, ActionRecord, Attempt, Claim, ClusterView, DeadLetterQuery, EngineCommit,
-    HeldClaim, Lease, NewAction, NodeRecord, OutboxCounts, QuarantineRecord, ReleasedEntry,
-    RunQuery, RunRecord,
+    HeldClaim, Lease, NewAction, NodeRecord, OutboxCounts, PartitionState, QuarantineRecord,
+    ReleasedEntry, RunQuery, RunRecord, SharedEntry,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
@@ -34,6 +34,7 @@ use ingest::IngestCommand;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::Notify;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
@@ -67,6 +68,8 @@ pub struct PostgresStore {
     /// Turns true at close: listeners stop.
     closed: tokio::sync::watch::Receiver<bool>,
     close: tokio::sync::watch::Sender<bool>,
+    /// How many planning partitions there are (ingest numbers events into them).
+    partitions: Arc<AtomicU32>,
 }
 
 /// Reads a `postgres://` URL into a client configuration (the password never reaches an error).
@@ -97,12 +100,22 @@ impl PostgresStore {
     pub async fn open(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let config = config(url)?;
         let pool = pool_for(config.clone(), POOL_SIZE)?;
-        {
+        let partitions = {
             let mut client = get(&pool).await?;
             schema::migrate(&mut client).await?;
-        }
+            let count: i64 = client
+                .query_one("SELECT count(*) FROM planner_partitions", &[])
+                .await?
+                .get(0);
+            Arc::new(AtomicU32::new(count as u32))
+        };
         let (ingest, commands) = mpsc::channel(INGEST_QUEUE);
-        tokio::spawn(ingest::run(pool.clone(), options.dedupe_window, commands));
+        tokio::spawn(ingest::run(
+            pool.clone(),
+            options.dedupe_window,
+            Arc::clone(&partitions),
+            commands,
+        ));
         let (close, closed) = tokio::sync::watch::channel(false);
         Ok(PostgresStore {
             ingest,
@@ -110,6 +123,7 @@ impl PostgresStore {
             config,
             closed,
             close,
+            partitions,
         })
     }
 
@@ -266,17 +280,22 @@ impl EventLog for PostgresStore {
 
     async fn events_after(
         &self,
+        partition: u32,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+                "SELECT {EVENT_COLUMNS} FROM events WHERE part = $1 AND seq > $2
+                 ORDER BY seq LIMIT $3"
             ))
             .await?;
         client
-            .query(&statement, &[&after_seq, &to_limit(limit)])
+            .query(
+                &statement,
+                &[&(partition as i32), &after_seq, &to_limit(limit)],
+            )
             .await?
             .iter()
             .map(event_from_row)
@@ -317,26 +336,74 @@ impl EventLog for PostgresStore {
 
 #[async_trait]
 impl EngineState for PostgresStore {
-    async fn engine_state(&self) -> Result<(i64, Option<String>), StoreError> {
+    fn partitions(&self) -> u32 {
+        self.partitions.load(Ordering::Acquire)
+    }
+
+    async fn cursor(&self, partition: u32) -> Result<i64, StoreError> {
         let client = self.client().await?;
-        let mut state = (0, None);
-        for row in client
-            .query("SELECT key, value FROM engine_state", &[])
+        let statement = client
+            .prepare_cached("SELECT cursor FROM planner_partitions WHERE part = $1")
+            .await?;
+        client
+            .query_opt(&statement, &[&(partition as i32)])
             .await?
-        {
-            let (key, value): (String, String) = (row.get(0), row.get(1));
-            match key.as_str() {
-                // A cursor read as 0 would plan every event again: never guess.
-                "cursor" => {
-                    state.0 = value.parse().map_err(|_| {
-                        StoreError::Unreadable(format!("the planner's cursor {value:?}"))
-                    })?
-                }
-                "globals" => state.1 = Some(value),
-                _ => {}
-            }
-        }
-        Ok(state)
+            .map(|r| r.get(0))
+            .ok_or_else(|| {
+                StoreError::Unreadable(format!("planning partition {partition} is missing"))
+            })
+    }
+
+    async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT p.part, p.cursor,
+                        (SELECT count(*) FROM events e WHERE e.part = p.part AND e.seq > p.cursor)
+                 FROM planner_partitions p ORDER BY p.part",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| PartitionState {
+                partition: r.get::<_, i32>(0) as u32,
+                cursor: r.get(1),
+                behind: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn shared_state(
+        &self,
+        keys: Vec<String>,
+        prefixes: Vec<String>,
+    ) -> Result<HashMap<String, SharedEntry>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                // Keys compare byte-wise (COLLATE "C"): a prefix's entries lie between it and
+                // the prefix followed by the highest character, a range the index serves.
+                "SELECT key, value, version FROM shared_state WHERE key = ANY($1)
+                 UNION
+                 SELECT s.key, s.value, s.version
+                 FROM unnest($2::text[]) AS p(prefix)
+                 JOIN shared_state AS s ON s.key >= p.prefix AND s.key < p.prefix || chr(1114111)",
+            )
+            .await?;
+        Ok(client
+            .query(&statement, &[&keys, &prefixes])
+            .await?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    SharedEntry {
+                        value: r.get(1),
+                        version: r.get(2),
+                    },
+                )
+            })
+            .collect())
     }
 
     async fn profiles(
@@ -362,39 +429,72 @@ impl EngineState for PostgresStore {
 
     async fn due_timers(
         &self,
+        partition: u32,
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "SELECT id, body FROM timers WHERE status = 'pending' AND fire_at_ms <= $1
-                 ORDER BY fire_at_ms LIMIT $2",
+                "SELECT id, body FROM timers
+                 WHERE status = 'pending' AND part = $1 AND fire_at_ms <= $2
+                 ORDER BY fire_at_ms LIMIT $3",
             )
             .await?;
         Ok(client
-            .query(&statement, &[&now_ms, &to_limit(limit)])
+            .query(
+                &statement,
+                &[&(partition as i32), &now_ms, &to_limit(limit)],
+            )
             .await?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
 
-    async fn next_timer_ms(&self) -> Result<Option<i64>, StoreError> {
+    async fn next_timer_ms(&self, partition: u32) -> Result<Option<i64>, StoreError> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT min(fire_at_ms) FROM timers WHERE status = 'pending'")
+            .prepare_cached(
+                "SELECT min(fire_at_ms) FROM timers WHERE status = 'pending' AND part = $1",
+            )
             .await?;
-        Ok(client.query_one(&statement, &[]).await?.get(0))
+        Ok(client
+            .query_one(&statement, &[&(partition as i32)])
+            .await?
+            .get(0))
     }
 
-    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError> {
+    async fn repartition(
+        &self,
+        partitions: u32,
+        node: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if partitions == 0 {
+            return Err(StoreError::Refused(
+                "planning needs at least one partition".into(),
+            ));
+        }
+        in_transaction!(self, |tx| outbox::repartition(
+            &tx, partitions, node, now_ms
+        )
+        .await?);
+        self.partitions.store(partitions, Ordering::Release);
+        Ok(())
+    }
+
+    async fn quarantine_released(
+        &self,
+        partition: u32,
+        limit: usize,
+    ) -> Result<Vec<ReleasedEntry>, StoreError> {
         let client = self.client().await?;
         Ok(client
             .query(
-                "SELECT id, identity, seq, timer FROM quarantine WHERE released
-                 ORDER BY seq, id LIMIT $1",
-                &[&to_limit(limit)],
+                "SELECT id, identity, seq, timer FROM quarantine WHERE released AND part = $1
+                 ORDER BY seq, id LIMIT $2",
+                &[&(partition as i32), &to_limit(limit)],
             )
             .await?
             .iter()

@@ -9,7 +9,7 @@
 use crate::StoreError;
 use crate::outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, DeadLetterQuery, EngineCommit,
-    Lease, NewAction, OutboxCounts, RUN_STATUS, RunQuery, RunRecord,
+    Lease, NewAction, OutboxCounts, RUN_STATUS, RunQuery, RunRecord, SharedWrite,
 };
 use deadpool_postgres::{Client, GenericClient, Transaction};
 use tokio_postgres::Row;
@@ -191,6 +191,109 @@ async fn check_lease(tx: &Transaction<'_>, lease: &Lease) -> Result<(), StoreErr
     lease.verify(token)
 }
 
+/// Writes shared planner state, each entry only if it is still at the version the planner
+/// read; otherwise refuses the whole commit as a conflict.
+async fn write_shared(tx: &Transaction<'_>, writes: &[SharedWrite]) -> Result<(), StoreError> {
+    for write in writes {
+        let written = if write.expected == 0 {
+            tx.execute(
+                "INSERT INTO shared_state (key, value, version) VALUES ($1, $2, 1)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&write.key, &write.value],
+            )
+            .await?
+        } else {
+            tx.execute(
+                "UPDATE shared_state SET value = $2, version = version + 1
+                 WHERE key = $1 AND version = $3",
+                &[&write.key, &write.value, &write.expected],
+            )
+            .await?
+        };
+        if written == 0 {
+            return Err(StoreError::Conflict(write.key.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// See [`crate::EngineState::repartition`]. Locks every partition row first, so two nodes
+/// starting together on a fresh store repartition one after the other.
+pub(super) async fn repartition(
+    tx: &Transaction<'_>,
+    partitions: u32,
+    node: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.execute("LOCK TABLE planner_partitions IN EXCLUSIVE MODE", &[])
+        .await?;
+    let others: Vec<String> = tx
+        .query(
+            "SELECT name FROM nodes WHERE expires_ms > $1 AND name <> $2",
+            &[&now_ms, &node],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let behind: Option<u32> = tx
+        .query_opt(
+            "SELECT p.part FROM planner_partitions p
+             WHERE EXISTS (SELECT 1 FROM events e WHERE e.part = p.part AND e.seq > p.cursor)
+             UNION ALL (SELECT part FROM quarantine WHERE released)
+             LIMIT 1",
+            &[],
+        )
+        .await?
+        .map(|r| r.get::<_, i32>(0) as u32);
+    crate::outbox::may_repartition(&others, behind)?;
+    let cursor: i64 = tx
+        .query_one(
+            "SELECT greatest(coalesce((SELECT max(cursor) FROM planner_partitions), 0),
+                             coalesce((SELECT max(seq) FROM events), 0))",
+            &[],
+        )
+        .await?
+        .get(0);
+    tx.execute("DELETE FROM planner_partitions", &[]).await?;
+    tx.execute(
+        "INSERT INTO planner_partitions (part, cursor)
+         SELECT part, $2 FROM generate_series(0, $1 - 1) AS part",
+        &[&(partitions as i32), &cursor],
+    )
+    .await?;
+    for (table, key, condition) in [
+        ("timers", "id", "status = 'pending'"),
+        ("quarantine", "id::text", "TRUE"),
+    ] {
+        let rows = tx
+            .query(
+                &format!("SELECT {key}, identity FROM {table} WHERE {condition}"),
+                &[],
+            )
+            .await?;
+        let (keys, parts): (Vec<String>, Vec<i32>) = rows
+            .iter()
+            .map(|r| {
+                let identity: String = r.get(1);
+                (
+                    r.get::<_, String>(0),
+                    crate::partition_of(&identity, partitions) as i32,
+                )
+            })
+            .unzip();
+        tx.execute(
+            &format!(
+                "UPDATE {table} SET part = t.part
+                 FROM unnest($1::text[], $2::int[]) AS t(key, part) WHERE {key} = t.key"
+            ),
+            &[&keys, &parts],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn engine_commit(
     tx: &Transaction<'_>,
     commit: &EngineCommit,
@@ -202,13 +305,14 @@ pub(super) async fn engine_commit(
     let mut users: Vec<String> = commit.actions.iter().map(|a| a.identity.clone()).collect();
     users.extend(commit.profiles.iter().map(|(identity, _)| identity.clone()));
     lock_users(tx, &users).await?;
-    let state = "INSERT INTO engine_state (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+    write_shared(tx, &commit.shared).await?;
+    let partition = commit.partition as i32;
     if let Some(cursor) = commit.cursor {
-        tx.execute(state, &[&"cursor", &cursor.to_string()]).await?;
-    }
-    if let Some(globals) = &commit.globals {
-        tx.execute(state, &[&"globals", globals]).await?;
+        tx.execute(
+            "UPDATE planner_partitions SET cursor = $2 WHERE part = $1",
+            &[&partition, &cursor],
+        )
+        .await?;
     }
     if !commit.profiles.is_empty() {
         let (identities, bodies): (Vec<&str>, Vec<&str>) = commit
@@ -229,9 +333,9 @@ pub(super) async fn engine_commit(
     insert_actions(tx, &commit.actions, now).await?;
     for t in &commit.timers {
         tx.execute(
-            "INSERT INTO timers (id, identity, fire_at_ms, status, body)
-             VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT (id) DO NOTHING",
-            &[&t.id, &t.identity, &t.fire_at_ms, &t.body],
+            "INSERT INTO timers (id, identity, fire_at_ms, status, body, part)
+             VALUES ($1, $2, $3, 'pending', $4, $5) ON CONFLICT (id) DO NOTHING",
+            &[&t.id, &t.identity, &t.fire_at_ms, &t.body, &partition],
         )
         .await?;
     }
@@ -264,9 +368,9 @@ pub(super) async fn engine_commit(
     }
     for q in &commit.quarantine {
         tx.execute(
-            "INSERT INTO quarantine (identity, seq, timer, reason, at_ms)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&q.identity, &q.seq, &q.timer, &q.reason, &now],
+            "INSERT INTO quarantine (identity, seq, timer, reason, at_ms, part)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&q.identity, &q.seq, &q.timer, &q.reason, &now, &partition],
         )
         .await?;
     }

@@ -209,6 +209,37 @@ const MIGRATIONS: &[&str] = &[
         expires_ms BIGINT NOT NULL
     );
     "#,
+    // 2: planning partitions (as SQLite's migration 9): events, timers and quarantine entries
+    // carry their identity's partition, each partition has a cursor, and the state partitions
+    // share is one versioned row per entry, `{"v": 1, "value": …}` (junction_flow::stored).
+    r#"
+    ALTER TABLE events ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX events_by_part ON events (part, seq);
+    ALTER TABLE timers ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX timers_due;
+    CREATE INDEX timers_due ON timers (part, fire_at_ms) WHERE status = 'pending';
+    ALTER TABLE quarantine ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE planner_partitions (
+        part   INTEGER PRIMARY KEY,
+        cursor BIGINT  NOT NULL
+    );
+    INSERT INTO planner_partitions (part, cursor)
+        SELECT 0, coalesce((SELECT value::bigint FROM engine_state WHERE key = 'cursor'), 0);
+    CREATE TABLE shared_state (
+        key     TEXT   PRIMARY KEY COLLATE "C",  -- round_robin/WORKFLOW/STEP | company/GROUP_ID
+        value   TEXT   NOT NULL,                 -- JSON
+        version BIGINT NOT NULL
+    );
+    INSERT INTO shared_state (key, value, version)
+        SELECT 'round_robin/' || j.key, jsonb_build_object('v', 1, 'value', j.value)::text, 1
+        FROM engine_state, jsonb_each(engine_state.value::jsonb -> 'round_robin') AS j
+        WHERE engine_state.key = 'globals'
+        UNION ALL
+        SELECT 'company/' || j.key, jsonb_build_object('v', 1, 'value', j.value)::text, 1
+        FROM engine_state, jsonb_each(engine_state.value::jsonb -> 'companies') AS j
+        WHERE engine_state.key = 'globals';
+    DROP TABLE engine_state;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -10,7 +10,8 @@ mod writer;
 use crate::IdentityKey;
 use crate::outbox::{
     ActionOutcome, ActionRecord, Attempt, Claim, ClusterView, DeadLetterQuery, EngineCommit, Lease,
-    NewAction, OutboxCounts, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    NewAction, OutboxCounts, PartitionState, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
+    SharedEntry,
 };
 use crate::query::{page_size, parse_cursor};
 use crate::{
@@ -31,6 +32,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::{mpsc, oneshot};
 use writer::{WriteCommand, Writer};
 
@@ -42,6 +44,8 @@ const READERS: usize = 4;
 pub struct SqliteStore {
     commands: mpsc::Sender<WriteCommand>,
     readers: Pool,
+    /// How many planning partitions there are (the writer numbers events into them).
+    partitions: Arc<AtomicU32>,
 }
 
 impl SqliteStore {
@@ -55,17 +59,21 @@ impl SqliteStore {
             })?;
         }
         let writer_path = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            let mut conn = Connection::open(&writer_path)?;
-            schema::configure_writer(&conn)?;
-            schema::migrate(&mut conn)?;
-            Ok(conn)
-        })
-        .await
-        .map_err(|e| StoreError::Pool(e.to_string()))??;
+        let (conn, partitions) =
+            tokio::task::spawn_blocking(move || -> Result<(Connection, u32), StoreError> {
+                let mut conn = Connection::open(&writer_path)?;
+                schema::configure_writer(&conn)?;
+                schema::migrate(&mut conn)?;
+                let partitions: u32 =
+                    conn.query_row("SELECT count(*) FROM planner_partitions", [], |r| r.get(0))?;
+                Ok((conn, partitions))
+            })
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))??;
+        let partitions = Arc::new(AtomicU32::new(partitions));
 
         let (commands, receiver) = mpsc::channel(WRITE_QUEUE);
-        let writer = Writer::new(conn, options.dedupe_window)?;
+        let writer = Writer::new(conn, options.dedupe_window, Arc::clone(&partitions))?;
         std::thread::Builder::new()
             .name("junction-writer".into())
             .spawn(move || writer.run(receiver))
@@ -88,7 +96,11 @@ impl SqliteStore {
             }))
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(SqliteStore { commands, readers })
+        Ok(SqliteStore {
+            commands,
+            readers,
+            partitions,
+        })
     }
 
     /// Runs a small write on the writer thread, in order with appends, and waits for its
@@ -273,16 +285,18 @@ impl EventLog for SqliteStore {
 
     async fn events_after(
         &self,
+        partition: u32,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                "SELECT {EVENT_COLUMNS} FROM events WHERE part = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3"
             ))?;
             let rows = statement
-                .query_map(params![after_seq, limit], event_from_row)?
+                .query_map(params![partition, after_seq, limit], event_from_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -313,26 +327,79 @@ impl EventLog for SqliteStore {
 
 #[async_trait]
 impl EngineState for SqliteStore {
-    async fn engine_state(&self) -> Result<(i64, Option<String>), StoreError> {
+    fn partitions(&self) -> u32 {
+        self.partitions.load(Ordering::Acquire)
+    }
+
+    async fn cursor(&self, partition: u32) -> Result<i64, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT cursor FROM planner_partitions WHERE part = ?1")?
+                .query_row(params![partition], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| {
+                    StoreError::Unreadable(format!("planning partition {partition} is missing"))
+                })
+        })
+        .await
+    }
+
+    async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError> {
         self.read(|conn| {
-            let mut statement = conn.prepare_cached("SELECT key, value FROM engine_state")?;
+            let mut statement = conn.prepare_cached(
+                "SELECT p.part, p.cursor,
+                        (SELECT count(*) FROM events e WHERE e.part = p.part AND e.seq > p.cursor)
+                 FROM planner_partitions p ORDER BY p.part",
+            )?;
             let rows = statement
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .query_map([], |r| {
+                    Ok(PartitionState {
+                        partition: r.get(0)?,
+                        cursor: r.get(1)?,
+                        behind: r.get(2)?,
+                    })
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut state = (0, None);
-            for (key, value) in rows {
-                match key.as_str() {
-                    // A cursor read as 0 would plan every event again: never guess.
-                    "cursor" => {
-                        state.0 = value.parse().map_err(|_| {
-                            StoreError::Unreadable(format!("the planner's cursor {value:?}"))
-                        })?
-                    }
-                    "globals" => state.1 = Some(value),
-                    _ => {}
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn shared_state(
+        &self,
+        keys: Vec<String>,
+        prefixes: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, SharedEntry>, StoreError> {
+        self.read(move |conn| {
+            let mut found = std::collections::HashMap::new();
+            let entry = |r: &Row<'_>| -> rusqlite::Result<(String, SharedEntry)> {
+                Ok((
+                    r.get(0)?,
+                    SharedEntry {
+                        value: r.get(1)?,
+                        version: r.get(2)?,
+                    },
+                ))
+            };
+            let mut by_key =
+                conn.prepare_cached("SELECT key, value, version FROM shared_state WHERE key = ?1")?;
+            for key in keys {
+                if let Some((key, value)) = by_key.query_row(params![key], entry).optional()? {
+                    found.insert(key, value);
                 }
             }
-            Ok(state)
+            // Keys sort as text: a prefix's entries lie between it and the prefix followed by
+            // the highest character.
+            let mut by_prefix = conn.prepare_cached(
+                "SELECT key, value, version FROM shared_state WHERE key >= ?1 AND key < ?2",
+            )?;
+            for prefix in prefixes {
+                let end = format!("{prefix}\u{10ffff}");
+                for row in by_prefix.query_map(params![prefix, end], entry)? {
+                    let (key, value) = row?;
+                    found.insert(key, value);
+                }
+            }
+            Ok(found)
         })
         .await
     }
@@ -361,6 +428,7 @@ impl EngineState for SqliteStore {
             if let Some(lease) = &commit.lease {
                 outbox::check_lease(tx, lease)?;
             }
+            outbox::write_shared(tx, &commit.shared)?;
             Ok(outbox::engine_commit(tx, &commit)?)
         }))
         .await
@@ -368,41 +436,71 @@ impl EngineState for SqliteStore {
 
     async fn due_timers(
         &self,
+        partition: u32,
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT id, body FROM timers WHERE status = 'pending' AND fire_at_ms <= ?1
-                 ORDER BY fire_at_ms LIMIT ?2",
+                "SELECT id, body FROM timers
+                 WHERE status = 'pending' AND part = ?1 AND fire_at_ms <= ?2
+                 ORDER BY fire_at_ms LIMIT ?3",
             )?;
             let rows = statement
-                .query_map(params![now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(params![partition, now_ms, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await
     }
 
-    async fn next_timer_ms(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|conn| {
+    async fn next_timer_ms(&self, partition: u32) -> Result<Option<i64>, StoreError> {
+        self.read(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT min(fire_at_ms) FROM timers WHERE status = 'pending'")?
-                .query_row([], |r| r.get(0))?)
+                .prepare_cached(
+                    "SELECT min(fire_at_ms) FROM timers WHERE status = 'pending' AND part = ?1",
+                )?
+                .query_row(params![partition], |r| r.get(0))?)
         })
         .await
     }
 
-    async fn quarantine_released(&self, limit: usize) -> Result<Vec<ReleasedEntry>, StoreError> {
+    async fn repartition(
+        &self,
+        partitions: u32,
+        node: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if partitions == 0 {
+            return Err(StoreError::Refused(
+                "planning needs at least one partition".into(),
+            ));
+        }
+        let node = node.to_owned();
+        self.write(Box::new(move |tx| {
+            outbox::repartition(tx, partitions, &node, now_ms)
+        }))
+        .await?;
+        self.partitions.store(partitions, Ordering::Release);
+        Ok(())
+    }
+
+    async fn quarantine_released(
+        &self,
+        partition: u32,
+        limit: usize,
+    ) -> Result<Vec<ReleasedEntry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT id, identity, seq, timer FROM quarantine WHERE released = 1
-                 ORDER BY seq, id LIMIT ?1",
+                "SELECT id, identity, seq, timer FROM quarantine WHERE released = 1 AND part = ?1
+                 ORDER BY seq, id LIMIT ?2",
             )?;
             let rows = statement
-                .query_map(params![limit], |r| {
+                .query_map(params![partition, limit], |r| {
                     Ok(ReleasedEntry {
                         id: r.get(0)?,
                         identity: r.get(1)?,

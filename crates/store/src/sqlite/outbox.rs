@@ -4,7 +4,7 @@ use crate::StoreError;
 use crate::outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, ClusterView, DeadLetterQuery,
     EngineCommit, HeldClaim, Lease, NewAction, NodeRecord, OutboxCounts, RUN_STATUS, RunQuery,
-    RunRecord,
+    RunRecord, SharedWrite,
 };
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
@@ -96,17 +96,88 @@ pub(super) fn refresh_heads<'a>(
     Ok(())
 }
 
+/// Writes shared planner state, each entry only if it is still at the version the planner
+/// read; otherwise refuses the whole commit as a conflict.
+pub(super) fn write_shared(tx: &Transaction<'_>, writes: &[SharedWrite]) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO shared_state (key, value, version) VALUES (?1, ?2, 1)
+         ON CONFLICT (key) DO NOTHING",
+    )?;
+    let mut update = tx.prepare_cached(
+        "UPDATE shared_state SET value = ?2, version = version + 1
+         WHERE key = ?1 AND version = ?3",
+    )?;
+    for write in writes {
+        let written = if write.expected == 0 {
+            insert.execute(params![write.key, write.value])?
+        } else {
+            update.execute(params![write.key, write.value, write.expected])?
+        };
+        if written == 0 {
+            return Err(StoreError::Conflict(write.key.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// See [`crate::EngineState::repartition`].
+pub(super) fn repartition(
+    tx: &Transaction<'_>,
+    partitions: u32,
+    node: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let others: Vec<String> = tx
+        .prepare_cached("SELECT name FROM nodes WHERE expires_ms > ?1 AND name <> ?2")?
+        .query_map(params![now_ms, node], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let behind: Option<u32> = tx
+        .query_row(
+            "SELECT p.part FROM planner_partitions p
+             WHERE EXISTS (SELECT 1 FROM events e WHERE e.part = p.part AND e.seq > p.cursor)
+             UNION ALL SELECT part FROM quarantine WHERE released = 1
+             LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    crate::outbox::may_repartition(&others, behind)?;
+    let cursor: i64 = tx.query_row(
+        "SELECT max(coalesce((SELECT max(cursor) FROM planner_partitions), 0),
+                    coalesce((SELECT max(seq) FROM events), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    tx.execute("DELETE FROM planner_partitions", [])?;
+    let mut insert =
+        tx.prepare_cached("INSERT INTO planner_partitions (part, cursor) VALUES (?1, ?2)")?;
+    for part in 0..partitions {
+        insert.execute(params![part, cursor])?;
+    }
+    let timers: Vec<(String, String)> = tx
+        .prepare("SELECT id, identity FROM timers WHERE status = 'pending'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut timer = tx.prepare("UPDATE timers SET part = ?2 WHERE id = ?1")?;
+    for (id, identity) in timers {
+        timer.execute(params![id, crate::partition_of(&identity, partitions)])?;
+    }
+    let held: Vec<(i64, String)> = tx
+        .prepare("SELECT id, identity FROM quarantine")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut entry = tx.prepare("UPDATE quarantine SET part = ?2 WHERE id = ?1")?;
+    for (id, identity) in held {
+        entry.execute(params![id, crate::partition_of(&identity, partitions)])?;
+    }
+    Ok(())
+}
+
 pub(super) fn engine_commit(tx: &Transaction<'_>, commit: &EngineCommit) -> rusqlite::Result<()> {
     let now = now_ms();
-    let mut state = tx.prepare_cached(
-        "INSERT INTO engine_state (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?;
     if let Some(cursor) = commit.cursor {
-        state.execute(params!["cursor", cursor.to_string()])?;
-    }
-    if let Some(globals) = &commit.globals {
-        state.execute(params!["globals", globals])?;
+        tx.prepare_cached("UPDATE planner_partitions SET cursor = ?2 WHERE part = ?1")?
+            .execute(params![commit.partition, cursor])?;
     }
     let mut profile = tx.prepare_cached(
         "INSERT INTO profiles (identity, body) VALUES (?1, ?2)
@@ -117,11 +188,17 @@ pub(super) fn engine_commit(tx: &Transaction<'_>, commit: &EngineCommit) -> rusq
     }
     insert_actions(tx, &commit.actions, now)?;
     let mut timer = tx.prepare_cached(
-        "INSERT OR IGNORE INTO timers (id, identity, fire_at_ms, status, body)
-         VALUES (?1, ?2, ?3, 'pending', ?4)",
+        "INSERT OR IGNORE INTO timers (id, identity, fire_at_ms, status, body, part)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
     )?;
     for t in &commit.timers {
-        timer.execute(params![t.id, t.identity, t.fire_at_ms, t.body])?;
+        timer.execute(params![
+            t.id,
+            t.identity,
+            t.fire_at_ms,
+            t.body,
+            commit.partition
+        ])?;
     }
     let mut done = tx.prepare_cached("UPDATE timers SET status = 'done' WHERE id = ?1")?;
     for id in &commit.timers_done {
@@ -140,10 +217,18 @@ pub(super) fn engine_commit(tx: &Transaction<'_>, commit: &EngineCommit) -> rusq
         ])?;
     }
     let mut hold = tx.prepare_cached(
-        "INSERT INTO quarantine (identity, seq, timer, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO quarantine (identity, seq, timer, reason, at_ms, part)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for q in &commit.quarantine {
-        hold.execute(params![q.identity, q.seq, q.timer, q.reason, now])?;
+        hold.execute(params![
+            q.identity,
+            q.seq,
+            q.timer,
+            q.reason,
+            now,
+            commit.partition
+        ])?;
     }
     let mut planned = tx.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?;
     for id in &commit.released_done {

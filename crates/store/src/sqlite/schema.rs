@@ -225,6 +225,41 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (workspace, bucket)
     ) WITHOUT ROWID;
     "#,
+    // 9: planning partitions. Events, timers and quarantine entries carry the partition of
+    // their identity (`partition_of`); each partition has its own cursor. The planner state
+    // that partitions share becomes one row per entry with a version, so that planners on
+    // different nodes change it without losing each other's writes. A store from before
+    // starts with one partition, where the single cursor was.
+    r#"
+    ALTER TABLE events ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX events_by_part ON events (part, seq);
+    ALTER TABLE timers ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX timers_due;
+    CREATE INDEX timers_due ON timers (part, fire_at_ms) WHERE status = 'pending';
+    ALTER TABLE quarantine ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE planner_partitions (
+        part   INTEGER PRIMARY KEY,
+        cursor INTEGER NOT NULL
+    );
+    INSERT INTO planner_partitions (part, cursor)
+        SELECT 0, coalesce((SELECT CAST(value AS INTEGER) FROM engine_state
+                            WHERE key = 'cursor'), 0);
+    CREATE TABLE shared_state (
+        key     TEXT    PRIMARY KEY,  -- round_robin/WORKFLOW/STEP | company/GROUP_ID
+        value   TEXT    NOT NULL,     -- JSON
+        version INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- Each entry as `{"v": 1, "value": …}`, the format of stored state (junction_flow::stored).
+    INSERT INTO shared_state (key, value, version)
+        SELECT 'round_robin/' || j.key, json_object('v', 1, 'value', j.value), 1
+        FROM engine_state, json_each(engine_state.value, '$.round_robin') AS j
+        WHERE engine_state.key = 'globals' AND json_valid(engine_state.value)
+        UNION ALL
+        SELECT 'company/' || j.key, json_object('v', 1, 'value', json(j.value)), 1
+        FROM engine_state, json_each(engine_state.value, '$.companies') AS j
+        WHERE engine_state.key = 'globals' AND json_valid(engine_state.value);
+    DROP TABLE engine_state;
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.
@@ -276,4 +311,55 @@ pub fn configure_reader(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "busy_timeout", 5_000)?;
     conn.pragma_update(None, "query_only", "ON")?;
     tune_memory(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store from before partitions keeps its place and its shared state: the single cursor
+    /// becomes partition 0's, and the globals blob becomes one versioned entry per turn and
+    /// per company, in the stored-state format.
+    #[test]
+    fn the_planner_state_of_an_older_store_carries_over_into_partitions() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (index, sql) in MIGRATIONS.iter().take(8).enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", index as i64 + 1)
+                .unwrap();
+        }
+        conn.execute_batch(
+            r#"INSERT INTO engine_state (key, value) VALUES ('cursor', '41');
+               INSERT INTO engine_state (key, value) VALUES ('globals',
+                 '{"v":1,"round_robin":{"lead/assign":5},"companies":{"acme":{"plan":"pro","seats":3}}}');"#,
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let cursor: (i64, i64) = conn
+            .query_row("SELECT part, cursor FROM planner_partitions", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(cursor, (0, 41));
+        let shared: Vec<(String, String)> = conn
+            .prepare("SELECT key, value FROM shared_state ORDER BY key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            shared,
+            [
+                (
+                    "company/acme".to_owned(),
+                    r#"{"v":1,"value":{"plan":"pro","seats":3}}"#.to_owned()
+                ),
+                (
+                    "round_robin/lead/assign".to_owned(),
+                    r#"{"v":1,"value":5}"#.to_owned()
+                ),
+            ]
+        );
+    }
 }

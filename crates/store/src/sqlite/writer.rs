@@ -13,6 +13,8 @@
 use super::identity_index;
 use crate::{AppendBatch, AppendReceipt, Appended, StoreError};
 use rusqlite::{Connection, TransactionBehavior, params};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -60,10 +62,16 @@ pub(crate) struct Writer {
     last_commit: Instant,
     /// After a failed indexing step, when to try again.
     index_retry_at: Instant,
+    /// How many planning partitions events are spread over (changed by a repartition).
+    partitions: Arc<AtomicU32>,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, dedupe_window: Duration) -> rusqlite::Result<Self> {
+    pub(crate) fn new(
+        conn: Connection,
+        dedupe_window: Duration,
+        partitions: Arc<AtomicU32>,
+    ) -> rusqlite::Result<Self> {
         let (last_seq, indexed_upto) = identity_index::positions(&conn)?;
         Ok(Writer {
             conn,
@@ -72,6 +80,7 @@ impl Writer {
             indexed_upto,
             last_commit: Instant::now(),
             index_retry_at: Instant::now(),
+            partitions,
         })
     }
 
@@ -235,6 +244,7 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut receipts = Vec::with_capacity(group.len());
+        let partitions = self.partitions.load(Ordering::Acquire);
         // Holding the write lock (BEGIN IMMEDIATE), this transaction numbers its own events:
         // the messageId record can then point at its event without a second write.
         let mut next_seq: i64 = tx.query_row(
@@ -253,8 +263,8 @@ impl Writer {
             )?;
             let mut insert_event = tx.prepare_cached(
                 "INSERT INTO events (seq, source, message_id, type, identity, user_id,
-                                     anonymous_id, event, timestamp_ms, received_ms, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                     anonymous_id, event, timestamp_ms, received_ms, body, part)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             let mut insert_rejected = tx.prepare_cached(
                 "INSERT INTO rejected (source, received_ms, position, type, message_id, code,
@@ -291,6 +301,7 @@ impl Writer {
                         event.timestamp.timestamp_millis(),
                         received_ms,
                         event.body,
+                        crate::partition_of(&event.identity, partitions),
                     ])?;
                     receipt.events.push(Appended::Stored(next_seq));
                     next_seq += 1;
