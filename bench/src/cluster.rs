@@ -4,6 +4,9 @@
 //!   connections, closed loop, to one `junction serve` and then to three sharing one database
 //!   (connections spread round-robin), with PostgreSQL's `synchronous_commit` on (its default):
 //!   an acknowledged batch is on disk.
+//! - **Planning**: a burst of events for many users, with three templates, planned by one node
+//!   and then by three (each planning its share of the partitions): events per second from the
+//!   first send until no partition trails the log.
 //! - **Delivery at the rate limit**: a backlog of contact updates delivered by three nodes to
 //!   the Intercom emulator with a small limit per 10-second window: how much of each full
 //!   window the nodes used together, and how many requests Intercom refused.
@@ -71,6 +74,12 @@ struct IngestRow {
     errors: u64,
 }
 
+struct PlanningRow {
+    nodes: usize,
+    events: usize,
+    seconds: f64,
+}
+
 struct DeliveryRow {
     calls: usize,
     refused: usize,
@@ -98,12 +107,23 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             ingest.push(row);
         }
     }
+    let mut planning = Vec::new();
+    for nodes in [1, 3] {
+        let row = planning_run(&args, nodes).await?;
+        println!(
+            "planning, {nodes} node(s): {} events in {:.1} s ({:.0} events/s)",
+            row.events,
+            row.seconds,
+            row.events as f64 / row.seconds
+        );
+        planning.push(row);
+    }
     let delivery = delivery_run(&args).await?;
     println!(
         "delivery, 3 nodes: {} calls, {} answered 429, {:.3} of each full window used",
         delivery.calls, delivery.refused, delivery.used_share
     );
-    let report = report(&args, &ingest, &delivery);
+    let report = report(&args, &ingest, &planning, &delivery);
     print!("{report}");
     if let Some(path) = &args.write {
         crate::replace_marked(path, "cluster", &report)?;
@@ -243,6 +263,100 @@ async fn ingest_run(
     })
 }
 
+/// Events planned by the planning run: 40 per user, identifies and tracks interleaved.
+const PLANNING_USERS: usize = 1_000;
+const PLANNING_EVENTS_PER_USER: usize = 40;
+
+async fn planning_run(args: &ClusterArgs, count: usize) -> anyhow::Result<PlanningRow> {
+    let dir = tempfile::tempdir()?;
+    let store =
+        junction_store::postgres::create_scratch_database(&args.postgres, "junction_bench").await?;
+    // No Intercom: actions are planned and kept, so this measures planning alone.
+    let extra = "workflows:\n  - template: profile-sync\n  - template: track-events\n  - template: churn-risk\n";
+    let (_nodes, ports) = start_nodes(&args.junction, dir.path(), &store, extra, count).await?;
+    let http = reqwest::Client::new();
+    // Wait until the partitions are shared out, so the run measures planning, not handover.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cluster: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{}/api/cluster", ports[0]))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let planners: std::collections::HashSet<&str> = cluster["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["node"].as_str())
+            .collect();
+        let all_held = cluster["partitions"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["node"].is_string()));
+        if all_held && planners.len() == count {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "partitions not shared out: {cluster}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let messages: Vec<serde_json::Value> = (0..PLANNING_EVENTS_PER_USER)
+        .flat_map(|i| {
+            (0..PLANNING_USERS).map(move |u| {
+                let user = format!("user-{u}");
+                if i % 2 == 0 {
+                    serde_json::json!({"type": "identify", "userId": user, "traits": {"email": format!("{user}@example.com"), "n": i}})
+                } else {
+                    serde_json::json!({"type": "track", "userId": user, "event": "Logged In", "properties": {"n": i}})
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    // Eight requests at a time, as an SDK's flush queue would.
+    let mut sending = tokio::task::JoinSet::new();
+    for (n, batch) in messages.chunks(BATCH).enumerate() {
+        if sending.len() == 8 {
+            sending.join_next().await.expect("a send in flight")??;
+        }
+        let request = http
+            .post(format!(
+                "http://127.0.0.1:{}/v1/batch",
+                ports[n % ports.len()]
+            ))
+            .basic_auth(WRITE_KEY, Some(""))
+            .json(&serde_json::json!({ "batch": batch }));
+        sending.spawn(async move { request.send().await?.error_for_status().map(drop) });
+    }
+    while let Some(sent) = sending.join_next().await {
+        sent??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(1_800);
+    loop {
+        let cluster: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{}/api/cluster", ports[0]))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if cluster["lagEvents"] == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "planning did not catch up: {cluster}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(PlanningRow {
+        nodes: count,
+        events: messages.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
 async fn delivery_run(args: &ClusterArgs) -> anyhow::Result<DeliveryRow> {
     let dir = tempfile::tempdir()?;
     let store =
@@ -352,7 +466,12 @@ async fn delivery_run(args: &ClusterArgs) -> anyhow::Result<DeliveryRow> {
     })
 }
 
-fn report(args: &ClusterArgs, ingest: &[IngestRow], delivery: &DeliveryRow) -> String {
+fn report(
+    args: &ClusterArgs,
+    ingest: &[IngestRow],
+    planning: &[PlanningRow],
+    delivery: &DeliveryRow,
+) -> String {
     let mut text = String::from(
         "## Several nodes on PostgreSQL\n\n\
          `cargo build --release -p junction -p junction-bench && target/release/junction-bench cluster --postgres postgres://postgres@127.0.0.1:5432/postgres --write BENCHMARKS.md`\n\n",
@@ -373,6 +492,20 @@ fn report(args: &ClusterArgs, ingest: &[IngestRow], delivery: &DeliveryRow) -> S
             },
             row.events_per_second,
             row.errors
+        ));
+    }
+    text.push_str(&format!(
+        "\nPlanning: {PLANNING_USERS} users × {PLANNING_EVENTS_PER_USER} events (identifies and tracks interleaved, batches of {BATCH}, 8 requests in flight, spread over the nodes) with profile-sync, track-events and churn-risk, no Intercom (actions are planned and kept); from the first send until no partition trails the log. {} planning partitions, shared out among the nodes.\n\n\
+         | nodes | events | seconds | events/s |\n|---:|---:|---:|---:|\n",
+        junction_store::DEFAULT_PARTITIONS
+    ));
+    for row in planning {
+        text.push_str(&format!(
+            "| {} | {} | {:.1} | {:.0} |\n",
+            row.nodes,
+            row.events,
+            row.seconds,
+            row.events as f64 / row.seconds
         ));
     }
     text.push_str(&format!(

@@ -39,8 +39,8 @@ enum Cmd {
     Ingest(IngestArgs),
     /// Measure what a large delivery backlog costs (wake-ups, memory), and report.
     Backlog(backlog::BacklogArgs),
-    /// Measure Junction on PostgreSQL, one node against three: ingest, and delivery at the
-    /// rate limit.
+    /// Measure Junction on PostgreSQL, one node against three: ingest, planning, and delivery
+    /// at the rate limit.
     Cluster(cluster::ClusterArgs),
     /// Serve the do-nothing ceiling endpoints (started by `ingest`).
     Ceiling {

@@ -82,7 +82,7 @@ impl Engine {
         actions_planned: Arc<Notify>,
     ) -> Result<Self, StoreError> {
         let cursor = store.cursor(partition).await?;
-        let partitions = store.partitions();
+        let partitions = store.partitions().await?;
         // Round-robin turns serve every user: planning waits (and the engine reports itself
         // stopped) rather than start them over from nothing.
         SharedState::load(store.as_ref(), &[]).await?;

@@ -34,6 +34,17 @@ pub struct Planning {
     pub lease: Duration,
 }
 
+/// Stops every engine (each gives its lease up) and waits for them.
+async fn stop_all(
+    engines: &mut JoinSet<Result<(), String>>,
+    running: &HashMap<tokio::task::Id, Running>,
+) {
+    for engine in running.values() {
+        let _ = engine.stop.send(true);
+    }
+    while engines.join_next().await.is_some() {}
+}
+
 /// Why a turn of the keeper failed.
 enum Trouble {
     /// The store did not answer: the next turn tries again.
@@ -53,23 +64,45 @@ impl Planning {
     /// Keeps this node's share of the partitions planned until `stop` turns true; then stops
     /// every engine (each gives its lease up). Fails when an engine cannot start or dies.
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
-        let partitions = self.store.partitions();
+        // Known at the first turn; read again every turn, as it may change between runs of
+        // the nodes (`junction migrate --partitions`, or a new store split by another node).
+        let mut partitions = 0;
         // Every engine watches this bell; the keeper rings it for each ingest notification.
         let (bell, _) = watch::channel(0u64);
         let mut engines: JoinSet<Result<(), String>> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
         let tick = (self.lease / 3).min(Duration::from_secs(2));
-        // Nodes start their search for free partitions at different places, so that nodes
-        // starting together do not all contend for partition 0 first.
-        let offset = junction_store::partition_of(&self.node, partitions);
         let mut next_turn = tokio::time::Instant::now();
-        tracing::info!(node = %self.node, partitions, "planning keeper started");
         loop {
             if *stop.borrow() {
                 break;
             }
             if tokio::time::Instant::now() >= next_turn {
                 next_turn = tokio::time::Instant::now() + tick;
+                match self.store.partitions().await {
+                    Ok(now) if now == partitions => {}
+                    Ok(now) => {
+                        if partitions > 0 {
+                            tracing::warn!(
+                                from = partitions,
+                                to = now,
+                                "planning partitions changed: this node's engines start over"
+                            );
+                        } else {
+                            tracing::info!(node = %self.node, partitions = now, "planning keeper started");
+                        }
+                        stop_all(&mut engines, &running).await;
+                        running.clear();
+                        partitions = now;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "planning: cannot read the partitions; trying again");
+                        continue;
+                    }
+                }
+                // Nodes start their search for free partitions at different places, so that
+                // nodes starting together do not all contend for partition 0 first.
+                let offset = junction_store::partition_of(&self.node, partitions);
                 match self
                     .balance(partitions, offset, &bell, &mut engines, &mut running)
                     .await
@@ -97,10 +130,7 @@ impl Planning {
                 _ = stop.changed() => {}
             }
         }
-        for engine in running.values() {
-            let _ = engine.stop.send(true);
-        }
-        while engines.join_next().await.is_some() {}
+        stop_all(&mut engines, &running).await;
         Ok(())
     }
 

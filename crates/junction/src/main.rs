@@ -139,7 +139,11 @@ async fn repartition(store_url: &str, wanted: u32) -> Result<(), Failure> {
         .await
         .with_context(|| format!("opening the store {url}"))
         .map_err(Failure::Runtime)?;
-    let have = store.partitions();
+    let have = store
+        .partitions()
+        .await
+        .with_context(|| format!("reading the store {url}"))
+        .map_err(Failure::Runtime)?;
     let now = chrono::Utc::now().timestamp_millis();
     let result = match store.repartition(wanted, "junction migrate", now).await {
         Ok(()) => {

@@ -31,7 +31,7 @@ async fn settle_partitions(
     configured: Option<u32>,
     node: &str,
 ) -> anyhow::Result<()> {
-    let have = store.partitions();
+    let have = store.partitions().await?;
     let wanted = match configured {
         Some(wanted) => wanted,
         None => {

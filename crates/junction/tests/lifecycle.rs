@@ -370,8 +370,9 @@ async fn intercom_credentials_are_checked_at_start_up() {
 }
 
 /// `junction migrate` creates a store's schema before any node starts (and says so), leaves a
-/// current one alone; `junction cluster` then shows a node that ran on it, and after its clean
-/// stop, shows it gone. On PostgreSQL, where several nodes share a store.
+/// current one alone; `junction cluster` then shows a node that ran on it planning every
+/// partition, and after its clean stop, shows it gone. The partitions change only with every
+/// node stopped. On PostgreSQL, where several nodes share a store.
 #[tokio::test]
 async fn migrate_and_cluster_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
@@ -383,12 +384,43 @@ async fn migrate_and_cluster_on_postgres() {
     let again = junction(&["migrate", "--store", &store]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
 
-    let mut server = Server::start_on(dir.path(), store, "cluster:\n  node: only-node\n").await;
+    let mut server =
+        Server::start_on(dir.path(), store.clone(), "cluster:\n  node: only-node\n").await;
     let config = server.config.to_str().unwrap().to_owned();
     let cluster = junction(&["cluster", "--config", &config, "--json"]);
     let view: serde_json::Value = serde_json::from_slice(&cluster.stdout).unwrap();
     assert_eq!(view["nodes"][0]["name"], "only-node", "{view}");
     assert_eq!(view["nodes"][0]["alive"], true, "{view}");
+    assert_eq!(
+        view["partitions"].as_array().map(Vec::len),
+        Some(8),
+        "{view}"
+    );
+    let refused = junction(&["migrate", "--store", &store, "--partitions", "4"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("only-node") && said.contains("stop every node"),
+        "{said}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let planning = loop {
+        let cluster = junction(&["cluster", "--config", &config, "--json"]);
+        let view: serde_json::Value = serde_json::from_slice(&cluster.stdout).unwrap();
+        if view["nodes"][0]["plans"].as_array().map(Vec::len) == Some(8) {
+            break view;
+        }
+        assert!(std::time::Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        planning["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["node"] == "only-node"),
+        "one node plans every partition: {planning}"
+    );
     assert!(server.terminate().success());
     let cluster = junction(&["cluster", "--config", &config]);
     let table = String::from_utf8_lossy(&cluster.stdout);
@@ -397,6 +429,16 @@ async fn migrate_and_cluster_on_postgres() {
             .lines()
             .any(|l| l.starts_with("only-node") && l.contains("gone")),
         "{table}"
+    );
+    let changed = junction(&["migrate", "--store", &store, "--partitions", "4"]);
+    assert!(changed.status.success(), "{changed:?}");
+    assert!(String::from_utf8_lossy(&changed.stdout).contains("planning partitions 8 → 4"));
+    let cluster = junction(&["cluster", "--config", &config, "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&cluster.stdout).unwrap();
+    assert_eq!(
+        view["partitions"].as_array().map(Vec::len),
+        Some(4),
+        "{view}"
     );
 }
 

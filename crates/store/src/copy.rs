@@ -222,9 +222,10 @@ pub async fn copy(from: &str, to: &str) -> Result<Vec<(&'static str, u64)>, Stor
         sink.finish().await?;
         copied.push((table.name, rows));
     }
-    // Numbering carries on after what was copied.
+    // Numbering carries on after what was copied, into the same planning partitions.
     tx.batch_execute(
-        "UPDATE event_log_head SET next_seq = (SELECT coalesce(max(seq), 0) + 1 FROM events);
+        "UPDATE event_log_head SET next_seq = (SELECT coalesce(max(seq), 0) + 1 FROM events),
+                                   partitions = (SELECT count(*) FROM planner_partitions);
          SELECT setval(pg_get_serial_sequence('actions', 'position'),
                        (SELECT coalesce(max(position), 0) + 1 FROM actions), false);
          SELECT setval(pg_get_serial_sequence('rejected', 'id'),

@@ -284,8 +284,9 @@ pub trait EventLog: Send + Sync + 'static {
 /// entries, so the partitions can be planned on different nodes at once.
 #[async_trait]
 pub trait EngineState: Send + Sync + 'static {
-    /// How many planning partitions the store is split into.
-    fn partitions(&self) -> u32;
+    /// How many planning partitions the store is split into (read from the store each time:
+    /// another process may have changed it).
+    async fn partitions(&self) -> Result<u32, StoreError>;
 
     /// Where a partition's planner stands (last event planned; 0 before any).
     async fn cursor(&self, partition: u32) -> Result<i64, StoreError>;

@@ -210,12 +210,12 @@ async fn engine_commits_are_idempotent(store: Arc<dyn Store>) {
 async fn partitions_split_planning_and_share_state_safely(store: Arc<dyn Store>) {
     let now = chrono::Utc::now().timestamp_millis();
     assert_eq!(
-        store.partitions(),
+        store.partitions().await.unwrap(),
         1,
         "a new schema starts with one partition"
     );
     store.repartition(4, "node-a", now).await.unwrap();
-    assert_eq!(store.partitions(), 4);
+    assert_eq!(store.partitions().await.unwrap(), 4);
     let users: Vec<String> = (0..20).map(|n| format!("user-{n}")).collect();
     let messages: Vec<_> = (0..60)
         .map(|n| track(&users[n % 20], &format!("m{n}")))
@@ -354,7 +354,7 @@ async fn partitions_split_planning_and_share_state_safely(store: Arc<dyn Store>)
     );
     store.heartbeat("node-b", now, now, now).await.unwrap();
     store.repartition(2, "node-a", now + 1).await.unwrap();
-    assert_eq!(store.partitions(), 2);
+    assert_eq!(store.partitions().await.unwrap(), 2);
     let timer_partition = partition_of(&first[0].identity, 2);
     assert_eq!(
         store.next_timer_ms(timer_partition).await.unwrap(),
@@ -1073,7 +1073,11 @@ async fn a_sqlite_store_moves_to_postgres_whole() {
     assert_eq!(events.len(), 3);
     assert_eq!(events[0].body["event"], "Tab\there\nnewline \\ backslash");
     assert_eq!(pg.cursor(0).await.unwrap(), 3);
-    assert_eq!(pg.partitions(), 1, "the source's partitions came across");
+    assert_eq!(
+        pg.partitions().await.unwrap(),
+        1,
+        "the source's partitions came across"
+    );
     let shared = pg
         .shared_state(vec!["round_robin/w/1".into()], vec![])
         .await
@@ -1147,4 +1151,52 @@ async fn a_sqlite_store_moves_to_postgres_whole() {
         matches!(&refused, Err(junction_store::StoreError::Unsupported { reason, .. }) if reason.contains("empty database")),
         "{refused:?}"
     );
+}
+
+/// A store opened before another process changed the number of partitions (the
+/// `junction migrate --partitions` command, or a node splitting a new store) numbers its new
+/// events into the new split, never the one it saw at open; splitting again into the same
+/// number changes nothing, even with other nodes alive.
+async fn a_repartition_reaches_every_open_store(url: &str) {
+    let options = junction_store::StoreOptions::default;
+    let running = junction_store::open(url, options()).await.unwrap();
+    let other = junction_store::open(url, options()).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    other.repartition(4, "other", now).await.unwrap();
+    assert_eq!(running.partitions().await.unwrap(), 4);
+    let users: Vec<String> = (0..12).map(|n| format!("user-{n}")).collect();
+    let messages: Vec<_> = users.iter().map(|u| track(u, &format!("m-{u}"))).collect();
+    running
+        .append(batch("web", at(0), json!(messages)))
+        .await
+        .unwrap();
+    for user in &users {
+        let partition = partition_of(user, 4);
+        let events = running.events_after(partition, 0, 100).await.unwrap();
+        assert!(
+            events.iter().any(|e| &e.identity == user),
+            "{user}'s event is in partition {partition}"
+        );
+    }
+    running
+        .heartbeat("running", now, now, now + 60_000)
+        .await
+        .unwrap();
+    other.repartition(4, "other", now).await.unwrap();
+    assert_eq!(other.cursor(0).await.unwrap(), 0, "nothing moved");
+}
+
+#[tokio::test]
+async fn a_repartition_reaches_every_open_sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("junction.db").display());
+    a_repartition_reaches_every_open_store(&url).await;
+}
+
+#[tokio::test]
+async fn a_repartition_reaches_every_open_postgres_store() {
+    let url = junction_store::postgres::create_scratch_database(&test_server(), "junction_test")
+        .await
+        .unwrap();
+    a_repartition_reaches_every_open_store(&url).await;
 }

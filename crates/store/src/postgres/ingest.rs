@@ -15,8 +15,6 @@
 use crate::{AppendBatch, AppendReceipt, Appended, StoreError};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,7 +40,6 @@ type Pending = (
 pub(crate) async fn run(
     pool: Pool,
     dedupe_window: Duration,
-    partitions: Arc<AtomicU32>,
     mut commands: mpsc::Receiver<IngestCommand>,
 ) {
     let window_ms = i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX);
@@ -67,8 +64,7 @@ pub(crate) async fn run(
             }
         }
         if !group.is_empty() {
-            let partitions = partitions.load(Ordering::Acquire);
-            commit_group(&pool, window_ms, partitions, &mut group).await;
+            commit_group(&pool, window_ms, &mut group).await;
         }
         if let Some(reply) = shutdown {
             let _ = reply.send(());
@@ -77,10 +73,10 @@ pub(crate) async fn run(
     }
 }
 
-async fn commit_group(pool: &Pool, window_ms: i64, partitions: u32, group: &mut Vec<Pending>) {
+async fn commit_group(pool: &Pool, window_ms: i64, group: &mut Vec<Pending>) {
     let started = Instant::now();
     let events: usize = group.iter().map(|(batch, _)| batch.events.len()).sum();
-    match write(pool, window_ms, partitions, group).await {
+    match write(pool, window_ms, group).await {
         Ok(receipts) => {
             metrics::histogram!("junction_store_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -133,7 +129,6 @@ struct RejectedColumns {
 async fn write(
     pool: &Pool,
     window_ms: i64,
-    partitions: u32,
     group: &[Pending],
 ) -> Result<Vec<AppendReceipt>, StoreError> {
     let mut client = pool
@@ -141,11 +136,16 @@ async fn write(
         .await
         .map_err(|e| StoreError::Pool(e.to_string()))?;
     let tx = client.transaction().await?;
-    // The lock that orders every ingest commit (see the module doc).
-    let first_seq: i64 = tx
-        .query_one("SELECT next_seq FROM event_log_head FOR UPDATE", &[])
-        .await?
-        .get(0);
+    // The lock that orders every ingest commit (see the module doc). The number of planning
+    // partitions is read under it too: a repartition takes the same lock.
+    let head = tx
+        .query_one(
+            "SELECT next_seq, partitions FROM event_log_head FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let (first_seq, partitions): (i64, i32) = (head.get(0), head.get(1));
+    let partitions = partitions as u32;
 
     // What the log already knows of these messageIds, read under the lock.
     let (mut ids, mut sources) = (Vec::new(), Vec::new());

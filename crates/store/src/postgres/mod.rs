@@ -34,7 +34,6 @@ use ingest::IngestCommand;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::Notify;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
@@ -68,8 +67,6 @@ pub struct PostgresStore {
     /// Turns true at close: listeners stop.
     closed: tokio::sync::watch::Receiver<bool>,
     close: tokio::sync::watch::Sender<bool>,
-    /// How many planning partitions there are (ingest numbers events into them).
-    partitions: Arc<AtomicU32>,
 }
 
 /// Reads a `postgres://` URL into a client configuration (the password never reaches an error).
@@ -100,22 +97,12 @@ impl PostgresStore {
     pub async fn open(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let config = config(url)?;
         let pool = pool_for(config.clone(), POOL_SIZE)?;
-        let partitions = {
+        {
             let mut client = get(&pool).await?;
             schema::migrate(&mut client).await?;
-            let count: i64 = client
-                .query_one("SELECT count(*) FROM planner_partitions", &[])
-                .await?
-                .get(0);
-            Arc::new(AtomicU32::new(count as u32))
-        };
+        }
         let (ingest, commands) = mpsc::channel(INGEST_QUEUE);
-        tokio::spawn(ingest::run(
-            pool.clone(),
-            options.dedupe_window,
-            Arc::clone(&partitions),
-            commands,
-        ));
+        tokio::spawn(ingest::run(pool.clone(), options.dedupe_window, commands));
         let (close, closed) = tokio::sync::watch::channel(false);
         Ok(PostgresStore {
             ingest,
@@ -123,7 +110,6 @@ impl PostgresStore {
             config,
             closed,
             close,
-            partitions,
         })
     }
 
@@ -336,8 +322,12 @@ impl EventLog for PostgresStore {
 
 #[async_trait]
 impl EngineState for PostgresStore {
-    fn partitions(&self) -> u32 {
-        self.partitions.load(Ordering::Acquire)
+    async fn partitions(&self) -> Result<u32, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT partitions FROM event_log_head")
+            .await?;
+        Ok(client.query_one(&statement, &[]).await?.get::<_, i32>(0) as u32)
     }
 
     async fn cursor(&self, partition: u32) -> Result<i64, StoreError> {
@@ -480,7 +470,6 @@ impl EngineState for PostgresStore {
             &tx, partitions, node, now_ms
         )
         .await?);
-        self.partitions.store(partitions, Ordering::Release);
         Ok(())
     }
 

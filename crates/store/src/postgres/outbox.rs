@@ -246,6 +246,14 @@ pub(super) async fn repartition(
         )
         .await?
         .map(|r| r.get::<_, i32>(0) as u32);
+    // Under the ingest lock from here: no event is numbered into the old split meanwhile.
+    let have: i32 = tx
+        .query_one("SELECT partitions FROM event_log_head FOR UPDATE", &[])
+        .await?
+        .get(0);
+    if have as u32 == partitions {
+        return Ok(());
+    }
     crate::outbox::may_repartition(&others, behind)?;
     let cursor: i64 = tx
         .query_one(
@@ -255,6 +263,11 @@ pub(super) async fn repartition(
         )
         .await?
         .get(0);
+    tx.execute(
+        "UPDATE event_log_head SET partitions = $1",
+        &[&(partitions as i32)],
+    )
+    .await?;
     tx.execute("DELETE FROM planner_partitions", &[]).await?;
     tx.execute(
         "INSERT INTO planner_partitions (part, cursor)

@@ -215,6 +215,8 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE events ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX events_by_part ON events (part, seq);
+    -- How many partitions ingest numbers events into, read under the head's lock.
+    ALTER TABLE event_log_head ADD COLUMN partitions INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE timers ADD COLUMN part INTEGER NOT NULL DEFAULT 0;
     DROP INDEX timers_due;
     CREATE INDEX timers_due ON timers (part, fire_at_ms) WHERE status = 'pending';

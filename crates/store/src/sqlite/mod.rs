@@ -32,7 +32,6 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::{mpsc, oneshot};
 use writer::{WriteCommand, Writer};
 
@@ -44,8 +43,6 @@ const READERS: usize = 4;
 pub struct SqliteStore {
     commands: mpsc::Sender<WriteCommand>,
     readers: Pool,
-    /// How many planning partitions there are (the writer numbers events into them).
-    partitions: Arc<AtomicU32>,
 }
 
 impl SqliteStore {
@@ -59,21 +56,17 @@ impl SqliteStore {
             })?;
         }
         let writer_path = path.clone();
-        let (conn, partitions) =
-            tokio::task::spawn_blocking(move || -> Result<(Connection, u32), StoreError> {
-                let mut conn = Connection::open(&writer_path)?;
-                schema::configure_writer(&conn)?;
-                schema::migrate(&mut conn)?;
-                let partitions: u32 =
-                    conn.query_row("SELECT count(*) FROM planner_partitions", [], |r| r.get(0))?;
-                Ok((conn, partitions))
-            })
-            .await
-            .map_err(|e| StoreError::Pool(e.to_string()))??;
-        let partitions = Arc::new(AtomicU32::new(partitions));
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let mut conn = Connection::open(&writer_path)?;
+            schema::configure_writer(&conn)?;
+            schema::migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Pool(e.to_string()))??;
 
         let (commands, receiver) = mpsc::channel(WRITE_QUEUE);
-        let writer = Writer::new(conn, options.dedupe_window, Arc::clone(&partitions))?;
+        let writer = Writer::new(conn, options.dedupe_window)?;
         std::thread::Builder::new()
             .name("junction-writer".into())
             .spawn(move || writer.run(receiver))
@@ -96,11 +89,7 @@ impl SqliteStore {
             }))
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(SqliteStore {
-            commands,
-            readers,
-            partitions,
-        })
+        Ok(SqliteStore { commands, readers })
     }
 
     /// Runs a small write on the writer thread, in order with appends, and waits for its
@@ -327,8 +316,13 @@ impl EventLog for SqliteStore {
 
 #[async_trait]
 impl EngineState for SqliteStore {
-    fn partitions(&self) -> u32 {
-        self.partitions.load(Ordering::Acquire)
+    async fn partitions(&self) -> Result<u32, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT count(*) FROM planner_partitions")?
+                .query_row([], |r| r.get(0))?)
+        })
+        .await
     }
 
     async fn cursor(&self, partition: u32) -> Result<i64, StoreError> {
@@ -483,9 +477,7 @@ impl EngineState for SqliteStore {
         self.write(Box::new(move |tx| {
             outbox::repartition(tx, partitions, &node, now_ms)
         }))
-        .await?;
-        self.partitions.store(partitions, Ordering::Release);
-        Ok(())
+        .await
     }
 
     async fn quarantine_released(

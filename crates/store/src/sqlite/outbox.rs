@@ -141,6 +141,10 @@ pub(super) fn repartition(
             |r| r.get(0),
         )
         .optional()?;
+    let have: u32 = tx.query_row("SELECT count(*) FROM planner_partitions", [], |r| r.get(0))?;
+    if have == partitions {
+        return Ok(());
+    }
     crate::outbox::may_repartition(&others, behind)?;
     let cursor: i64 = tx.query_row(
         "SELECT max(coalesce((SELECT max(cursor) FROM planner_partitions), 0),

@@ -13,8 +13,6 @@
 use super::identity_index;
 use crate::{AppendBatch, AppendReceipt, Appended, StoreError};
 use rusqlite::{Connection, TransactionBehavior, params};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,16 +60,10 @@ pub(crate) struct Writer {
     last_commit: Instant,
     /// After a failed indexing step, when to try again.
     index_retry_at: Instant,
-    /// How many planning partitions events are spread over (changed by a repartition).
-    partitions: Arc<AtomicU32>,
 }
 
 impl Writer {
-    pub(crate) fn new(
-        conn: Connection,
-        dedupe_window: Duration,
-        partitions: Arc<AtomicU32>,
-    ) -> rusqlite::Result<Self> {
+    pub(crate) fn new(conn: Connection, dedupe_window: Duration) -> rusqlite::Result<Self> {
         let (last_seq, indexed_upto) = identity_index::positions(&conn)?;
         Ok(Writer {
             conn,
@@ -80,7 +72,6 @@ impl Writer {
             indexed_upto,
             last_commit: Instant::now(),
             index_retry_at: Instant::now(),
-            partitions,
         })
     }
 
@@ -244,7 +235,9 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut receipts = Vec::with_capacity(group.len());
-        let partitions = self.partitions.load(Ordering::Acquire);
+        // Read under the write lock, so events are never numbered into a split that changed.
+        let partitions: u32 =
+            tx.query_row("SELECT count(*) FROM planner_partitions", [], |r| r.get(0))?;
         // Holding the write lock (BEGIN IMMEDIATE), this transaction numbers its own events:
         // the messageId record can then point at its event without a second write.
         let mut next_seq: i64 = tx.query_row(
