@@ -344,11 +344,18 @@ pub(super) async fn engine_commit(
         .await?;
     }
     insert_actions(tx, &commit.actions, now).await?;
-    for t in &commit.timers {
+    if !commit.timers.is_empty() {
+        let ids: Vec<&str> = commit.timers.iter().map(|t| t.id.as_str()).collect();
+        let identities: Vec<&str> = commit.timers.iter().map(|t| t.identity.as_str()).collect();
+        let fire_at: Vec<i64> = commit.timers.iter().map(|t| t.fire_at_ms).collect();
+        let bodies: Vec<&str> = commit.timers.iter().map(|t| t.body.as_str()).collect();
         tx.execute(
             "INSERT INTO timers (id, identity, fire_at_ms, status, body, part)
-             VALUES ($1, $2, $3, 'pending', $4, $5) ON CONFLICT (id) DO NOTHING",
-            &[&t.id, &t.identity, &t.fire_at_ms, &t.body, &partition],
+             SELECT id, identity, fire_at_ms, 'pending', body, $5
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+                  AS t(id, identity, fire_at_ms, body)
+             ON CONFLICT (id) DO NOTHING",
+            &[&ids, &identities, &fire_at, &bodies, &partition],
         )
         .await?;
     }
@@ -359,26 +366,7 @@ pub(super) async fn engine_commit(
         )
         .await?;
     }
-    for r in &commit.runs {
-        tx.execute(
-            "INSERT INTO runs (run, seq, workflow, identity, planned_ms, actions, paused, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (run) DO UPDATE SET actions = runs.actions + excluded.actions,
-                                             paused = excluded.paused,
-                                             error = coalesce(excluded.error, runs.error)",
-            &[
-                &r.run,
-                &r.seq,
-                &r.workflow,
-                &r.identity,
-                &now,
-                &r.actions,
-                &r.paused,
-                &r.error,
-            ],
-        )
-        .await?;
-    }
+    insert_runs(tx, &commit.runs, now).await?;
     for q in &commit.quarantine {
         tx.execute(
             "INSERT INTO quarantine (identity, seq, timer, reason, at_ms, part)
@@ -394,6 +382,66 @@ pub(super) async fn engine_commit(
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Records a step's runs in one statement. A run named twice in one step (a run continued by
+/// a timer, say) is merged first, as the upsert would merge it: PostgreSQL refuses to update a
+/// row twice in one statement.
+async fn insert_runs(
+    tx: &Transaction<'_>,
+    runs: &[crate::outbox::NewRun],
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let mut merged: Vec<crate::outbox::NewRun> = Vec::with_capacity(runs.len());
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for run in runs {
+        match index.get(run.run.as_str()) {
+            Some(&at) => {
+                let earlier = &mut merged[at];
+                earlier.actions += run.actions;
+                earlier.paused = run.paused;
+                if run.error.is_some() {
+                    earlier.error = run.error.clone();
+                }
+            }
+            None => {
+                index.insert(&run.run, merged.len());
+                merged.push(run.clone());
+            }
+        }
+    }
+    let names: Vec<&str> = merged.iter().map(|r| r.run.as_str()).collect();
+    let seqs: Vec<i64> = merged.iter().map(|r| r.seq).collect();
+    let workflows: Vec<&str> = merged.iter().map(|r| r.workflow.as_str()).collect();
+    let identities: Vec<&str> = merged.iter().map(|r| r.identity.as_str()).collect();
+    let actions: Vec<i64> = merged.iter().map(|r| r.actions).collect();
+    let paused: Vec<bool> = merged.iter().map(|r| r.paused).collect();
+    let errors: Vec<Option<&str>> = merged.iter().map(|r| r.error.as_deref()).collect();
+    tx.execute(
+        "INSERT INTO runs (run, seq, workflow, identity, planned_ms, actions, paused, error)
+         SELECT run, seq, workflow, identity, $8, actions, paused, error
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
+                     $6::boolean[], $7::text[])
+              AS t(run, seq, workflow, identity, actions, paused, error)
+         ON CONFLICT (run) DO UPDATE SET actions = runs.actions + excluded.actions,
+                                         paused = excluded.paused,
+                                         error = coalesce(excluded.error, runs.error)",
+        &[
+            &names,
+            &seqs,
+            &workflows,
+            &identities,
+            &actions,
+            &paused,
+            &errors,
+            &now,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
