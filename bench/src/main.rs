@@ -77,6 +77,10 @@ struct IngestArgs {
     /// analytics-node's): every de-duplication record then lands on a random page.
     #[arg(long)]
     random_ids: bool,
+    /// Measure ingest alone: Junction runs no workflows (by default it runs its default
+    /// workflows, so planning shares the store's writer with ingest).
+    #[arg(long)]
+    no_workflows: bool,
     /// Run only this scenario (batch or single); both by default.
     #[arg(long)]
     only: Option<String>,
@@ -204,8 +208,13 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "store: sqlite://{}\nsegment:\n  write_keys: [{WRITE_KEY}]\n",
-            data.path().join("bench.db").display()
+            "store: sqlite://{}\nsegment:\n  write_keys: [{WRITE_KEY}]\n{}",
+            data.path().join("bench.db").display(),
+            if args.no_workflows {
+                "workflows: []\n"
+            } else {
+                ""
+            }
         ),
     )?;
     let _junction = Process(

@@ -39,7 +39,7 @@
 //! cluster:                              # several nodes on one PostgreSQL store
 //!   node: ${HOSTNAME}                   # unique, stable across restarts (default: HOSTNAME:PORT)
 //!   lease: 30s                          # a dead node's users move to others after this
-//!   partitions: 8                       # planning partitions (default: 8 for a new store)
+//!   partitions: 8                       # planning partitions (new store: 8 on PostgreSQL)
 //! shutdown_timeout: 10s                 # a stop never takes longer
 //! workflows:                            # default: profile-sync, company-sync, track-events
 //!   - template: profile-sync
@@ -121,8 +121,8 @@ pub struct ClusterSection {
     #[serde(default = "default_lease")]
     pub lease: Window,
     /// How many planning partitions the store is split into (users are spread over them by
-    /// a hash of their id; each is planned by one node at a time), 1 to 256. Default: 8 for a
-    /// new store, else what the store has. Changed only with every node stopped and planning
+    /// a hash of their id; each is planned by one node at a time), 1 to 256. Default for a new
+    /// store: 8 on PostgreSQL, 1 on SQLite (one process); else what the store has. Changed only with every node stopped and planning
     /// caught up: `junction migrate --partitions N`.
     #[serde(default, deserialize_with = "partitions")]
     pub partitions: Option<u32>,

@@ -23,12 +23,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     run_on(config, listener, shutdown_signal()).await
 }
 
-/// Splits a new store into the configured number of planning partitions (8 when the
-/// configuration does not say), and refuses to start when a store in use is split otherwise
-/// than configured and cannot be changed now (the error says why and what to do).
+/// Splits a new store into the configured number of planning partitions, or when the
+/// configuration does not say, into the backend's `default`; refuses to start when a store in
+/// use is split otherwise than configured and cannot be changed now (the error says why and
+/// what to do).
 async fn settle_partitions(
     store: &dyn Store,
     configured: Option<u32>,
+    default: u32,
     node: &str,
 ) -> anyhow::Result<()> {
     let have = store.partitions().await?;
@@ -42,7 +44,7 @@ async fn settle_partitions(
             if !store.events(empty).await?.items.is_empty() {
                 return Ok(());
             }
-            junction_store::DEFAULT_PARTITIONS
+            default
         }
     };
     if wanted == have {
@@ -93,7 +95,8 @@ pub async fn run_on(
     let node = config
         .cluster
         .node_name(listener.local_addr().unwrap_or(config.listen));
-    settle_partitions(store.as_ref(), config.cluster.partitions, &node).await?;
+    let default = junction_store::default_partitions(&config.store.0);
+    settle_partitions(store.as_ref(), config.cluster.partitions, default, &node).await?;
     let planner = Arc::new(planner);
     let health = Arc::new(junction_delivery::supervise::Health::default());
     let state = AppState::new(Arc::clone(&store), settings)

@@ -177,6 +177,10 @@ pub async fn copy(from: &str, to: &str) -> Result<Vec<(&'static str, u64)>, Stor
     }
     // Bring the source to this version's schema first, then read it as it stands.
     crate::migrate(from).await?;
+    let source = path.to_owned();
+    tokio::task::spawn_blocking(move || crate::sqlite::index_all(&source))
+        .await
+        .map_err(|e| StoreError::Pool(e.to_string()))??;
     crate::migrate(to).await?;
     let (mut client, connection) = postgres::config(target)?
         .connect(tokio_postgres::NoTls)

@@ -23,7 +23,7 @@ pub use outbox::{
     OutboxCounts, PartitionState, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
     SharedEntry, SharedWrite,
 };
-pub use partition::{DEFAULT_PARTITIONS, partition_of};
+pub use partition::{DEFAULT_PARTITIONS, default_partitions, partition_of};
 pub use query::{EventQuery, Page, RejectedQuery};
 
 use async_trait::async_trait;

@@ -4,6 +4,7 @@
 
 mod identity_index;
 mod outbox;
+mod recent_ids;
 mod schema;
 mod writer;
 
@@ -145,6 +146,14 @@ pub(crate) fn schema_migrate(conn: &mut Connection) -> Result<(i64, i64), StoreE
     Ok((found, version(conn)?))
 }
 
+/// Brings the derived indexes (identity, messageId) up to the end of the log: a store about to
+/// be copied elsewhere takes them complete.
+pub(crate) fn index_all(path: &str) -> Result<(), StoreError> {
+    let mut conn = Connection::open(path)?;
+    schema::configure_writer(&conn)?;
+    Ok(identity_index::index_all(&mut conn)?)
+}
+
 const EVENT_COLUMNS: &str = "seq, source, message_id, type, identity, user_id, anonymous_id, \
                              event, timestamp_ms, received_ms, body";
 
@@ -212,7 +221,7 @@ impl EventLog for SqliteStore {
                 format!("{} AND anonymous_id = {p}", identity_index::events_of(p))
             }),
             (query.message_id, |p| {
-                format!("seq IN (SELECT seq FROM message_ids WHERE message_id = {p})")
+                identity_index::events_with_message_id(p)
             }),
         ];
         for (value, condition) in filters {

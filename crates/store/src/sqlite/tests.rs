@@ -471,8 +471,8 @@ async fn wait_until_indexed(path: &std::path::Path) {
     );
 }
 
-/// Lookups by id are exact whether the identity index has caught up or not, including while
-/// it is being rebuilt after a restart.
+/// Lookups by id and de-duplication are exact whether the indexes (identity, messageId) have
+/// caught up or not, including while they are being rebuilt after a restart.
 #[tokio::test]
 async fn id_lookups_are_exact_with_or_without_the_index() {
     let dir = tempfile::tempdir().unwrap();
@@ -513,6 +513,14 @@ async fn id_lookups_are_exact_with_or_without_the_index() {
             let page = store.events(query).await.unwrap();
             found.push(page.items.iter().map(|e| e.seq).collect::<Vec<_>>());
         }
+        for message_id in ["m17", "m4321"] {
+            let query = EventQuery {
+                message_id: Some(message_id.into()),
+                ..Default::default()
+            };
+            let page = store.events(query).await.unwrap();
+            found.push(page.items.iter().map(|e| e.seq).collect::<Vec<_>>());
+        }
         found.push(
             store
                 .identity_events("u7", 2500, 1000)
@@ -529,8 +537,9 @@ async fn id_lookups_are_exact_with_or_without_the_index() {
     assert_eq!(indexed[0].len(), 100);
     assert_eq!(indexed[1].len(), 714); // i % 7 == 3 for i < 5000
     assert!(indexed[2].is_empty());
-    assert_eq!(indexed[3].len(), 50);
-    assert!(indexed[3].windows(2).all(|w| w[0] < w[1]), "oldest first");
+    assert_eq!((indexed[3].len(), indexed[4].len()), (1, 1), "by messageId");
+    assert_eq!(indexed[5].len(), 50);
+    assert!(indexed[5].windows(2).all(|w| w[0] < w[1]), "oldest first");
 
     // Roll the index back while the store is down, as if indexing had stopped at 1234, then as
     // if it had never run: answers are the same while it catches up, and after.
@@ -539,6 +548,8 @@ async fn id_lookups_are_exact_with_or_without_the_index() {
         drop(store);
         let conn = Connection::open(&path).unwrap();
         conn.execute("DELETE FROM identity_index WHERE seq > ?1", [upto])
+            .unwrap();
+        conn.execute("DELETE FROM message_ids WHERE seq > ?1", [upto])
             .unwrap();
         conn.execute("UPDATE index_progress SET upto = ?1", [upto])
             .unwrap();
@@ -551,8 +562,26 @@ async fn id_lookups_are_exact_with_or_without_the_index() {
             indexed,
             "index rolled back to {upto}"
         );
+        let again = store
+            .append(batch("web", at(1), json!(messages[..2000])))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.duplicates(),
+            2000,
+            "duplicates caught, index rolled back to {upto}"
+        );
         wait_until_indexed(&path).await;
         assert_eq!(lookups(&store).await, indexed, "index rebuilt from {upto}");
+        let again = store
+            .append(batch("web", at(2), json!(messages[3000..])))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.duplicates(),
+            2000,
+            "duplicates caught, index rebuilt from {upto}"
+        );
     }
 }
 

@@ -11,8 +11,9 @@
 //! scan more than a bounded tail, on every commit once it trails by [`MAX_INDEX_LAG`] events.
 
 use super::identity_index;
+use super::recent_ids::RecentIds;
 use crate::{AppendBatch, AppendReceipt, Appended, StoreError};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,9 +22,11 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_ROWS_PER_COMMIT: usize = 5_000;
 /// Quiet time after which the writer spends itself on the identity index.
 const IDLE_BEFORE_INDEXING: Duration = Duration::from_millis(5);
-/// The most events the identity index may trail by; past it, each commit also indexes a step.
-/// A lookup scans at most this many events (about a second on this project's test machine).
-pub(crate) const MAX_INDEX_LAG: i64 = 1_000_000;
+/// The most events the indexes (identity, messageId) may trail by; past it, each commit also
+/// indexes a step. A lookup scans at most this many events (about half a second on this
+/// project's test machine), and the writer keeps as many ids in memory (`RecentIds`, about
+/// 30 MB).
+pub(crate) const MAX_INDEX_LAG: i64 = 500_000;
 
 pub(crate) enum WriteCommand {
     Append {
@@ -60,11 +63,14 @@ pub(crate) struct Writer {
     last_commit: Instant,
     /// After a failed indexing step, when to try again.
     index_retry_at: Instant,
+    /// The messageIds of the events after `indexed_upto`.
+    recent: RecentIds,
 }
 
 impl Writer {
     pub(crate) fn new(conn: Connection, dedupe_window: Duration) -> rusqlite::Result<Self> {
         let (last_seq, indexed_upto) = identity_index::positions(&conn)?;
+        let recent = RecentIds::load(&conn, indexed_upto)?;
         Ok(Writer {
             conn,
             dedupe_window_ms: i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX),
@@ -72,6 +78,7 @@ impl Writer {
             indexed_upto,
             last_commit: Instant::now(),
             index_retry_at: Instant::now(),
+            recent,
         })
     }
 
@@ -185,10 +192,19 @@ impl Writer {
         if Instant::now() < self.index_retry_at {
             return;
         }
-        match identity_index::index_step(&mut self.conn, self.indexed_upto) {
+        // Behind by the most allowed: bigger steps, whose sorted inserts share pages.
+        let step = if self.index_lag() >= MAX_INDEX_LAG {
+            identity_index::CATCH_UP_STEP
+        } else {
+            identity_index::STEP
+        };
+        match identity_index::index_step(&mut self.conn, self.indexed_upto, step) {
             // No progress means the log ends at `upto`: nothing is waiting to be indexed.
             Ok(upto) if upto == self.indexed_upto => self.last_seq = upto,
-            Ok(upto) => self.indexed_upto = upto,
+            Ok(upto) => {
+                self.indexed_upto = upto;
+                self.recent.forget_upto(upto);
+            }
             Err(error) => {
                 // Reads stay exact (they scan the unindexed tail); try again a little later.
                 tracing::warn!(%error, "extending the identity index failed; retrying in 1 s");
@@ -211,6 +227,16 @@ impl Writer {
                     .find(|a| matches!(a, Appended::Stored(_)))
                 {
                     self.last_seq = self.last_seq.max(*seq);
+                }
+                // Committed: the new ids count for de-duplication from now on.
+                for ((batch, _), receipt) in group.iter().zip(&receipts) {
+                    let received = batch.received_at.timestamp_millis();
+                    for (event, appended) in batch.events.iter().zip(&receipt.events) {
+                        if let Appended::Stored(seq) = appended {
+                            self.recent
+                                .remember(&batch.source, &event.message_id, received, *seq);
+                        }
+                    }
                 }
                 metrics::gauge!("junction_store_index_lag_events").set(self.index_lag() as f64);
                 metrics::histogram!("junction_store_commit_seconds")
@@ -238,8 +264,7 @@ impl Writer {
         // Read under the write lock, so events are never numbered into a split that changed.
         let partitions: u32 =
             tx.query_row("SELECT count(*) FROM planner_partitions", [], |r| r.get(0))?;
-        // Holding the write lock (BEGIN IMMEDIATE), this transaction numbers its own events:
-        // the messageId record can then point at its event without a second write.
+        // Holding the write lock (BEGIN IMMEDIATE), this transaction numbers its own events.
         let mut next_seq: i64 = tx.query_row(
             "SELECT max(coalesce((SELECT max(seq) FROM events), 0),
                         coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)) + 1",
@@ -247,13 +272,14 @@ impl Writer {
             |row| row.get(0),
         )?;
         {
-            // A messageId counts as new when unseen, or when last stored before the window.
-            let mut remember = tx.prepare_cached(
-                "INSERT INTO message_ids (message_id, source, received_ms, seq) VALUES (?1, ?2, ?3, ?5)
-                 ON CONFLICT (message_id, source)
-                 DO UPDATE SET received_ms = excluded.received_ms, seq = excluded.seq
-                 WHERE message_ids.received_ms < ?4",
+            // When each messageId was last stored: the unindexed tail (in memory) first, then
+            // the index (a read: nothing is written to it here).
+            let mut indexed = tx.prepare_cached(
+                "SELECT received_ms FROM message_ids WHERE message_id = ?1 AND source = ?2",
             )?;
+            // Ids stored by this very transaction.
+            let mut this_commit: std::collections::HashMap<(&str, &str), i64> =
+                std::collections::HashMap::new();
             let mut insert_event = tx.prepare_cached(
                 "INSERT INTO events (seq, source, message_id, type, identity, user_id,
                                      anonymous_id, event, timestamp_ms, received_ms, body, part)
@@ -271,17 +297,22 @@ impl Writer {
                     events: Vec::with_capacity(batch.events.len()),
                 };
                 for event in &batch.events {
-                    let fresh = remember.execute(params![
-                        event.message_id,
-                        batch.source,
-                        received_ms,
-                        cutoff,
-                        next_seq
-                    ])?;
-                    if fresh == 0 {
+                    let id = (batch.source.as_str(), event.message_id.as_str());
+                    let last = match this_commit.get(&id) {
+                        Some(&received) => Some(received),
+                        None => match self.recent.received(&tx, self.indexed_upto, id.0, id.1)? {
+                            Some(received) => Some(received),
+                            None => indexed
+                                .query_row(params![id.1, id.0], |r| r.get(0))
+                                .optional()?,
+                        },
+                    };
+                    // New when unseen, or when last stored before the window.
+                    if last.is_some_and(|last| last >= cutoff) {
                         receipt.events.push(Appended::Duplicate);
                         continue;
                     }
+                    this_commit.insert(id, received_ms);
                     insert_event.execute(params![
                         next_seq,
                         batch.source,
