@@ -1,10 +1,12 @@
 //! Contact resolution: the one Intercom contact for a Segment identity, never created twice.
 //!
 //! Order, per identity and serialised (so concurrent events for one new user create one
-//! contact): the identity map in the store → `find_by_external_id` (users) → search by email,
-//! accepted only when exactly one contact matches → create. A create that Intercom answers with
-//! 409 (its search lags behind creates, or another writer got there first) adopts the existing
-//! contact, unarchiving it when needed. A remembered id that is gone (404) or merged (410) is
+//! contact): the identity map in the store; then, for a user (a userId), create at once: one
+//! call for a new user, and Intercom's 409 names the contact when one exists with that
+//! external_id or user email (it is adopted, unarchived when needed, and updated). Searching
+//! first would cost two calls more for every new user, and Intercom's search lags behind its
+//! creates anyway. For a lead (no userId), leads may share an email, so a create never
+//! conflicts: search by email first, accepting only exactly one match, then create. A remembered id that is gone (404) or merged (410) is
 //! forgotten and resolved again. A remembered lead whose visitor turns out to be an existing
 //! user (the update answers 409) is merged into that user. Every path ends by updating the
 //! contact with the event's fields and remembering every id of the identity.
@@ -71,10 +73,11 @@ impl Identity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolvedBy {
     IdentityMap,
-    ExternalId,
+    /// A lead found by its email (the only contact with it).
     Email,
     Created,
-    /// Created by someone else first: adopted from Intercom's 409.
+    /// Already in Intercom (created by someone else, or before Junction knew it): adopted
+    /// from the 409 that answered the create.
     Conflict,
     /// A remembered lead was merged into the user the identity turned out to be.
     Merged,
@@ -215,15 +218,9 @@ impl ContactResolver {
             }
             break;
         }
-        if let Some(user_id) = &identity.user_id
-            && let Some(found) = self.client.find_user_by_external_id(user_id).await?
+        if identity.user_id.is_none()
+            && let Some(email) = &identity.email
         {
-            return Ok((
-                self.update(&found.id, identity, fields).await?,
-                ResolvedBy::ExternalId,
-            ));
-        }
-        if let Some(email) = &identity.email {
             let query = serde_json::json!({"field": "email", "operator": "=", "value": email});
             let page = self.client.search_contacts(&query, 2, None).await?;
             // Several contacts may share an email (leads do); only a single match is safe.

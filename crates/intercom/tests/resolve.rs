@@ -127,6 +127,53 @@ async fn steady_state_costs_one_call() {
     assert_eq!(calls[0]["method"], "PUT");
 }
 
+/// A new user costs one request: the create itself (no lookup by external_id, no search by
+/// email first). A user Intercom already has, unknown to Junction, costs two: the create that
+/// Intercom answers 409, and the update of the contact it names.
+#[tokio::test]
+async fn a_new_user_costs_one_call_and_a_known_one_two() {
+    let s = setup().await;
+    let identity = Identity {
+        user_id: Some("fresh".into()),
+        email: Some("fresh@example.com".into()),
+        ..Identity::default()
+    };
+    let created = s
+        .resolver
+        .upsert(&identity, &fields(json!({"name": "Fresh"})))
+        .await
+        .unwrap();
+    assert_eq!(created.resolved_by, ResolvedBy::Created);
+    let calls = journal(&s.base).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        (calls[0]["method"].as_str(), calls[0]["path"].as_str()),
+        (Some("POST"), Some("/contacts"))
+    );
+
+    let outside = IntercomClient::new(IntercomConfig::new(&s.base, "token")).unwrap();
+    let existing = outside
+        .create_contact(&json!({"external_id": "elsewhere", "role": "user"}))
+        .await
+        .unwrap();
+    let before = journal(&s.base).await.len();
+    let adopted = s
+        .resolver
+        .upsert(&user("elsewhere"), &fields(json!({"name": "Known"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (adopted.resolved_by, adopted.contact.id.clone()),
+        (ResolvedBy::Conflict, existing.id)
+    );
+    let calls = &journal(&s.base).await[before..];
+    let routes: Vec<(&str, u64)> = calls
+        .iter()
+        .map(|c| (c["method"].as_str().unwrap(), c["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(routes, [("POST", 409), ("PUT", 200)], "{calls:?}");
+}
+
 /// A user created out of band moments ago: search cannot see it yet, the create gets 409, and
 /// the resolver adopts the existing contact instead of failing or duplicating.
 #[tokio::test]
