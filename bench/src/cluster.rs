@@ -278,12 +278,7 @@ async fn planning_run(args: &ClusterArgs, count: usize) -> anyhow::Result<Planni
     // Wait until the partitions are shared out, so the run measures planning, not handover.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let cluster: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{}/api/cluster", ports[0]))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let cluster = cluster_view(&http, ports[0]).await?;
         let planners: std::collections::HashSet<&str> = cluster["partitions"]
             .as_array()
             .into_iter()
@@ -335,12 +330,7 @@ async fn planning_run(args: &ClusterArgs, count: usize) -> anyhow::Result<Planni
     }
     let deadline = Instant::now() + Duration::from_secs(1_800);
     loop {
-        let cluster: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{}/api/cluster", ports[0]))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let cluster = cluster_view(&http, ports[0]).await?;
         if cluster["lagEvents"] == 0 {
             break;
         }
@@ -355,6 +345,16 @@ async fn planning_run(args: &ClusterArgs, count: usize) -> anyhow::Result<Planni
         events: messages.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A node's `/api/cluster`.
+async fn cluster_view(http: &reqwest::Client, port: u16) -> anyhow::Result<serde_json::Value> {
+    Ok(http
+        .get(format!("http://127.0.0.1:{port}/api/cluster"))
+        .send()
+        .await?
+        .json()
+        .await?)
 }
 
 async fn delivery_run(args: &ClusterArgs) -> anyhow::Result<DeliveryRow> {

@@ -56,9 +56,15 @@ pub struct SharedWrite {
 /// numbering events into the old split) or while `behind` names a partition with events or
 /// released entries not planned yet (they would land in a partition whose cursor is past them).
 pub(crate) fn may_repartition(
+    partitions: u32,
     others_alive: &[String],
     behind: Option<u32>,
 ) -> Result<(), crate::StoreError> {
+    if partitions == 0 {
+        return Err(crate::StoreError::Refused(
+            "planning needs at least one partition".into(),
+        ));
+    }
     if !others_alive.is_empty() {
         return Err(crate::StoreError::Refused(format!(
             "other nodes are running on this store ({}): stop every node before changing the number of planning partitions",

@@ -461,11 +461,6 @@ impl EngineState for PostgresStore {
         node: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        if partitions == 0 {
-            return Err(StoreError::Refused(
-                "planning needs at least one partition".into(),
-            ));
-        }
         in_transaction!(self, |tx| outbox::repartition(
             &tx, partitions, node, now_ms
         )

@@ -254,7 +254,7 @@ pub(super) async fn repartition(
     if have as u32 == partitions {
         return Ok(());
     }
-    crate::outbox::may_repartition(&others, behind)?;
+    crate::outbox::may_repartition(partitions, &others, behind)?;
     let cursor: i64 = tx
         .query_one(
             "SELECT greatest(coalesce((SELECT max(cursor) FROM planner_partitions), 0),

@@ -477,11 +477,6 @@ impl EngineState for SqliteStore {
         node: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        if partitions == 0 {
-            return Err(StoreError::Refused(
-                "planning needs at least one partition".into(),
-            ));
-        }
         let node = node.to_owned();
         self.write(Box::new(move |tx| {
             outbox::repartition(tx, partitions, &node, now_ms)

@@ -145,7 +145,7 @@ pub(super) fn repartition(
     if have == partitions {
         return Ok(());
     }
-    crate::outbox::may_repartition(&others, behind)?;
+    crate::outbox::may_repartition(partitions, &others, behind)?;
     let cursor: i64 = tx.query_row(
         "SELECT max(coalesce((SELECT max(cursor) FROM planner_partitions), 0),
                     coalesce((SELECT max(seq) FROM events), 0))",
