@@ -19,7 +19,8 @@
 //! admin:
 //!   token: ${JUNCTION_ADMIN_TOKEN:-}
 //! intercom:
-//!   base_url: https://api.intercom.io   # or api.eu / api.au, or the emulator
+//!   region: us                          # or eu, au: the workspace's Intercom host
+//!   # base_url: http://127.0.0.1:8090   # instead of region: an emulator or a proxy
 //!   token: ${INTERCOM_TOKEN}
 //!   version: "2.14"
 //!   client_secret: ${INTERCOM_CLIENT_SECRET:-}   # signs the webhooks /hooks/intercom accepts
@@ -340,10 +341,14 @@ pub struct WorkflowEntry {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntercomSection {
-    /// `https://api.intercom.io` (US, the default), `https://api.eu.intercom.io`,
-    /// `https://api.au.intercom.io`, or an emulator such as `http://127.0.0.1:8090`.
-    #[serde(default = "default_intercom_url", deserialize_with = "http_url")]
-    pub base_url: String,
+    /// Where the workspace is hosted: `us` (`https://api.intercom.io`, the default), `eu`
+    /// (`https://api.eu.intercom.io`) or `au` (`https://api.au.intercom.io`).
+    #[serde(default)]
+    pub region: IntercomRegion,
+    /// Any other address, instead of the region's: an emulator such as
+    /// `http://127.0.0.1:8090`, or a proxy.
+    #[serde(default, deserialize_with = "optional_http_url")]
+    pub base_url: Option<String>,
     /// The workspace's access token (keep it in the environment: `${INTERCOM_TOKEN}`).
     #[serde(default)]
     pub token: Option<String>,
@@ -373,6 +378,16 @@ pub enum UnknownAttributesSetting {
     Drop,
 }
 
+/// The data centre an Intercom workspace lives in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntercomRegion {
+    #[default]
+    Us,
+    Eu,
+    Au,
+}
+
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NestedValuesSetting {
@@ -392,7 +407,8 @@ pub enum NullValuesSetting {
 impl Default for IntercomSection {
     fn default() -> Self {
         IntercomSection {
-            base_url: default_intercom_url(),
+            region: IntercomRegion::default(),
+            base_url: None,
             token: None,
             version: default_intercom_version(),
             client_secret: None,
@@ -407,9 +423,19 @@ impl IntercomSection {
     /// The client configuration, when a token is configured.
     pub fn client_config(&self) -> Option<junction_intercom::IntercomConfig> {
         let token = self.token.clone().filter(|t| !t.is_empty())?;
-        let mut config = junction_intercom::IntercomConfig::new(self.base_url.clone(), token);
+        let mut config = junction_intercom::IntercomConfig::new(self.base_url(), token);
         config.version = self.version.clone();
         Some(config)
+    }
+
+    /// The address Intercom is called at: `base_url` when set, else the region's host.
+    pub fn base_url(&self) -> String {
+        match (&self.base_url, self.region) {
+            (Some(url), _) => url.clone(),
+            (None, IntercomRegion::Us) => "https://api.intercom.io".into(),
+            (None, IntercomRegion::Eu) => "https://api.eu.intercom.io".into(),
+            (None, IntercomRegion::Au) => "https://api.au.intercom.io".into(),
+        }
     }
 
     pub fn attribute_policy(&self) -> junction_intercom::attributes::AttributePolicy {
@@ -431,12 +457,14 @@ impl IntercomSection {
     }
 }
 
-fn default_intercom_url() -> String {
-    "https://api.intercom.io".into()
-}
-
 fn default_intercom_version() -> String {
     "2.14".into()
+}
+
+fn optional_http_url<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    http_url(deserializer).map(Some)
 }
 
 fn http_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
@@ -942,7 +970,25 @@ mod tests {
     #[test]
     fn the_intercom_section_names_the_workspace() {
         let config = parse("").unwrap();
-        assert_eq!(config.intercom.base_url, "https://api.intercom.io");
+        assert_eq!(config.intercom.base_url(), "https://api.intercom.io");
+        for (region, host) in [
+            ("eu", "https://api.eu.intercom.io"),
+            ("au", "https://api.au.intercom.io"),
+            ("us", "https://api.intercom.io"),
+        ] {
+            let config = parse(&format!("intercom:\n  region: {region}\n")).unwrap();
+            assert_eq!(config.intercom.base_url(), host, "{region}");
+        }
+        let emulator = "intercom:\n  region: eu\n  base_url: http://127.0.0.1:8090\n";
+        assert_eq!(
+            parse(emulator).unwrap().intercom.base_url(),
+            "http://127.0.0.1:8090",
+            "base_url, when set, wins"
+        );
+        let error = parse("intercom:\n  region: mars\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("region") && error.contains("eu"), "{error}");
         assert!(
             config.intercom.client_config().is_none(),
             "no token, no client"

@@ -134,7 +134,7 @@ async fn demo(data: Option<PathBuf>, keep_running: bool) -> anyhow::Result<()> {
     };
     config.segment.write_keys = vec![crate::config::WriteKeyEntry::Key(WRITE_KEY.into())];
     config.segment.shared_secret = Some(format!("demo-{}", std::process::id()));
-    config.intercom.base_url = format!("http://{emulator_addr}");
+    config.intercom.base_url = Some(format!("http://{emulator_addr}"));
     config.intercom.token = Some(TOKEN.into());
     let store_url = config.store.0.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

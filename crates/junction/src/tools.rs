@@ -126,7 +126,8 @@ pub fn init(output: &Path, chosen: &[String], force: bool) -> Result<(), Failure
          admin:\n  \
            token: ${JUNCTION_ADMIN_TOKEN:-}\n\
          intercom:\n  \
-           base_url: ${INTERCOM_BASE_URL:-https://api.intercom.io}   # api.eu / api.au, or an emulator\n  \
+           region: us   # or eu, au: where your workspace lives\n  \
+           # base_url: http://127.0.0.1:8090   # instead of region: an emulator or a proxy\n  \
            token: ${INTERCOM_TOKEN:-}\n  \
            version: \"2.14\"\n\
          workflows:\n",
