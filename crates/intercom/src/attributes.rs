@@ -105,6 +105,11 @@ pub struct PreparedContact {
 /// `companies` are handled by the company steps, `id`/`userId` by resolution.
 const HANDLED_ELSEWHERE: [&str; 5] = ["company", "companies", "id", "userId", "user_id"];
 
+/// Identity-verification values (an HMAC of the user's id under the workspace's secret): they
+/// prove who a Messenger user is, and written to an attribute anyone in the workspace could
+/// read them. Never sent, as Segment's destination never sends them.
+const NEVER_SENT: [&str; 2] = ["user_hash", "userHash"];
+
 pub fn prepare_contact(
     traits: &Map<String, Value>,
     known: &BTreeMap<String, AttributeType>,
@@ -115,6 +120,13 @@ pub fn prepare_contact(
     let mut flat = Vec::new();
     for (name, value) in traits {
         if HANDLED_ELSEWHERE.contains(&name.as_str()) {
+            continue;
+        }
+        if NEVER_SENT.contains(&name.as_str()) {
+            prepared.dropped.push((
+                name.clone(),
+                "identity-verification values are never sent to Intercom".into(),
+            ));
             continue;
         }
         if standard_field(name, value, &mut prepared) {
@@ -214,10 +226,12 @@ fn standard_field(name: &str, value: &Value, prepared: &mut PreparedContact) -> 
         "phone" => "phone",
         "avatar" => "avatar",
         "createdAt" | "created_at" => "signed_up_at",
+        "unsubscribedFromEmails" | "unsubscribed_from_emails" => "unsubscribed_from_emails",
         _ => return false,
     };
     let converted = match target {
         "signed_up_at" => unix_seconds(value).map(Value::from),
+        "unsubscribed_from_emails" => value.as_bool().map(Value::Bool),
         _ => value
             .as_str()
             .filter(|s| !s.is_empty())
@@ -402,6 +416,28 @@ mod tests {
             json!({"email": "a@example.com", "name": "Ann Lee", "phone": "+33 1", "avatar": "https://x.test/a.png", "signed_up_at": 1_704_067_200})
         );
         assert!(prepared.to_create.is_empty() && prepared.dropped.is_empty());
+    }
+
+    /// As Segment's destination: an `unsubscribedFromEmails` trait sets Intercom's
+    /// `unsubscribed_from_emails`, and identity-verification hashes are never sent.
+    #[test]
+    fn unsubscribing_is_a_standard_field_and_user_hash_is_never_sent() {
+        let prepared = prepare_contact(
+            &traits(json!({"unsubscribedFromEmails": true, "user_hash": "9f3a…", "plan": "pro"})),
+            &known(),
+            AttributePolicy::default(),
+        );
+        assert_eq!(prepared.fields["unsubscribed_from_emails"], json!(true));
+        assert_eq!(prepared.fields["custom_attributes"], json!({"plan": "pro"}));
+        assert_eq!(prepared.dropped.len(), 1, "{:?}", prepared.dropped);
+        assert_eq!(prepared.dropped[0].0, "user_hash");
+        let not_a_flag = prepare_contact(
+            &traits(json!({"unsubscribed_from_emails": "yes"})),
+            &known(),
+            AttributePolicy::default(),
+        );
+        assert!(!not_a_flag.fields.contains_key("unsubscribed_from_emails"));
+        assert_eq!(not_a_flag.dropped[0].0, "unsubscribed_from_emails");
     }
 
     #[test]

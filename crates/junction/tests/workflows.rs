@@ -13,7 +13,11 @@ use std::time::Duration;
 async fn profile_sync_creates_one_contact_and_keeps_it_up_to_date(backend: Backend) {
     let s = Scenario::start_on(backend, "  - template: profile-sync\n").await;
     s.identify("u1", json!({"email": "ann@example.com", "name": "Ann", "plan": "pro", "industry": "retail", "mrr": 99.5})).await;
-    s.identify("u1", json!({"plan": "enterprise"})).await;
+    s.identify(
+        "u1",
+        json!({"plan": "enterprise", "unsubscribedFromEmails": true, "user_hash": "a1b2c3"}),
+    )
+    .await;
     // A burst for a new user: still one contact.
     let burst: Vec<_> = (0..20)
         .map(|n| s.identify("u2", json!({"email": "bo@example.com", "seats": n})))
@@ -52,6 +56,14 @@ async fn profile_sync_creates_one_contact_and_keeps_it_up_to_date(backend: Backe
     assert_eq!(ann["custom_attributes"]["industry"], "retail");
     assert_eq!(ann["custom_attributes"]["mrr"], 99.5);
     assert!(ann["last_seen_at"].as_i64().is_some());
+    // As Segment's destination: the trait unsubscribes, the verification hash is never sent.
+    assert_eq!(ann["unsubscribed_from_emails"], true, "{ann}");
+    assert!(
+        s.calls()
+            .iter()
+            .all(|c| !c.body.to_string().contains("a1b2c3")),
+        "user_hash never reaches Intercom"
+    );
     // Steady state: one call per identify (no lookups, no attribute reads).
     let after_first = s
         .calls()
