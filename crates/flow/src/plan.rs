@@ -669,6 +669,12 @@ impl<'a> Run<'a> {
                 let company_id = self.required(company_id, profile, path, "company_id")?;
                 let traits = self.object(traits, profile, path, "traits")?;
                 let fields = company_fields(&traits);
+                // As Segment's destination: a group from an anonymous visitor upserts the
+                // company but attaches nobody (attaching would create a lead for them).
+                let known_user = self.event.body["userId"]
+                    .as_str()
+                    .is_some_and(|id| !id.is_empty())
+                    || profile.user_id.is_some();
                 self.push(
                     step,
                     path,
@@ -676,7 +682,7 @@ impl<'a> Run<'a> {
                     Action::Company {
                         company_id,
                         fields,
-                        attach: *attach,
+                        attach: *attach && known_user,
                     },
                     profile,
                 )

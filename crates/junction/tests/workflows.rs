@@ -174,6 +174,26 @@ async fn lead_score_tags_assigns_and_notes_once_per_crossing(backend: Backend) {
     );
 }
 
+/// As Segment's destination: a group call from an anonymous visitor upserts the company and
+/// creates no lead.
+async fn an_anonymous_group_upserts_the_company_and_creates_no_lead(backend: Backend) {
+    let s = Scenario::start_on(backend, "  - template: company-sync\n").await;
+    s.send(
+        "group",
+        json!({"anonymousId": "visitor-1", "groupId": "initech", "traits": {"name": "Initech"}}),
+    )
+    .await;
+    s.until("the company", |s| {
+        !s.calls_at("POST", "/companies").is_empty()
+    })
+    .await;
+    s.quiet().await;
+    let companies = s.get("/companies").await;
+    assert_eq!(companies["data"][0]["company_id"], "initech", "{companies}");
+    assert!(s.contacts().await.is_empty(), "no lead was created");
+    assert!(s.calls_at("POST", "/contacts").is_empty());
+}
+
 async fn company_sync_upserts_attaches_and_alerts_on_a_health_drop(backend: Backend) {
     let (hook, alerts) = alert_sink().await;
     let s = Scenario::start_on(backend, &format!(
@@ -395,6 +415,7 @@ on_each_store! {
     event_triggered_messages_go_out_in_app_and_by_email,
     lead_score_tags_assigns_and_notes_once_per_crossing,
     company_sync_upserts_attaches_and_alerts_on_a_health_drop,
+    an_anonymous_group_upserts_the_company_and_creates_no_lead,
     churn_risk_tags_flags_opens_an_assigned_conversation_and_alerts,
     onboarding_acknowledges_each_milestone_once,
     inactivity_timer_fires_unless_the_feature_is_used,
