@@ -48,24 +48,32 @@ impl Identity {
             .map(|k| format!("{}:{}", k.kind(), k.value()))
     }
 
-    /// The identity fields Intercom needs on a create or an update: a userId makes the contact
-    /// a user (converting a lead) with that external_id.
-    fn contact_fields(&self, creating: bool) -> Map<String, Value> {
-        let mut fields = Map::new();
+    /// Adds the identity fields Intercom needs on a create or an update to `body`: a userId
+    /// gives the contact that external_id and makes it a user (converting a lead), unless the
+    /// workflow set the role itself (`lead` or `user`, as Segment's destination honours it).
+    fn add_contact_fields(&self, body: &mut Map<String, Value>, creating: bool) {
+        let chosen = body
+            .get("role")
+            .and_then(Value::as_str)
+            .is_some_and(|role| role == "lead" || role == "user");
+        if !chosen {
+            body.remove("role");
+        }
         match &self.user_id {
             Some(user_id) => {
-                fields.insert("role".into(), "user".into());
-                fields.insert("external_id".into(), user_id.clone().into());
+                if !chosen {
+                    body.insert("role".into(), "user".into());
+                }
+                body.insert("external_id".into(), user_id.clone().into());
             }
-            None if creating => {
-                fields.insert("role".into(), "lead".into());
+            None if creating && !chosen => {
+                body.insert("role".into(), "lead".into());
             }
             None => {}
         }
         if let Some(email) = &self.email {
-            fields.insert("email".into(), email.clone().into());
+            body.insert("email".into(), email.clone().into());
         }
-        fields
     }
 }
 
@@ -234,7 +242,7 @@ impl ContactResolver {
             }
         }
         let mut body = fields.clone();
-        body.extend(identity.contact_fields(true));
+        identity.add_contact_fields(&mut body, true);
         match self.client.create_contact(&Value::Object(body)).await {
             Ok(contact) => {
                 // Intercom's webhook about it is Junction's own doing: known as an echo.
@@ -264,7 +272,7 @@ impl ContactResolver {
         fields: &Map<String, Value>,
     ) -> Result<Contact, IntercomError> {
         let mut body = fields.clone();
-        body.extend(identity.contact_fields(false));
+        identity.add_contact_fields(&mut body, false);
         self.client.update_contact(id, &Value::Object(body)).await
     }
 }

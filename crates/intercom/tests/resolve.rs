@@ -174,6 +174,50 @@ async fn a_new_user_costs_one_call_and_a_known_one_two() {
     assert_eq!(routes, [("POST", 409), ("PUT", 200)], "{calls:?}");
 }
 
+/// A role the workflow sets is kept (a lead with a userId stays a lead), as Segment's
+/// destination keeps it; without one, a userId makes the contact a user.
+#[tokio::test]
+async fn a_role_the_workflow_sets_is_kept() {
+    let s = setup().await;
+    let lead = s
+        .resolver
+        .upsert(&user("trial-7"), &fields(json!({"role": "lead"})))
+        .await
+        .unwrap();
+    let again = s
+        .resolver
+        .upsert(
+            &user("trial-7"),
+            &fields(json!({"role": "lead", "name": "Trial"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.contact.id, lead.contact.id);
+    let stored = contacts(&s.base).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (
+            stored[0]["role"].as_str(),
+            stored[0]["external_id"].as_str()
+        ),
+        (Some("lead"), Some("trial-7"))
+    );
+    let plain = s
+        .resolver
+        .upsert(&user("paying-1"), &fields(json!({"role": "admin?"})))
+        .await
+        .unwrap();
+    let found = contacts(&s.base).await;
+    let paying = found
+        .iter()
+        .find(|c| c["id"] == plain.contact.id.as_str())
+        .unwrap();
+    assert_eq!(
+        paying["role"], "user",
+        "an unknown role is not sent: {paying}"
+    );
+}
+
 /// A user created out of band moments ago: search cannot see it yet, the create gets 409, and
 /// the resolver adopts the existing contact instead of failing or duplicating.
 #[tokio::test]
