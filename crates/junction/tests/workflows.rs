@@ -174,6 +174,36 @@ async fn lead_score_tags_assigns_and_notes_once_per_crossing(backend: Backend) {
     );
 }
 
+/// As Segment's destination: an identify sent on a user's behalf (`context.active: false`)
+/// updates their traits but not when they were last seen.
+async fn an_inactive_identify_leaves_last_seen_alone(backend: Backend) {
+    let s = Scenario::start_on(backend, "  - template: profile-sync\n").await;
+    s.send(
+        "identify",
+        json!({"userId": "backend-1", "traits": {"plan": "pro"}, "context": {"active": false}}),
+    )
+    .await;
+    s.identify("active-1", json!({"plan": "pro"})).await;
+    s.until("both contacts", |s| {
+        s.calls_at("POST", "/contacts").len() == 2
+    })
+    .await;
+    s.quiet().await;
+    let contacts = s.contacts().await;
+    let of = |user: &str| contacts.iter().find(|c| c["external_id"] == user).unwrap();
+    assert_eq!(of("backend-1")["custom_attributes"]["plan"], "pro");
+    assert!(
+        of("backend-1")["last_seen_at"].is_null(),
+        "{}",
+        of("backend-1")
+    );
+    assert!(
+        of("active-1")["last_seen_at"].as_i64().is_some(),
+        "{}",
+        of("active-1")
+    );
+}
+
 /// As Segment's destination: a group call from an anonymous visitor upserts the company and
 /// creates no lead.
 async fn an_anonymous_group_upserts_the_company_and_creates_no_lead(backend: Backend) {
@@ -416,6 +446,7 @@ on_each_store! {
     lead_score_tags_assigns_and_notes_once_per_crossing,
     company_sync_upserts_attaches_and_alerts_on_a_health_drop,
     an_anonymous_group_upserts_the_company_and_creates_no_lead,
+    an_inactive_identify_leaves_last_seen_alone,
     churn_risk_tags_flags_opens_an_assigned_conversation_and_alerts,
     onboarding_acknowledges_each_milestone_once,
     inactivity_timer_fires_unless_the_feature_is_used,
