@@ -175,12 +175,14 @@ async fn lead_score_tags_assigns_and_notes_once_per_crossing(backend: Backend) {
 }
 
 /// As Segment's destination: an identify sent on a user's behalf (`context.active: false`)
-/// updates their traits but not when they were last seen.
+/// updates their traits but not when they were last seen, and `integrations.Intercom`'s
+/// `unsubscribedFromEmails` unsubscribes them.
 async fn an_inactive_identify_leaves_last_seen_alone(backend: Backend) {
     let s = Scenario::start_on(backend, "  - template: profile-sync\n").await;
     s.send(
         "identify",
-        json!({"userId": "backend-1", "traits": {"plan": "pro"}, "context": {"active": false}}),
+        json!({"userId": "backend-1", "traits": {"plan": "pro"}, "context": {"active": false},
+               "integrations": {"Intercom": {"unsubscribedFromEmails": true}}}),
     )
     .await;
     s.identify("active-1", json!({"plan": "pro"})).await;
