@@ -404,7 +404,20 @@ impl Engine {
             }
         }
         commit.released_done = released.iter().map(|e| e.id).collect();
+        self.load_profiles_of(&events).await?;
         self.plan_into(events, commit).await
+    }
+
+    /// Loads the profiles of these events' users for one step (what was unreadable or
+    /// inherited in the step before is looked at afresh).
+    async fn load_profiles_of(&mut self, events: &[StoredEvent]) -> Result<(), StoreError> {
+        self.unreadable.clear();
+        self.inherited.clear();
+        let wanted: Vec<(String, Option<String>)> = events
+            .iter()
+            .map(|e| (e.identity.clone(), e.anonymous_id.clone()))
+            .collect();
+        self.load_profiles(&wanted).await
     }
 
     /// The position in `events` of the first event that must wait: a user's first event under
@@ -521,12 +534,7 @@ impl Engine {
 
     /// Plans new events; false when the first of them must wait for another partition.
     async fn plan_events(&mut self, mut events: Vec<StoredEvent>) -> Result<bool, StoreError> {
-        self.inherited.clear();
-        let wanted: Vec<(String, Option<String>)> = events
-            .iter()
-            .map(|e| (e.identity.clone(), e.anonymous_id.clone()))
-            .collect();
-        self.load_profiles(&wanted).await?;
+        self.load_profiles_of(&events).await?;
         if let Some(wait) = self.first_to_wait(&events).await? {
             // What was inherited for the events left for later is read again then.
             for event in &events[wait..] {
@@ -555,18 +563,13 @@ impl Engine {
         }
     }
 
-    /// Plans events into `commit` (which may already carry a cursor or released entries).
+    /// Plans events into `commit` (which may already carry a cursor or released entries); their
+    /// users' profiles are loaded already ([`Self::load_profiles_of`]).
     async fn plan_into(
         &mut self,
         events: Vec<StoredEvent>,
         mut commit: EngineCommit,
     ) -> Result<(), StoreError> {
-        self.unreadable.clear();
-        let wanted: Vec<(String, Option<String>)> = events
-            .iter()
-            .map(|e| (e.identity.clone(), e.anonymous_id.clone()))
-            .collect();
-        self.load_profiles(&wanted).await?;
         let remote_profiles = self.fetch_segment_profiles(&events).await;
         let echoes = self.echoes(&events).await?;
         let mut touched = HashSet::new();

@@ -227,6 +227,15 @@ pub(super) async fn repartition(
 ) -> Result<(), StoreError> {
     tx.execute("LOCK TABLE planner_partitions IN EXCLUSIVE MODE", &[])
         .await?;
+    // Under the ingest lock from here: no event is numbered meanwhile, so
+    // what is found behind below stays true until the commit.
+    let have: i32 = tx
+        .query_one("SELECT partitions FROM event_log_head FOR UPDATE", &[])
+        .await?
+        .get(0);
+    if have as u32 == partitions {
+        return Ok(());
+    }
     let others: Vec<String> = tx
         .query(
             "SELECT name FROM nodes WHERE expires_ms > $1 AND name <> $2",
@@ -246,14 +255,6 @@ pub(super) async fn repartition(
         )
         .await?
         .map(|r| r.get::<_, i32>(0) as u32);
-    // Under the ingest lock from here: no event is numbered into the old split meanwhile.
-    let have: i32 = tx
-        .query_one("SELECT partitions FROM event_log_head FOR UPDATE", &[])
-        .await?
-        .get(0);
-    if have as u32 == partitions {
-        return Ok(());
-    }
     crate::outbox::may_repartition(partitions, &others, behind)?;
     let cursor: i64 = tx
         .query_one(

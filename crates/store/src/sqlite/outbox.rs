@@ -127,6 +127,10 @@ pub(super) fn repartition(
     node: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let have: u32 = tx.query_row("SELECT count(*) FROM planner_partitions", [], |r| r.get(0))?;
+    if have == partitions {
+        return Ok(());
+    }
     let others: Vec<String> = tx
         .prepare_cached("SELECT name FROM nodes WHERE expires_ms > ?1 AND name <> ?2")?
         .query_map(params![now_ms, node], |r| r.get(0))?
@@ -141,10 +145,6 @@ pub(super) fn repartition(
             |r| r.get(0),
         )
         .optional()?;
-    let have: u32 = tx.query_row("SELECT count(*) FROM planner_partitions", [], |r| r.get(0))?;
-    if have == partitions {
-        return Ok(());
-    }
     crate::outbox::may_repartition(partitions, &others, behind)?;
     let cursor: i64 = tx.query_row(
         "SELECT max(coalesce((SELECT max(cursor) FROM planner_partitions), 0),
