@@ -477,7 +477,7 @@ fn report(
          `cargo build --release -p junction -p junction-bench && target/release/junction-bench cluster --postgres postgres://postgres@127.0.0.1:5432/postgres --write BENCHMARKS.md`\n\n",
     );
     text.push_str(&format!(
-        "Ingest: batches of {BATCH} from {} connections (closed loop, spread round-robin over the nodes), {} s per run after a 1 s warm-up, each run on a fresh database of the local PostgreSQL 15 with `synchronous_commit` on (an acknowledged batch is on disk). No workflows: ingest alone. Every node, the client and PostgreSQL share this machine's 2 cores, so three nodes measure what coordination costs, not what three machines would add.\n\n\
+        "Ingest: batches of {BATCH} from {} connections (closed loop, spread round-robin over the nodes), {} s per run after a 1 s warm-up, each run on a fresh database of the local PostgreSQL 15 with `synchronous_commit` on (an acknowledged batch is on disk). No workflows, so no actions; the planner still follows the log beside ingest (it keeps each user's profile). Every node, the client and PostgreSQL share this machine's 2 cores, so three nodes measure what coordination costs, not what three machines would add.\n\n\
          | nodes | messageIds | events/s | errors |\n|---:|---|---:|---:|\n",
         args.connections, args.seconds
     ));

@@ -17,6 +17,7 @@ use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 
 /// Upper bound on rows in one transaction, so one commit never holds the replies of many
 /// requests for long.
@@ -136,18 +137,25 @@ async fn write(
         .await
         .map_err(|e| StoreError::Pool(e.to_string()))?;
     let tx = client.transaction().await?;
-    // The lock that orders every ingest commit (see the module doc). The number of planning
-    // partitions is read under it too: a repartition takes the same lock.
-    let head = tx
-        .query_one(
-            "SELECT next_seq, partitions FROM event_log_head FOR UPDATE",
-            &[],
-        )
-        .await?;
-    let (first_seq, partitions): (i64, i32) = (head.get(0), head.get(1));
-    let partitions = partitions as u32;
+    // Statements are prepared once per connection, and the ones that do not depend on each
+    // other's answers are sent together (tokio-postgres pipelines concurrent queries on one
+    // connection): a commit costs four round trips, not twelve. On this 2-core machine each
+    // round trip is a scheduling delay for PostgreSQL and for Junction, and one node's commits
+    // are sequential, so round trips, not rows, bounded ingest.
+    let (lock, lookup) = futures_util::try_join!(
+        tx.prepare_cached("SELECT next_seq, partitions FROM event_log_head FOR UPDATE"),
+        tx.prepare_cached(
+            "SELECT m.message_id, m.source, m.received_ms
+             FROM message_ids m
+             JOIN unnest($1::text[], $2::text[]) AS t(message_id, source)
+               ON m.message_id = t.message_id AND m.source = t.source",
+        ),
+    )?;
 
-    // What the log already knows of these messageIds, read under the lock.
+    // What the log already knows of these messageIds, read under the lock that orders every
+    // ingest commit (see the module doc); the lookup is sent right behind the lock, so it
+    // runs once the lock is held. The number of planning partitions is read under the lock
+    // too: a repartition takes the same lock.
     let (mut ids, mut sources) = (Vec::new(), Vec::new());
     for (batch, _) in group {
         for event in &batch.events {
@@ -155,20 +163,14 @@ async fn write(
             sources.push(batch.source.as_str());
         }
     }
+    let lookup_params: [&(dyn ToSql + Sync); 2] = [&ids, &sources];
+    let (head, known) =
+        futures_util::try_join!(tx.query_one(&lock, &[]), tx.query(&lookup, &lookup_params),)?;
+    let (first_seq, partitions): (i64, i32) = (head.get(0), head.get(1));
+    let partitions = partitions as u32;
     let mut last_seen: HashMap<(String, String), i64> = HashMap::new();
-    if !ids.is_empty() {
-        let known = tx
-            .query(
-                "SELECT m.message_id, m.source, m.received_ms
-                 FROM message_ids m
-                 JOIN unnest($1::text[], $2::text[]) AS t(message_id, source)
-                   ON m.message_id = t.message_id AND m.source = t.source",
-                &[&ids, &sources],
-            )
-            .await?;
-        for row in known {
-            last_seen.insert((row.get(0), row.get(1)), row.get(2));
-        }
+    for row in known {
+        last_seen.insert((row.get(0), row.get(1)), row.get(2));
     }
 
     let mut next_seq = first_seq;
@@ -220,51 +222,67 @@ async fn write(
         receipts.push(receipt);
     }
 
-    if !events.seq.is_empty() {
-        tx.execute(
+    let (insert_events, insert_ids, advance_head, insert_rejected) = futures_util::try_join!(
+        tx.prepare_cached(
             "INSERT INTO events (seq, source, message_id, type, identity, user_id, anonymous_id,
                                  event, timestamp_ms, received_ms, body, part)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::text[], $9::bigint[],
                                   $10::bigint[], $11::text[], $12::int[])",
-            &[
-                &events.seq,
-                &events.source,
-                &events.message_id,
-                &events.kind,
-                &events.identity,
-                &events.user_id,
-                &events.anonymous_id,
-                &events.event,
-                &events.timestamp_ms,
-                &events.received_ms,
-                &events.body,
-                &events.part,
-            ],
-        )
-        .await?;
-        tx.execute(
+        ),
+        tx.prepare_cached(
             "INSERT INTO message_ids (message_id, source, received_ms, seq)
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
              ON CONFLICT (message_id, source)
              DO UPDATE SET received_ms = excluded.received_ms, seq = excluded.seq",
-            &[
-                &events.message_id,
-                &events.source,
-                &events.received_ms,
-                &events.seq,
-            ],
-        )
-        .await?;
-        tx.execute("UPDATE event_log_head SET next_seq = $1", &[&next_seq])
-            .await?;
-    }
-    if !rejected.source.is_empty() {
-        tx.execute(
+        ),
+        tx.prepare_cached("UPDATE event_log_head SET next_seq = $1"),
+        tx.prepare_cached(
             "INSERT INTO rejected (source, received_ms, position, type, message_id, code, field,
                                    reason, body)
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::text[], $9::text[])",
+        ),
+    )?;
+    // The writes, sent together; PostgreSQL runs them in order.
+    let write_events = async {
+        if events.seq.is_empty() {
+            return Ok(());
+        }
+        let event_params: [&(dyn ToSql + Sync); 12] = [
+            &events.seq,
+            &events.source,
+            &events.message_id,
+            &events.kind,
+            &events.identity,
+            &events.user_id,
+            &events.anonymous_id,
+            &events.event,
+            &events.timestamp_ms,
+            &events.received_ms,
+            &events.body,
+            &events.part,
+        ];
+        let id_params: [&(dyn ToSql + Sync); 4] = [
+            &events.message_id,
+            &events.source,
+            &events.received_ms,
+            &events.seq,
+        ];
+        let head_params: [&(dyn ToSql + Sync); 1] = [&next_seq];
+        futures_util::try_join!(
+            tx.execute(&insert_events, &event_params),
+            tx.execute(&insert_ids, &id_params),
+            tx.execute(&advance_head, &head_params),
+        )
+        .map(|_| ())
+    };
+    let write_rejected = async {
+        if rejected.source.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            &insert_rejected,
             &[
                 &rejected.source,
                 &rejected.received_ms,
@@ -277,8 +295,10 @@ async fn write(
                 &rejected.body,
             ],
         )
-        .await?;
-    }
+        .await
+        .map(|_| ())
+    };
+    futures_util::try_join!(write_events, write_rejected)?;
     tx.commit().await?;
     Ok(receipts)
 }
