@@ -14,6 +14,7 @@
 use anyhow::{Context, bail};
 mod backlog;
 mod cluster;
+mod e2e;
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
@@ -42,6 +43,9 @@ enum Cmd {
     /// Measure Junction on PostgreSQL, one node against three: ingest, planning, and delivery
     /// at the rate limit.
     Cluster(cluster::ClusterArgs),
+    /// Measure the whole path, Segment events in and Intercom requests out: requests per
+    /// event by route, events/s, and the time from acknowledgement to the first Intercom call.
+    E2e(e2e::E2eArgs),
     /// Serve the do-nothing ceiling endpoints (started by `ingest`).
     Ceiling {
         #[arg(long)]
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ingest(args) => runtime.block_on(ingest(args)),
         Cmd::Backlog(args) => runtime.block_on(backlog::backlog(args)),
         Cmd::Cluster(args) => runtime.block_on(cluster::cluster(args)),
+        Cmd::E2e(args) => runtime.block_on(e2e::e2e(args)),
     }
 }
 
