@@ -445,22 +445,11 @@ async fn delivery_run(args: &ClusterArgs) -> anyhow::Result<DeliveryRow> {
         let received = entry["received_ms"].as_u64().unwrap_or(0);
         *per_window.entry(received / 10_000).or_default() += 1;
     }
-    // The first and last windows are partial (work arriving, work running out).
-    let full: Vec<usize> = per_window
-        .values()
-        .copied()
-        .skip(1)
-        .take(per_window.len().saturating_sub(2))
-        .collect();
-    let used_share = if full.is_empty() {
-        0.0
-    } else {
-        full.iter().sum::<usize>() as f64 / (full.len() as f64 * f64::from(args.rate_limit))
-    };
+    let (full_windows, used_share) = crate::full_window_share(&per_window, args.rate_limit);
     Ok(DeliveryRow {
         calls: entries.len(),
         refused,
-        full_windows: full.len(),
+        full_windows,
         used_share,
         seconds,
     })

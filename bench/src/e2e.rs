@@ -151,6 +151,16 @@ struct Planned {
     key: String,
 }
 
+impl Outcome {
+    fn requests_per_event(&self) -> f64 {
+        self.requests as f64 / self.events as f64
+    }
+
+    fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+}
+
 /// Per ten users: their identifies, one group, then four rounds of their tracks (one inner
 /// vector per ten users).
 fn stream(users: usize) -> Vec<Vec<Planned>> {
@@ -316,7 +326,7 @@ async fn run(args: &E2eArgs, scenario: Scenario) -> anyhow::Result<Outcome> {
 
     let mut by_route = BTreeMap::new();
     let mut first_call: HashMap<String, u64> = HashMap::new();
-    let mut refused = 0;
+    let (mut requests, mut refused) = (0, 0);
     let mut per_window: BTreeMap<u64, usize> = BTreeMap::new();
     let mut last_ms = started_ms;
     for entry in &journal {
@@ -325,6 +335,7 @@ async fn run(args: &E2eArgs, scenario: Scenario) -> anyhow::Result<Outcome> {
         if path.starts_with("/_emulator") {
             continue;
         }
+        requests += 1;
         let received = entry["received_ms"].as_u64().unwrap_or(0);
         last_ms = last_ms.max(received);
         *by_route
@@ -359,32 +370,19 @@ async fn run(args: &E2eArgs, scenario: Scenario) -> anyhow::Result<Outcome> {
             None => unmatched += 1,
         }
     }
-    // The first and last windows are partial (work arriving, work running out).
-    let full: Vec<usize> = per_window
-        .values()
-        .copied()
-        .skip(1)
-        .take(per_window.len().saturating_sub(2))
-        .collect();
-    let used_share = match scenario.rate_limit {
-        Some(limit) if !full.is_empty() => {
-            full.iter().sum::<usize>() as f64 / (full.len() as f64 * f64::from(limit))
-        }
-        _ => 0.0,
-    };
+    let (full_windows, used_share) = scenario.rate_limit.map_or((0, 0.0), |limit| {
+        crate::full_window_share(&per_window, limit)
+    });
     Ok(Outcome {
         scenario,
         events,
-        requests: journal
-            .iter()
-            .filter(|e| !e["path"].as_str().unwrap_or("").starts_with("/_emulator"))
-            .count(),
+        requests,
         refused,
         by_route,
         seconds: (last_ms.saturating_sub(started_ms)) as f64 / 1000.0,
         latency,
         unmatched,
-        full_windows: full.len(),
+        full_windows,
         used_share,
     })
 }
@@ -453,9 +451,9 @@ fn summary(o: &Outcome) -> String {
         o.scenario.describe(),
         o.events,
         o.requests,
-        o.requests as f64 / o.events as f64,
+        o.requests_per_event(),
         o.refused,
-        o.events as f64 / o.seconds,
+        o.events_per_second(),
         o.latency.value_at_quantile(0.5),
         o.latency.value_at_quantile(0.99),
         o.latency.max(),
@@ -485,9 +483,9 @@ fn report(args: &E2eArgs, outcomes: &[Outcome]) -> String {
             "| {} | {} | {:.3} | {} | {:.0} | {} ms | {} ms | {} ms | {} |\n",
             o.scenario.describe(),
             o.events,
-            o.requests as f64 / o.events as f64,
+            o.requests_per_event(),
             o.refused,
-            o.events as f64 / o.seconds,
+            o.events_per_second(),
             o.latency.value_at_quantile(0.5),
             o.latency.value_at_quantile(0.99),
             o.latency.max(),

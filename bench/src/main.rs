@@ -591,6 +591,26 @@ async fn wait_ready(client: &reqwest::Client, port: u16) -> anyhow::Result<()> {
     bail!("server on port {port} did not become ready")
 }
 
+/// Requests per 10-second window (counted by window number) → how many windows were full
+/// and the share of `limit` they used on average. The first and last windows are partial
+/// (work arriving, work running out), so they are left out.
+fn full_window_share(
+    per_window: &std::collections::BTreeMap<u64, usize>,
+    limit: u32,
+) -> (usize, f64) {
+    let full: Vec<usize> = per_window
+        .values()
+        .copied()
+        .skip(1)
+        .take(per_window.len().saturating_sub(2))
+        .collect();
+    if full.is_empty() {
+        return (0, 0.0);
+    }
+    let share = full.iter().sum::<usize>() as f64 / (full.len() as f64 * f64::from(limit));
+    (full.len(), share)
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
