@@ -13,7 +13,10 @@
 //! ([`RateGate::share_budget`]): besides what Intercom's headers say, a node spends only what it
 //! took from the store for the current window, in slices of a twentieth of the limit, so all
 //! nodes together stay inside the window (windows are Intercom's: 10 seconds, aligned to the
-//! Unix clock). Probes, one request when nothing is known of a window, go without.
+//! Unix clock). Probes, one request when nothing is known of a window, go without. A window
+//! that follows one spent to within a tenth of its limit opens after a short hold
+//! ([`RESET_MARGIN`]), so that requests still in flight from the last one land first; a window
+//! after a quiet one opens at once (no added latency at low rates).
 
 use junction_store::RateBudget;
 use reqwest::header::HeaderMap;
@@ -80,6 +83,9 @@ struct Window {
     slice_bucket: u64,
     borrowing: bool,
     spent_bucket: Option<u64>,
+    /// With a shared budget: the window (bucket) whose first [`RESET_MARGIN`] is held because
+    /// the window before it ended at or near its limit.
+    hold_bucket: Option<u64>,
 }
 
 impl Window {
@@ -89,9 +95,13 @@ impl Window {
         let bucket = now_ms / 1000 / WINDOW_SECONDS;
         let into_window = now_ms % (WINDOW_SECONDS * 1000);
         let margin = RESET_MARGIN.as_millis() as u64;
-        if into_window < margin {
+        let previous_was_tight =
+            self.hold_bucket == Some(bucket) || self.spent_bucket == Some(bucket.saturating_sub(1));
+        if into_window < margin && previous_was_tight {
             // Requests sent at the end of the last window may still be on their way and be
-            // counted in this one: let them land first.
+            // counted in this one; when that window was (nearly) spent, this one will be too,
+            // so let them land first. A window after a quiet one opens at once: the few
+            // requests in flight cannot fill it, and Intercom's answers correct the count.
             return Some(Next::Wait(Duration::from_millis(margin - into_window)));
         }
         if self.slice_bucket != bucket {
@@ -150,6 +160,12 @@ impl RateGate {
                 {
                     // A new window: the full budget is back, unless Intercom was refusing
                     // everything, in which case one probe asks first.
+                    let tight = window.refused
+                        || match (window.remaining, window.limit) {
+                            (Some(remaining), Some(limit)) => remaining <= limit / 10,
+                            _ => true,
+                        };
+                    window.hold_bucket = tight.then_some(now_ms / 1000 / WINDOW_SECONDS);
                     window.remaining = if window.refused { None } else { window.limit };
                     window.reset = None;
                 }
@@ -310,6 +326,39 @@ mod tests {
         headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
         headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
         headers
+    }
+
+    /// The first moments of a window are held only after a window that was (nearly) spent.
+    #[test]
+    fn a_window_start_is_held_only_after_a_tight_window() {
+        let bucket = 1_000_000u64;
+        let start_ms = bucket * WINDOW_SECONDS * 1000;
+        let mut quiet = Window {
+            limit: Some(1666),
+            slice: 5,
+            slice_bucket: bucket,
+            ..Window::default()
+        };
+        assert!(quiet.spend_slice(1600, start_ms + 5).is_none());
+
+        let mut after_tight = Window {
+            hold_bucket: Some(bucket),
+            ..quiet
+        };
+        assert!(matches!(
+            after_tight.spend_slice(1600, start_ms + 5),
+            Some(Next::Wait(wait)) if wait == Duration::from_millis(95)
+        ));
+        assert!(after_tight.spend_slice(1600, start_ms + 100).is_none());
+
+        let mut after_spent = Window {
+            spent_bucket: Some(bucket - 1),
+            ..quiet
+        };
+        assert!(matches!(
+            after_spent.spend_slice(1600, start_ms),
+            Some(Next::Wait(_))
+        ));
     }
 
     /// A late answer from a window that has ended must not give the current window's budget
