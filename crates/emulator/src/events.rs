@@ -86,6 +86,16 @@ pub async fn submit(
 fn checked_metadata(metadata: &Map<String, Value>) -> Result<Map<String, Value>, IntercomError> {
     let mut kept = Map::new();
     for (key, value) in metadata.iter().take(MAX_METADATA_KEYS) {
+        if let Value::Object(object) = value
+            && object.len() == 2
+            && object.get("currency").is_some_and(Value::is_string)
+            && let Some(amount) = object.get("amount")
+            && !amount.is_i64()
+        {
+            return Err(IntercomError::invalid(format!(
+                "metadata '{key}' is money: its amount must be an integer number of cents (the smallest currency unit), not {amount}"
+            )));
+        }
         let allowed = match value {
             Value::Object(object) => {
                 let keys: Vec<&str> = object.keys().map(String::as_str).collect();

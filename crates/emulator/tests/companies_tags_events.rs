@@ -220,6 +220,50 @@ async fn data_events_follow_intercoms_metadata_rules() {
     assert_eq!(events[1]["metadata"]["price"]["amount"], 999);
 }
 
+/// Segment's destination sends `revenue * 100`, which for 19.99 is 1998.9999999999998: Intercom
+/// refuses money that is not whole cents, and the journal shows exactly what was sent.
+#[tokio::test]
+async fn money_in_fractions_of_a_cent_is_refused_and_journaled_exactly() {
+    let api = Api::start().await;
+    api.post("/contacts", json!({"external_id": "u1"})).await;
+    let sent = r#"{"event_name":"Order Completed","created_at":1800000000,"user_id":"u1","metadata":{"price":{"amount":1998.9999999999998,"currency":"usd"}}}"#;
+    let response = api
+        .http
+        .post(format!("{}/events", api.base))
+        .bearer_auth("t")
+        .header("content-type", "application/json")
+        .body(sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("'price' is money") && message.contains("integer number of cents"),
+        "{message}"
+    );
+
+    let journal = api
+        .http
+        .get(format!("{}/_emulator/requests", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        journal.contains("\"amount\":1998.9999999999998"),
+        "{journal}"
+    );
+    let journal: Value = serde_json::from_str(&journal).unwrap();
+    assert_eq!(
+        journal[1]["body"]["metadata"]["price"]["amount"].as_f64(),
+        Some(1998.9999999999998)
+    );
+}
+
 #[tokio::test]
 async fn the_token_belongs_to_one_admin() {
     let api = Api::start().await;

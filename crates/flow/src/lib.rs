@@ -20,7 +20,7 @@ pub mod templates;
 
 pub use action::{Action, OnError, PlannedAction, TimerPlan, Who};
 pub use compile::{LoadError, Workflow, load};
-pub use plan::{EventInput, Globals, Plan, Planner, RunSummary};
+pub use plan::{EventInput, Globals, Plan, Planner, RunSummary, event_metadata};
 pub use profile::Profile;
 
 /// The JSON Schema of workflow files (`junction schema`).

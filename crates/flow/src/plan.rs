@@ -1014,42 +1014,76 @@ impl<'a> Run<'a> {
 }
 
 /// Intercom data event metadata from Segment properties, the way Segment's own destination
-/// does it and then within Intercom's rules: `revenue` (+ `currency`) becomes `price` in cents,
-/// `email` is left out, nested values other than rich links and money are sent as JSON text,
-/// nulls are dropped, and at most 10 keys are kept (`price` first, then by name).
+/// does it and then within Intercom's rules (scalars only, except rich links `{url, value}` and
+/// money `{amount, currency}`; at most 10 keys):
+///
+/// - `revenue` (+ `currency`, default USD) becomes `price` in integer cents; `email` is left out
+///   (it identifies the contact instead); nulls are dropped;
+/// - nested objects are flattened to dotted keys (`plan: {tier: "pro"}` → `plan.tier`), as
+///   Segment's classic destination did;
+/// - arrays are sent as JSON text (Intercom refuses them; an array of objects has no useful
+///   dotted form);
+/// - which keys win when there are more than 10: `price` first, then the rest by name (dotted
+///   keys sort with their parent's name). Keys past the tenth are dropped, as Intercom would
+///   drop them silently.
 pub fn event_metadata(mut properties: Map<String, Json>) -> Map<String, Json> {
     properties.remove("email");
     let currency = properties.remove("currency");
+    let revenue = properties.remove("revenue");
+    let mut flat = std::collections::BTreeMap::new();
+    flatten_metadata(String::new(), properties, &mut flat);
     let mut metadata = Map::new();
-    if let Some(revenue) = properties.remove("revenue").as_ref().and_then(Json::as_f64) {
+    if let Some(revenue) = revenue.as_ref().and_then(Json::as_f64) {
         let currency = currency.as_ref().and_then(Json::as_str).unwrap_or("USD");
         metadata.insert(
             "price".into(),
             json!({"amount": (revenue * 100.0).round() as i64, "currency": currency}),
         );
     }
-    for (key, value) in properties {
+    for (key, value) in flat {
         if metadata.len() >= MAX_EVENT_METADATA_KEYS {
             break;
         }
-        let value = match value {
-            Json::Null => continue,
-            Json::Object(ref object)
-                if (object.len() == 2
-                    && object.contains_key("url")
-                    && object.contains_key("value"))
-                    || (object.len() == 2
-                        && object.contains_key("amount")
-                        && object.contains_key("currency")) =>
-            {
-                value
-            }
-            Json::Object(_) | Json::Array(_) => Json::String(value.to_string()),
-            scalar => scalar,
-        };
-        metadata.insert(key, value);
+        metadata.entry(key).or_insert(value);
     }
     metadata
+}
+
+/// Adds `object`'s values to `flat` under `prefix`-dotted keys: scalars as they are, rich links
+/// and money whole, other objects one level down, arrays as JSON text; nulls left out.
+fn flatten_metadata(
+    prefix: String,
+    object: Map<String, Json>,
+    flat: &mut std::collections::BTreeMap<String, Json>,
+) {
+    for (key, value) in object {
+        let key = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Json::Null => {}
+            Json::Object(object) if is_rich_link_or_money(&object) => {
+                flat.insert(key, Json::Object(object));
+            }
+            Json::Object(object) => flatten_metadata(key, object, flat),
+            Json::Array(_) => {
+                flat.insert(key, Json::String(value.to_string()));
+            }
+            scalar => {
+                flat.insert(key, scalar);
+            }
+        }
+    }
+}
+
+/// The two object shapes Intercom accepts as metadata values.
+fn is_rich_link_or_money(object: &Map<String, Json>) -> bool {
+    object.len() == 2
+        && ((object.contains_key("url") && object.contains_key("value"))
+            || (object.get("amount").is_some_and(Json::is_i64)
+                && object.get("currency").is_some_and(Json::is_string)))
 }
 
 /// Intercom keeps at most ten metadata keys per data event (and silently drops the rest).
