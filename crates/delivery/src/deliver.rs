@@ -108,6 +108,11 @@ impl From<ResolveError> for Failure {
                 "no_identity",
                 ResolveError::NoIdentity.to_string(),
             ),
+            unmatched @ ResolveError::Unmatched { .. } => Failure::new(
+                FailureClass::Permanent,
+                "no_unique_contact",
+                unmatched.to_string(),
+            ),
         }
     }
 }
@@ -349,8 +354,13 @@ impl Deliverer {
                 metadata,
             } => {
                 let contact = target.resolver.contact_id(identity).await?;
+                // As Segment's destination: an event found by email carries the email too.
+                let email = identity
+                    .email
+                    .as_deref()
+                    .filter(|_| identity.user_id.is_none());
                 client
-                    .submit_event(&contact, name, *created_at, metadata)
+                    .submit_event(&contact, email, name, *created_at, metadata)
                     .await?;
                 Ok(format!("event {name:?} for contact {contact}"))
             }
@@ -541,5 +551,6 @@ fn identity_of(who: &Who) -> Identity {
         user_id: who.user_id.clone(),
         anonymous_id: who.anonymous_id.clone(),
         email: who.email.clone(),
+        dead_letter_unmatched: who.dead_letter_unmatched,
     }
 }

@@ -15,6 +15,10 @@ pub struct Who {
     pub anonymous_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Without a userId: when the email matches no single contact, fail for good instead of
+    /// creating a lead with it (the workflow's `unmatched: dead_letter`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_letter_unmatched: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

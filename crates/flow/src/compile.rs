@@ -24,6 +24,8 @@ pub struct Workflow {
     /// Intercom notification topics it takes (`contact.lead.created`, …).
     pub topics: Vec<String>,
     pub when: Option<Condition>,
+    /// An email that matches no single contact: create a lead, or dead-letter the action.
+    pub dead_letter_unmatched: bool,
     pub steps: Vec<Step>,
     /// The top-level names its expressions read (`event`, `traits`, `profile`, `vars`, …): the
     /// planner builds only those parts of the context.
@@ -275,6 +277,7 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
         events: file.trigger.event.as_ref().map(OneOrMany::to_vec),
         topics,
         when,
+        dead_letter_unmatched: file.unmatched == crate::definition::Unmatched::DeadLetter,
         steps,
         uses,
     })

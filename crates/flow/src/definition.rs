@@ -95,10 +95,27 @@ pub struct WorkflowFile {
     #[serde(default)]
     pub vars: BTreeMap<String, Json>,
     pub trigger: Trigger,
+    /// What Intercom actions do for an event without a userId whose email (`properties.email`,
+    /// `context.traits.email`, or a group's `traits.email`) matches no single contact:
+    /// `create_lead` (the default: a lead with that email) or `dead_letter` (the action fails
+    /// for good, as Segment's destination fails it).
+    #[serde(default)]
+    pub unmatched: Unmatched,
     /// Only events for which this expression is true run the steps.
     #[serde(default)]
     pub when: Option<Located<String>>,
     pub steps: Vec<Located<StepDef>>,
+}
+
+/// What happens when an event without a userId names an email no single contact has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Create a lead with that email.
+    #[default]
+    CreateLead,
+    /// Fail the action for good (the dead-letter queue says why).
+    DeadLetter,
 }
 
 /// What starts a run.

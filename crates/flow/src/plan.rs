@@ -462,7 +462,11 @@ impl<'a> Run<'a> {
                     .as_str()
                     .map(str::to_owned)
                     .or_else(|| profile.anonymous_id.clone()),
-                email: profile.email.clone(),
+                email: profile
+                    .email
+                    .clone()
+                    .or_else(|| event_email(self.event.body, self.event.kind)),
+                dead_letter_unmatched: self.workflow.dead_letter_unmatched,
             })
             .clone()
     }
@@ -670,11 +674,14 @@ impl<'a> Run<'a> {
                 let traits = self.object(traits, profile, path, "traits")?;
                 let fields = company_fields(&traits);
                 // As Segment's destination: a group from an anonymous visitor upserts the
-                // company but attaches nobody (attaching would create a lead for them).
+                // company but attaches nobody (attaching would create a lead for them), unless
+                // it names an email: then the contact with that email is attached (or, as the
+                // workflow's `unmatched` says, a lead with it).
                 let known_user = self.event.body["userId"]
                     .as_str()
                     .is_some_and(|id| !id.is_empty())
-                    || profile.user_id.is_some();
+                    || profile.user_id.is_some()
+                    || self.who(profile).email.is_some();
                 self.push(
                     step,
                     path,
@@ -1013,6 +1020,21 @@ impl<'a> Run<'a> {
     }
 }
 
+/// The email an event names for its person, where Segment's destination looks: a track's
+/// `properties.email`, a group's `traits.email`, any call's `context.traits.email`.
+fn event_email(body: &Json, kind: &str) -> Option<String> {
+    let own = match kind {
+        "track" => &body["properties"]["email"],
+        "group" | "identify" => &body["traits"]["email"],
+        _ => &Json::Null,
+    };
+    own.as_str()
+        .or_else(|| body["context"]["traits"]["email"].as_str())
+        .map(str::trim)
+        .filter(|email| !email.is_empty())
+        .map(str::to_owned)
+}
+
 /// Intercom data event metadata from Segment properties, the way Segment's own destination
 /// does it and then within Intercom's rules (scalars only, except rich links `{url, value}` and
 /// money `{amount, currency}`; at most 10 keys):
@@ -1116,11 +1138,16 @@ pub fn company_fields(traits: &Map<String, Json>) -> Map<String, Json> {
                 }
             }
             "monthly_spend" | "monthlySpend" => {
-                if let Some(n) = value
-                    .as_f64()
-                    .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
-                {
-                    fields.insert("monthly_spend".into(), json!(n));
+                // A number keeps its type (1200 stays 1200, not 1200.0); text is read as one.
+                let number = match value {
+                    Json::Number(_) => Some(value.clone()),
+                    Json::String(text) => serde_json::from_str::<serde_json::Number>(text.trim())
+                        .ok()
+                        .map(Json::Number),
+                    _ => None,
+                };
+                if let Some(number) = number {
+                    fields.insert("monthly_spend".into(), number);
                 }
             }
             "createdAt" | "created_at" => {

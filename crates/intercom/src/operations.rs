@@ -109,6 +109,7 @@ impl IntercomClient {
     pub async fn submit_event(
         &self,
         contact_id: &str,
+        email: Option<&str>,
         event_name: &str,
         created_at: i64,
         metadata: &serde_json::Map<String, Value>,
@@ -123,7 +124,10 @@ impl IntercomClient {
                 ),
             });
         }
-        let body = json!({"event_name": event_name, "created_at": created_at, "id": contact_id, "metadata": metadata});
+        let mut body = json!({"event_name": event_name, "created_at": created_at, "id": contact_id, "metadata": metadata});
+        if let Some(email) = email {
+            body["email"] = email.into();
+        }
         self.call(Method::POST, &ApiPath::fixed("events"), Some(&body))
             .await
             .map(|_| ())

@@ -6,7 +6,8 @@
 //! external_id or user email (it is adopted, unarchived when needed, and updated). Searching
 //! first would cost two calls more for every new user, and Intercom's search lags behind its
 //! creates anyway. For a lead (no userId), leads may share an email, so a create never
-//! conflicts: search by email first, accepting only exactly one match, then create. A remembered id that is gone (404) or merged (410) is
+//! conflicts: search by email first, accepting only exactly one match, then create a lead with
+//! that email (or, when the workflow says `unmatched: dead_letter`, fail). A remembered id that is gone (404) or merged (410) is
 //! forgotten and resolved again. A remembered lead whose visitor turns out to be an existing
 //! user (the update answers 409) is merged into that user. Every path ends by updating the
 //! contact with the event's fields and remembering every id of the identity.
@@ -24,6 +25,9 @@ pub struct Identity {
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
     pub email: Option<String>,
+    /// Without a userId: when the email matches no single contact, fail
+    /// ([`ResolveError::Unmatched`]) instead of creating a lead with it.
+    pub dead_letter_unmatched: bool,
 }
 
 impl Identity {
@@ -105,6 +109,12 @@ pub enum ResolveError {
     Store(#[from] StoreError),
     #[error("the identity has no userId, anonymousId or email")]
     NoIdentity,
+    /// No userId, and the email matches no contact, or several (the workflow says
+    /// `unmatched: dead_letter`).
+    #[error(
+        "no single Intercom contact has this email (contacts with it: {matches}); the workflow's `unmatched: dead_letter` keeps Junction from creating a lead"
+    )]
+    Unmatched { matches: usize },
 }
 
 pub struct ContactResolver {
@@ -239,6 +249,11 @@ impl ContactResolver {
                     self.update(&found.id, identity, fields).await?,
                     ResolvedBy::Email,
                 ));
+            }
+            if identity.dead_letter_unmatched {
+                return Err(ResolveError::Unmatched {
+                    matches: page.total_count as usize,
+                });
             }
         }
         let mut body = fields.clone();

@@ -299,6 +299,7 @@ async fn companies_tags_events_and_admins() {
     intercom
         .submit_event(
             &contact.id,
+            None,
             "Plan Upgraded",
             1_800_000_000,
             metadata.as_object().unwrap(),
@@ -308,13 +309,13 @@ async fn companies_tags_events_and_admins() {
     let too_many: serde_json::Map<String, Value> =
         (0..11).map(|i| (format!("k{i}"), json!(i))).collect();
     let refused = intercom
-        .submit_event(&contact.id, "E", 1, &too_many)
+        .submit_event(&contact.id, None, "E", 1, &too_many)
         .await
         .unwrap_err();
     assert!(!refused.is_retryable() && refused.to_string().contains("at most 10"));
     assert!(matches!(
         intercom
-            .submit_event("missing", "E", 1, &serde_json::Map::new())
+            .submit_event("missing", None, "E", 1, &serde_json::Map::new())
             .await
             .unwrap_err(),
         IntercomError::Permanent { status: 404, .. }

@@ -222,6 +222,7 @@ async fn scenario(base: &str) {
     intercom
         .submit_event(
             &user.id,
+            Some("ann@example.com"),
             "Plan Upgraded",
             1_800_000_000,
             metadata.as_object().unwrap(),

@@ -2,7 +2,9 @@
 //! 409s, under concurrency.
 
 use junction_emulator::{Emulator, EmulatorConfig};
-use junction_intercom::{ContactResolver, Identity, IntercomClient, IntercomConfig, ResolvedBy};
+use junction_intercom::{
+    ContactResolver, Identity, IntercomClient, IntercomConfig, ResolveError, ResolvedBy,
+};
 use junction_store::{Store, StoreOptions};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 struct Setup {
     base: String,
+    emulator: Emulator,
     resolver: Arc<ContactResolver>,
     _dir: tempfile::TempDir,
 }
@@ -21,7 +24,7 @@ async fn setup() -> Setup {
         ..EmulatorConfig::default()
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", emulator.spawn(listener).await.unwrap());
+    let base = format!("http://{}", emulator.clone().spawn(listener).await.unwrap());
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = junction_store::open(
         &format!("sqlite://{}", dir.path().join("j.db").display()),
@@ -32,6 +35,7 @@ async fn setup() -> Setup {
     let client = IntercomClient::new(IntercomConfig::new(&base, "token")).unwrap();
     Setup {
         base,
+        emulator,
         resolver: Arc::new(ContactResolver::new(client, store, "ws")),
         _dir: dir,
     }
@@ -418,6 +422,69 @@ async fn an_anonymous_visitor_with_an_email_becomes_a_lead_then_a_user() {
     assert_eq!(contacts(&s.base).await.len(), 1);
 }
 
+/// Without a userId, an email that matches no contact (or several) fails the resolution when
+/// the workflow says `unmatched: dead_letter`, and creates nothing; by default it creates a
+/// lead with that email; a single match is that contact.
+#[tokio::test]
+async fn an_unmatched_email_creates_a_lead_or_fails_as_the_workflow_says() {
+    let s = setup().await;
+    let strict = Identity {
+        anonymous_id: Some("anon-1".into()),
+        email: Some("nobody@example.com".into()),
+        dead_letter_unmatched: true,
+        ..Identity::default()
+    };
+    let refused = s.resolver.upsert(&strict, &Map::new()).await.unwrap_err();
+    assert!(
+        matches!(refused, ResolveError::Unmatched { matches: 0 }),
+        "{refused}"
+    );
+    assert!(
+        s.emulator
+            .journal_entries()
+            .iter()
+            .all(|e| e.method != "POST" || e.path != "/contacts")
+    );
+
+    let lenient = Identity {
+        dead_letter_unmatched: false,
+        ..strict.clone()
+    };
+    let lead = s.resolver.upsert(&lenient, &Map::new()).await.unwrap();
+    assert_eq!(lead.resolved_by, ResolvedBy::Created);
+    assert_eq!(
+        (lead.contact.role.as_str(), lead.contact.email.as_deref()),
+        ("lead", Some("nobody@example.com"))
+    );
+
+    // A lead made outside Junction, once Intercom's search shows it: found by its email.
+    let outside = IntercomClient::new(IntercomConfig::new(&s.base, "token")).unwrap();
+    let made = outside
+        .create_contact(&json!({"role": "lead", "email": "known@example.com"}))
+        .await
+        .unwrap();
+    let query = json!({"field": "email", "operator": "=", "value": "known@example.com"});
+    while outside
+        .search_contacts(&query, 2, None)
+        .await
+        .unwrap()
+        .total_count
+        == 0
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let known = Identity {
+        anonymous_id: Some("anon-2".into()),
+        email: Some("known@example.com".into()),
+        ..strict
+    };
+    let found = s.resolver.upsert(&known, &Map::new()).await.unwrap();
+    assert_eq!(
+        (found.contact.id.as_str(), found.resolved_by),
+        (made.id.as_str(), ResolvedBy::Email)
+    );
+}
+
 /// A visitor known as a lead logs in as a user who already exists: the lead is merged into the
 /// user, one contact remains, and the merged lead answers 404 to 2.14 clients (410 from 2.16).
 #[tokio::test]
@@ -445,7 +512,7 @@ async fn a_lead_that_turns_out_to_be_an_existing_user_is_merged_into_it() {
     let logged_in = Identity {
         user_id: Some("u-9".into()),
         anonymous_id: Some("anon-9".into()),
-        email: None,
+        ..Identity::default()
     };
     let resolved = s
         .resolver

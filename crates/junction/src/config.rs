@@ -335,6 +335,11 @@ pub struct WorkflowEntry {
     /// Values replacing the workflow's `vars` defaults.
     #[serde(default)]
     pub vars: serde_json::Map<String, serde_json::Value>,
+    /// Replaces the workflow's own `unmatched`: what its Intercom actions do for an event
+    /// without a userId whose email matches no single contact (`create_lead` or
+    /// `dead_letter`).
+    #[serde(default)]
+    pub unmatched: Option<junction_flow::definition::Unmatched>,
 }
 
 /// The Intercom workspace Junction writes to.

@@ -22,6 +22,7 @@ fn workflows() -> Vec<WorkflowEntry> {
         template: Some(name.into()),
         file: None,
         vars: vars.as_object().cloned().unwrap_or_default(),
+        unmatched: None,
     };
     vec![
         entry("profile-sync", json!({})),

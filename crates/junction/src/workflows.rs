@@ -2,6 +2,7 @@
 //! variable overrides from the configuration, each error reported as `FILE:LINE:COL: …`.
 
 use crate::config::{Config, WorkflowEntry};
+use junction_flow::definition::Unmatched;
 use junction_flow::{Planner, Workflow, templates};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,14 @@ pub fn load_text(origin: &str, text: &str, vars: &Map<String, Value>) -> Result<
 }
 
 fn load_entry(entry: &WorkflowEntry, base: &Path) -> Result<Workflow, String> {
+    let mut workflow = load_source(entry, base)?;
+    if let Some(unmatched) = entry.unmatched {
+        workflow.dead_letter_unmatched = unmatched == Unmatched::DeadLetter;
+    }
+    Ok(workflow)
+}
+
+fn load_source(entry: &WorkflowEntry, base: &Path) -> Result<Workflow, String> {
     let origin = origin(entry, base);
     match (&entry.template, &entry.file) {
         (Some(name), None) => {
@@ -68,6 +77,7 @@ pub fn planner(config: &Config) -> Result<Planner, String> {
                 template: Some((*name).into()),
                 file: None,
                 vars: Map::new(),
+                unmatched: None,
             })
             .collect(),
     };

@@ -385,9 +385,108 @@ async fn track_becomes_a_data_event_even_before_identify(backend: Backend) {
         event["metadata"]["price"],
         json!({"amount": 1999, "currency": "EUR"})
     );
-    assert_eq!(event["metadata"]["item"], "{\"sku\":\"A1\"}");
+    assert_eq!(event["metadata"]["item.sku"], "A1");
     // Segment's destination would have failed with 404 here; Junction created the user.
     assert_eq!(s.contacts().await[0]["external_id"], "new-user");
+}
+
+/// As Segment's destination: a track or group without a userId finds its contact by email
+/// (`properties.email`, a group's `traits.email`), and the data event carries the email. An
+/// email nobody has makes a lead with it (the default `unmatched: create_lead`).
+async fn a_track_or_group_without_a_user_id_finds_its_contact_by_email(backend: Backend) {
+    let s = Scenario::start_on(
+        backend,
+        "  - template: profile-sync\n  - template: track-events\n  - template: company-sync\n",
+    )
+    .await;
+    s.identify("u1", json!({"email": "ann@example.com", "seats": 3}))
+        .await;
+    s.until("ann's contact", |s| {
+        s.calls_at("POST", "/contacts").len() == 1
+    })
+    .await;
+    let ann = s.calls_at("POST", "/contacts")[0].response["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.send(
+        "track",
+        json!({"anonymousId": "visitor-1", "event": "Docs Read", "properties": {"email": "ann@example.com", "page": "/api"}}),
+    )
+    .await;
+    s.send(
+        "group",
+        json!({"anonymousId": "visitor-2", "groupId": "acme", "traits": {"name": "Acme", "email": "ann@example.com", "monthly_spend": 1200}}),
+    )
+    .await;
+    s.send(
+        "track",
+        json!({"anonymousId": "visitor-3", "event": "Docs Read", "properties": {"email": "new@example.com"}}),
+    )
+    .await;
+    s.until("two events and an attach", |s| {
+        s.calls_to("POST", "/events").len() == 2 && s.calls_to("POST", "/companies").len() == 2
+    })
+    .await;
+    s.quiet().await;
+    let events = s.calls_to("POST", "/events");
+    let anns = events
+        .iter()
+        .find(|e| e.body["email"] == "ann@example.com")
+        .expect("the event found by email carries it");
+    assert_eq!(anns.body["id"], ann.as_str());
+    assert_eq!(anns.body["metadata"], json!({"page": "/api"}));
+    let attach = s
+        .calls()
+        .into_iter()
+        .find(|e| e.method == "POST" && e.path.ends_with("/companies") && e.path != "/companies")
+        .unwrap();
+    assert_eq!(attach.path, format!("/contacts/{ann}/companies"));
+    let contacts = s.contacts().await;
+    assert_eq!(contacts.len(), 2, "ann and one new lead: {contacts:#?}");
+    let lead = contacts.iter().find(|c| c["id"] != ann.as_str()).unwrap();
+    assert_eq!(
+        (lead["role"].as_str(), lead["email"].as_str()),
+        (Some("lead"), Some("new@example.com"))
+    );
+    // Numbers keep their type: an integer trait and an integer company spend stay integers.
+    let ann_contact = contacts.iter().find(|c| c["id"] == ann.as_str()).unwrap();
+    assert!(
+        ann_contact["custom_attributes"]["seats"].is_i64(),
+        "{ann_contact}"
+    );
+    let upsert = &s.calls_at("POST", "/companies")[0];
+    assert!(upsert.body["monthly_spend"].is_i64(), "{}", upsert.body);
+}
+
+/// `unmatched: dead_letter`: an email nobody has fails the action for good, with the reason,
+/// and creates nothing.
+async fn an_unmatched_email_is_dead_lettered_when_the_workflow_says_so(backend: Backend) {
+    let s = Scenario::start_on(
+        backend,
+        "  - template: track-events\n    unmatched: dead_letter\n",
+    )
+    .await;
+    s.send(
+        "track",
+        json!({"anonymousId": "visitor-1", "event": "Docs Read", "properties": {"email": "nobody@example.com"}}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let letter = loop {
+        let items = s.admin("/api/dlq").await["items"].clone();
+        if let Some(letter) = items.as_array().and_then(|items| items.first()) {
+            break letter.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        letter.to_string().contains("no_unique_contact"),
+        "{letter:#}"
+    );
+    assert!(s.calls_at("POST", "/contacts").is_empty());
+    assert!(s.calls_to("POST", "/events").is_empty());
 }
 
 /// 1,000 events from 50 users, interleaved in batches: each user's Intercom calls happen in
@@ -454,5 +553,7 @@ on_each_store! {
     inactivity_timer_fires_unless_the_feature_is_used,
     a_pending_wait_fires_after_a_restart,
     track_becomes_a_data_event_even_before_identify,
+    a_track_or_group_without_a_user_id_finds_its_contact_by_email,
+    an_unmatched_email_is_dead_lettered_when_the_workflow_says_so,
     each_users_calls_keep_their_events_order,
 }
