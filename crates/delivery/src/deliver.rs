@@ -331,12 +331,41 @@ impl Deliverer {
                 let company = client.upsert_company(&Value::Object(body)).await?;
                 if *attach {
                     let contact = target.resolver.contact_id(identity).await?;
+                    // The identity map remembers attachments Junction made: a second group call
+                    // for the same pair costs the upsert only.
+                    if target.resolver.is_attached(&contact, &company.id).await? {
+                        return Ok(format!(
+                            "company {} (contact {contact} already attached)",
+                            company.id
+                        ));
+                    }
                     client
                         .attach_contact_to_company(&contact, &company.id)
+                        .await?;
+                    target
+                        .resolver
+                        .remember_attachment(&contact, &company.id, true)
                         .await?;
                     return Ok(format!("company {} with contact {contact}", company.id));
                 }
                 Ok(format!("company {}", company.id))
+            }
+            Action::Detach { company_id } => {
+                let contact = target.resolver.contact_id(identity).await?;
+                let Some(company) = client.find_company(company_id).await? else {
+                    return Ok(format!("no company {company_id}: nothing to detach"));
+                };
+                client
+                    .detach_contact_from_company(&contact, &company.id)
+                    .await?;
+                target
+                    .resolver
+                    .remember_attachment(&contact, &company.id, false)
+                    .await?;
+                Ok(format!(
+                    "contact {contact} detached from company {}",
+                    company.id
+                ))
             }
             Action::Tag { name } | Action::Untag { name } => {
                 let tag = self.tag_id(client, name).await?;

@@ -45,6 +45,11 @@ pub enum Action {
         fields: Map<String, Json>,
         attach: bool,
     },
+    /// Detach the contact from the company with this company_id (an identify's
+    /// `company: {remove: true}`); a company that does not exist is nothing to detach.
+    Detach {
+        company_id: String,
+    },
     Tag {
         name: String,
     },
@@ -105,6 +110,7 @@ impl Action {
         match self {
             Action::Contact { .. } => "contact",
             Action::Company { .. } => "company",
+            Action::Detach { .. } => "detach",
             Action::Tag { .. } => "tag",
             Action::Untag { .. } => "untag",
             Action::Event { .. } => "event",

@@ -613,6 +613,23 @@ impl<'a> Run<'a> {
         action: Action,
         profile: &mut Profile,
     ) -> Result<(), String> {
+        let id = self.push_part(step, path, standby_for, action, profile);
+        if let ErrorBranch::Steps(fallback) = &step.on_error {
+            self.steps(fallback, &format!("{path}.on_error"), Some(&id), profile)?;
+        }
+        Ok(())
+    }
+
+    /// Plans one of a step's actions (a step may make several: a contact and its companies)
+    /// at `path`; its id.
+    fn push_part(
+        &mut self,
+        step: &Step,
+        path: &str,
+        standby_for: Option<&str>,
+        action: Action,
+        profile: &mut Profile,
+    ) -> String {
         let id = format!("{}/{path}", self.run_id());
         let on_error = match &step.on_error {
             ErrorBranch::Stop => OnError::Stop,
@@ -631,10 +648,7 @@ impl<'a> Run<'a> {
             on_error,
             standby_for: standby_for.map(str::to_owned),
         });
-        if let ErrorBranch::Steps(fallback) = &step.on_error {
-            self.steps(fallback, &format!("{path}.on_error"), Some(&id), profile)?;
-        }
-        Ok(())
+        id
     }
 
     fn step(
@@ -646,7 +660,8 @@ impl<'a> Run<'a> {
     ) -> Result<(), String> {
         match &step.kind {
             StepKind::Contact { traits, fields } => {
-                let traits = self.object(traits, profile, path, "traits")?;
+                let mut traits = self.object(traits, profile, path, "traits")?;
+                let companies = take_companies(&mut traits);
                 let mut rendered = Map::new();
                 for (name, value) in fields {
                     let value = self.render(value, profile, path, name)?;
@@ -654,16 +669,29 @@ impl<'a> Run<'a> {
                         rendered.insert(name.clone(), value);
                     }
                 }
-                self.push(
-                    step,
-                    path,
-                    standby_for,
-                    Action::Contact {
-                        traits,
-                        fields: rendered,
-                    },
-                    profile,
-                )
+                // The contact first, then its companies: attaching needs the contact.
+                let contact = Action::Contact {
+                    traits,
+                    fields: rendered,
+                };
+                if companies.is_empty() {
+                    return self.push(step, path, standby_for, contact, profile);
+                }
+                self.push_part(step, path, standby_for, contact, profile);
+                for (n, company) in companies.into_iter().enumerate() {
+                    self.push_part(
+                        step,
+                        &format!("{path}.company{n}"),
+                        standby_for,
+                        company,
+                        profile,
+                    );
+                }
+                if let ErrorBranch::Steps(fallback) = &step.on_error {
+                    let id = format!("{}/{path}", self.run_id());
+                    self.steps(fallback, &format!("{path}.on_error"), Some(&id), profile)?;
+                }
+                Ok(())
             }
             StepKind::Company {
                 company_id,
@@ -1018,6 +1046,75 @@ impl<'a> Run<'a> {
         }
         Ok(0.0)
     }
+}
+
+/// Takes an identify's `company` (an object or a name) and `companies` (a list of either) out
+/// of its traits, as Segment's Intercom destination reads them: each becomes a company upsert
+/// with the contact attached, or, with `remove: true`, a detach. A company's `company_id` is its
+/// `id` (or `company_id`); one given only by name gets the id Segment's classic destination
+/// derived from the name ([`company_id_from_name`]), so the same company is found again.
+fn take_companies(traits: &mut Map<String, Json>) -> Vec<Action> {
+    let mut given = Vec::new();
+    match traits.remove("company") {
+        Some(Json::Array(list)) => given.extend(list),
+        Some(one) => given.push(one),
+        None => {}
+    }
+    if let Some(Json::Array(list)) = traits.remove("companies") {
+        given.extend(list);
+    }
+    given
+        .into_iter()
+        .filter_map(|company| {
+            let mut object = match company {
+                Json::String(name) if !name.trim().is_empty() => {
+                    let mut object = Map::new();
+                    object.insert("name".into(), Json::String(name));
+                    object
+                }
+                Json::Object(object) => object,
+                _ => return None,
+            };
+            let remove = object
+                .remove("remove")
+                .is_some_and(|r| r == Json::Bool(true));
+            let company_id = ["id", "company_id"]
+                .iter()
+                .find_map(|key| match object.get(*key) {
+                    Some(Json::String(id)) if !id.trim().is_empty() => Some(id.clone()),
+                    Some(Json::Number(id)) => Some(id.to_string()),
+                    _ => None,
+                })
+                .or_else(|| {
+                    object
+                        .get("name")
+                        .and_then(Json::as_str)
+                        .filter(|name| !name.trim().is_empty())
+                        .map(company_id_from_name)
+                })?;
+            Some(if remove {
+                Action::Detach { company_id }
+            } else {
+                Action::Company {
+                    fields: company_fields(&object),
+                    company_id,
+                    attach: true,
+                }
+            })
+        })
+        .collect()
+}
+
+/// The `company_id` of a company known only by its name: the `string-hash` of the name (a
+/// djb2 variant over UTF-16 code units, last to first), as a decimal number — what Segment's
+/// classic Intercom destination used, so that companies it created are the same companies.
+pub fn company_id_from_name(name: &str) -> String {
+    let units: Vec<u16> = name.encode_utf16().collect();
+    let mut hash: i32 = 5381;
+    for unit in units.iter().rev() {
+        hash = hash.wrapping_mul(33) ^ i32::from(*unit);
+    }
+    (hash as u32).to_string()
 }
 
 /// The email an event names for its person, where Segment's destination looks: a track's

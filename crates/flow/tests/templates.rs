@@ -276,6 +276,66 @@ fn company_sync_alerts_once_when_health_drops() {
     );
 }
 
+/// An identify's `company` and `companies` traits, as Segment's destination reads them: each
+/// company is upserted and the contact attached, `remove: true` detaches, and a company given
+/// only by name gets the id Segment's classic destination derived from the name.
+#[test]
+fn profile_sync_attaches_and_detaches_the_companies_in_traits() {
+    let mut h = Harness::new(&["profile-sync"], json!({}));
+    let plan = h.send(
+        0,
+        json!({"type": "identify", "userId": "u1", "traits": {
+            "plan": "pro",
+            "company": {"id": "acme", "name": "Acme", "plan": "enterprise", "employees": 40},
+            "companies": ["Initech", {"company_id": 42, "remove": true}, {"plan": "nameless"}]
+        }}),
+    );
+    assert_eq!(kinds(&plan), ["contact", "company", "company", "detach"]);
+    let Action::Contact { traits, .. } = &plan.actions[0].action else {
+        panic!()
+    };
+    assert!(!traits.contains_key("company") && !traits.contains_key("companies"));
+    let Action::Company {
+        company_id,
+        fields,
+        attach,
+    } = &plan.actions[1].action
+    else {
+        panic!()
+    };
+    assert_eq!((company_id.as_str(), *attach), ("acme", true));
+    assert_eq!(fields["size"], 40);
+    assert_eq!(fields["plan"], "enterprise");
+    let Action::Company { company_id, .. } = &plan.actions[2].action else {
+        panic!()
+    };
+    assert_eq!(company_id, "721719249", "string-hash of \"Initech\"");
+    assert_eq!(
+        plan.actions[3].action,
+        Action::Detach {
+            company_id: "42".into()
+        }
+    );
+}
+
+/// The same ids as the `string-hash` npm package (which Segment's classic destination used),
+/// computed with it in node.
+#[test]
+fn company_ids_from_names_match_segments_classic_destination() {
+    for (name, id) in [
+        ("Acme Inc", "3302265675"),
+        ("Initech", "721719249"),
+        ("Société Générale", "776683732"),
+        ("😀 Co", "181040308"),
+    ] {
+        assert_eq!(
+            junction_flow::plan::company_id_from_name(name),
+            id,
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn track_events_follow_intercom_metadata_rules() {
     let mut h = Harness::new(&["track-events"], json!({}));

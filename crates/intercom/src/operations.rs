@@ -34,6 +34,35 @@ impl IntercomClient {
         }
     }
 
+    /// `GET /companies?company_id=`: the company with this `company_id`, if there is one.
+    pub async fn find_company(
+        &self,
+        company_id: &str,
+    ) -> Result<Option<CompanyRef>, IntercomError> {
+        let found = self
+            .call(
+                Method::GET,
+                &ApiPath::fixed("companies").query("company_id", company_id),
+                None,
+            )
+            .await;
+        let company = match found {
+            Ok(company) => company,
+            Err(IntercomError::Permanent { status: 404, .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        match (company["id"].as_str(), company["company_id"].as_str()) {
+            (Some(id), Some(company_id)) => Ok(Some(CompanyRef {
+                id: id.to_owned(),
+                company_id: company_id.to_owned(),
+            })),
+            _ => Err(IntercomError::unexpected(
+                None,
+                "company response without id",
+            )),
+        }
+    }
+
     pub async fn attach_contact_to_company(
         &self,
         contact_id: &str,

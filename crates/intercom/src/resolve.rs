@@ -81,6 +81,13 @@ impl Identity {
     }
 }
 
+fn attachment(contact_id: &str, company_id: &str) -> IdentityKey {
+    IdentityKey::CompanyAttachment {
+        contact_id: contact_id.to_owned(),
+        company_id: company_id.to_owned(),
+    }
+}
+
 /// How a contact was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolvedBy {
@@ -186,6 +193,38 @@ impl ContactResolver {
             .identity_remember(&self.workspace, &identity.keys(), &contact.id)
             .await?;
         Ok(contact.id)
+    }
+
+    /// Whether the identity map knows this contact is attached to this company (Intercom's
+    /// ids): Junction attached it before, and has not detached it since.
+    pub async fn is_attached(
+        &self,
+        contact_id: &str,
+        company_id: &str,
+    ) -> Result<bool, ResolveError> {
+        Ok(self
+            .store
+            .identity_lookup(&self.workspace, &attachment(contact_id, company_id))
+            .await?
+            .is_some())
+    }
+
+    /// Records that the contact is (or no longer is) attached to the company.
+    pub async fn remember_attachment(
+        &self,
+        contact_id: &str,
+        company_id: &str,
+        attached: bool,
+    ) -> Result<(), ResolveError> {
+        let key = attachment(contact_id, company_id);
+        if attached {
+            self.store
+                .identity_remember(&self.workspace, std::slice::from_ref(&key), contact_id)
+                .await?;
+        } else {
+            self.store.identity_unlink(&self.workspace, &key).await?;
+        }
+        Ok(())
     }
 
     /// Forgets a contact that turned out to be gone (a call on it answered 404 or 410), so the

@@ -260,7 +260,10 @@ async fn company_sync_upserts_attaches_and_alerts_on_a_health_drop(backend: Back
             .contains("Acme dropped to 30")
     );
     let attached = s.calls_to("POST", "/companies").len() - s.calls_at("POST", "/companies").len();
-    assert_eq!(attached, 3, "the user is attached at each group call");
+    assert_eq!(
+        attached, 1,
+        "the user is attached once: the identity map knows the attachment"
+    );
 }
 
 async fn churn_risk_tags_flags_opens_an_assigned_conversation_and_alerts(backend: Backend) {
@@ -388,6 +391,71 @@ async fn track_becomes_a_data_event_even_before_identify(backend: Backend) {
     assert_eq!(event["metadata"]["item.sku"], "A1");
     // Segment's destination would have failed with 404 here; Junction created the user.
     assert_eq!(s.contacts().await[0]["external_id"], "new-user");
+}
+
+/// As Segment's destination: an identify's `company` trait upserts the company and attaches the
+/// contact (once: later identifies cost the upsert only), and `remove: true` detaches it.
+async fn identify_company_traits_attach_and_detach(backend: Backend) {
+    let s = Scenario::start_on(backend, "  - template: profile-sync\n").await;
+    s.identify(
+        "u1",
+        json!({"email": "ann@example.com", "company": {"id": "acme", "name": "Acme", "plan": "pro"}}),
+    )
+    .await;
+    s.identify("u1", json!({"company": {"id": "acme", "name": "Acme", "plan": "enterprise"}, "companies": ["Initech"]}))
+        .await;
+    s.until("three upserts", |s| {
+        s.calls_at("POST", "/companies").len() == 3
+    })
+    .await;
+    s.quiet().await;
+    let contact = s.contacts().await[0].clone();
+    let id = contact["id"].as_str().unwrap().to_owned();
+    let attaches = s.calls_at("POST", &format!("/contacts/{id}/companies"));
+    assert_eq!(attaches.len(), 2, "acme once, initech once");
+    let companies = s.get(&format!("/contacts/{id}/companies")).await;
+    let mut ids: Vec<&str> = companies["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["company_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        ["721719249", "acme"],
+        "Initech's id derived from its name"
+    );
+    assert!(
+        contact["custom_attributes"].get("company_name").is_none(),
+        "{contact}"
+    );
+
+    s.identify("u1", json!({"company": {"id": "acme", "remove": true}}))
+        .await;
+    s.until("the detach", |s| {
+        s.calls()
+            .iter()
+            .any(|c| c.method == "DELETE" && c.path.contains("/companies/"))
+    })
+    .await;
+    let companies = s.get(&format!("/contacts/{id}/companies")).await;
+    let ids: Vec<&str> = companies["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["company_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["721719249"]);
+    // Attached again after the detach: the identity map forgot the attachment.
+    s.identify("u1", json!({"company": {"id": "acme", "name": "Acme"}}))
+        .await;
+    s.until("attached again", |s| {
+        s.calls_at("POST", &format!("/contacts/{id}/companies"))
+            .len()
+            == 3
+    })
+    .await;
 }
 
 /// As Segment's destination: a track or group without a userId finds its contact by email
@@ -554,6 +622,7 @@ on_each_store! {
     a_pending_wait_fires_after_a_restart,
     track_becomes_a_data_event_even_before_identify,
     a_track_or_group_without_a_user_id_finds_its_contact_by_email,
+    identify_company_traits_attach_and_detach,
     an_unmatched_email_is_dead_lettered_when_the_workflow_says_so,
     each_users_calls_keep_their_events_order,
 }

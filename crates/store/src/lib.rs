@@ -201,6 +201,13 @@ pub enum IdentityKey {
     AnonymousId(String),
     /// Compared case-insensitively (stored lower-cased).
     Email(String),
+    /// Not an id of a person but a fact about their contact: it is attached to this Intercom
+    /// company (by Intercom's company id). Kept with the contact's ids, so that it is forgotten
+    /// with them when the contact is gone.
+    CompanyAttachment {
+        contact_id: String,
+        company_id: String,
+    },
 }
 
 impl IdentityKey {
@@ -209,6 +216,7 @@ impl IdentityKey {
             IdentityKey::UserId(_) => "user_id",
             IdentityKey::AnonymousId(_) => "anonymous_id",
             IdentityKey::Email(_) => "email",
+            IdentityKey::CompanyAttachment { .. } => "company_attachment",
         }
     }
 
@@ -216,6 +224,10 @@ impl IdentityKey {
         match self {
             IdentityKey::UserId(v) | IdentityKey::AnonymousId(v) => v.clone(),
             IdentityKey::Email(v) => v.to_lowercase(),
+            IdentityKey::CompanyAttachment {
+                contact_id,
+                company_id,
+            } => format!("{contact_id} {company_id}"),
         }
     }
 }
@@ -425,6 +437,9 @@ pub trait IdentityMap: Send + Sync + 'static {
 
     /// Forgets every id pointing at a contact that no longer exists (404) or was merged (410).
     async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError>;
+
+    /// Forgets one key (a company attachment that was undone).
+    async fn identity_unlink(&self, workspace: &str, key: &IdentityKey) -> Result<(), StoreError>;
 
     /// Records that Junction created this Intercom object (`conversation`, id).
     async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError>;

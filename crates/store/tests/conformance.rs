@@ -799,8 +799,44 @@ async fn the_identity_map_is_per_workspace(store: Arc<dyn Store>) {
         Some("c1")
     );
     assert_eq!(store.identity_lookup("ws2", &keys[0]).await.unwrap(), None);
+    let attached = IdentityKey::CompanyAttachment {
+        contact_id: "c1".into(),
+        company_id: "co9".into(),
+    };
+    store
+        .identity_remember("ws1", std::slice::from_ref(&attached), "c1")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .identity_lookup("ws1", &attached)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c1")
+    );
+    store.identity_unlink("ws1", &attached).await.unwrap();
+    assert_eq!(store.identity_lookup("ws1", &attached).await.unwrap(), None);
+    assert_eq!(
+        store
+            .identity_lookup("ws1", &keys[0])
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c1"),
+        "unlinking one key leaves the others"
+    );
+    store
+        .identity_remember("ws1", std::slice::from_ref(&attached), "c1")
+        .await
+        .unwrap();
     store.identity_forget("ws1", "c1").await.unwrap();
     assert_eq!(store.identity_lookup("ws1", &keys[0]).await.unwrap(), None);
+    assert_eq!(
+        store.identity_lookup("ws1", &attached).await.unwrap(),
+        None,
+        "a gone contact's attachments are forgotten with it"
+    );
     store.remember_made("conversation", "9").await.unwrap();
     let made = store
         .made_by_junction("conversation", vec!["9".into(), "10".into()])

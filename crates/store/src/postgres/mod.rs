@@ -724,6 +724,17 @@ impl IdentityMap for PostgresStore {
         Ok(())
     }
 
+    async fn identity_unlink(&self, workspace: &str, key: &IdentityKey) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM identity_map WHERE workspace = $1 AND kind = $2 AND value = $3",
+                &[&workspace, &key.kind(), &key.value()],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         client

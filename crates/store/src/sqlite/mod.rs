@@ -717,6 +717,18 @@ impl IdentityMap for SqliteStore {
         .await
     }
 
+    async fn identity_unlink(&self, workspace: &str, key: &IdentityKey) -> Result<(), StoreError> {
+        let (workspace, kind, value) = (workspace.to_owned(), key.kind(), key.value());
+        self.write(Box::new(move |tx| {
+            tx.execute(
+                "DELETE FROM identity_map WHERE workspace = ?1 AND kind = ?2 AND value = ?3",
+                params![workspace, kind, value],
+            )?;
+            Ok(())
+        }))
+        .await
+    }
+
     async fn remember_made(&self, kind: &str, id: &str) -> Result<(), StoreError> {
         let (kind, id) = (kind.to_owned(), id.to_owned());
         self.write(Box::new(move |tx| {
