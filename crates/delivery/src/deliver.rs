@@ -17,6 +17,18 @@ pub struct IntercomTarget {
     pub resolver: ContactResolver,
     pub catalog: AttributeCatalog,
     pub policy: AttributePolicy,
+    /// What a deletion request does to the contact.
+    pub deletion: Deletion,
+}
+
+/// What a user's deletion request does to their Intercom contact (`intercom.deletion`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Deletion {
+    /// `DELETE /contacts/{id}`: gone for good (what Segment's destination does).
+    #[default]
+    Delete,
+    /// `POST /contacts/{id}/archive`: hidden, restorable from Intercom.
+    Archive,
 }
 
 /// How long a message refused with 404 for a contact that exists is retried (Intercom refuses
@@ -349,6 +361,27 @@ impl Deliverer {
                     return Ok(format!("company {} with contact {contact}", company.id));
                 }
                 Ok(format!("company {}", company.id))
+            }
+            Action::DeleteContact => {
+                let Some(contact) = target.resolver.existing_contact_id(identity).await? else {
+                    return Ok("no Intercom contact for this user: nothing to delete".into());
+                };
+                let done = match target.deletion {
+                    Deletion::Delete => client.delete_contact(&contact).await,
+                    Deletion::Archive => client.archive_contact(&contact).await,
+                };
+                match done {
+                    // Already gone (deleted, or merged away): the request is met.
+                    Ok(())
+                    | Err(IntercomError::Permanent { status: 404, .. })
+                    | Err(IntercomError::Gone { .. }) => {}
+                    Err(error) => return Err(error.into()),
+                }
+                target.resolver.forget(&contact).await?;
+                Ok(match target.deletion {
+                    Deletion::Delete => format!("contact {contact} deleted"),
+                    Deletion::Archive => format!("contact {contact} archived"),
+                })
             }
             Action::Detach { company_id } => {
                 let contact = target.resolver.contact_id(identity).await?;

@@ -783,6 +783,12 @@ fn add_plan(commit: &mut EngineCommit, plan: Plan, seq: i64, identity: &str) {
         });
     }
     commit.timers_done.extend(plan.cancelled_timers);
+    if let Some(ids) = plan.erase {
+        commit.erasures.push(junction_store::Erasure {
+            ids,
+            before_seq: seq,
+        });
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use alerts::{AlertSettings, Alerter, Sink, SinkFormat};
-pub use deliver::{Deliverer, Failure, FailureClass, IntercomTarget};
+pub use deliver::{Deletion, Deliverer, Failure, FailureClass, IntercomTarget};
 pub use executor::DeliverySettings;
 pub use segment::{SegmentClient, SegmentSettings};
 

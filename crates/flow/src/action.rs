@@ -45,6 +45,9 @@ pub enum Action {
         fields: Map<String, Json>,
         attach: bool,
     },
+    /// Delete the user's contact (or archive it, as `intercom.deletion` says) and forget it: a
+    /// deletion request. A contact that is already gone is success.
+    DeleteContact,
     /// Detach the contact from the company with this company_id (an identify's
     /// `company: {remove: true}`); a company that does not exist is nothing to detach.
     Detach {
@@ -111,6 +114,7 @@ impl Action {
             Action::Contact { .. } => "contact",
             Action::Company { .. } => "company",
             Action::Detach { .. } => "detach",
+            Action::DeleteContact => "delete_contact",
             Action::Tag { .. } => "tag",
             Action::Untag { .. } => "untag",
             Action::Event { .. } => "event",

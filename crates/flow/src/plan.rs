@@ -46,7 +46,13 @@ pub struct Plan {
     pub timers: Vec<TimerPlan>,
     pub cancelled_timers: Vec<String>,
     pub runs: Vec<RunSummary>,
+    /// A deletion request: every id the user is stored under, whose stored payloads are to be
+    /// redacted.
+    pub erase: Option<Vec<String>>,
 }
+
+/// The name deletion runs and actions are recorded under (no workflow plans them).
+pub const DELETION_WORKFLOW: &str = "junction.delete";
 
 /// One workflow's run for the event, for the execution log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +100,10 @@ impl Planner {
         globals: &mut Globals,
     ) -> Plan {
         let mut plan = Plan::default();
+        if event.kind == "delete" {
+            plan_deletion(event, profile, &mut plan);
+            return plan;
+        }
         let name = event_name(event.kind, event.body);
         absorb(profile, event, name.as_deref(), &mut plan);
         // What Junction itself sent to Segment, come back through Segment: it describes what
@@ -1046,6 +1056,50 @@ impl<'a> Run<'a> {
         }
         Ok(0.0)
     }
+}
+
+/// A deletion request, whatever the workflows: the user's Intercom contact is deleted (or
+/// archived, as configured), their profile forgotten, and their stored payloads redacted.
+/// Workflows triggered by `segment.delete` do not run: nothing of the user is to be acted on.
+fn plan_deletion(event: EventInput<'_>, profile: &mut Profile, plan: &mut Plan) {
+    let user_id = event.body["userId"].as_str().map(str::to_owned);
+    let anonymous_id = profile
+        .anonymous_id
+        .clone()
+        .or_else(|| event.body["anonymousId"].as_str().map(str::to_owned));
+    let run = format!("{}/{DELETION_WORKFLOW}", event.message_id);
+    plan.actions.push(PlannedAction {
+        id: format!("{run}/delete"),
+        run: run.clone(),
+        workflow: DELETION_WORKFLOW.into(),
+        step: "delete".into(),
+        identity: event.identity.to_owned(),
+        who: Who {
+            user_id: user_id.clone(),
+            anonymous_id: anonymous_id.clone(),
+            // Only to look the contact up in the identity map: a deletion never searches.
+            email: profile.email.clone(),
+            dead_letter_unmatched: false,
+        },
+        action: Action::DeleteContact,
+        on_error: OnError::Stop,
+        standby_for: None,
+    });
+    plan.runs.push(RunSummary {
+        run,
+        workflow: DELETION_WORKFLOW.into(),
+        actions: 1,
+        paused: false,
+        error: None,
+    });
+    let mut ids: Vec<String> = [Some(event.identity.to_owned()), user_id, anonymous_id]
+        .into_iter()
+        .flatten()
+        .collect();
+    ids.sort();
+    ids.dedup();
+    plan.erase = Some(ids);
+    *profile = Profile::default();
 }
 
 /// Takes an identify's `company` (an object or a name) and `companies` (a list of either) out

@@ -134,6 +134,18 @@ impl IntercomClient {
         )
     }
 
+    /// `DELETE /contacts/{id}`: the contact is gone for good.
+    pub async fn delete_contact(&self, id: &str) -> Result<(), IntercomError> {
+        let path = ApiPath::fixed("contacts").id(id)?;
+        self.call(Method::DELETE, &path, None).await.map(|_| ())
+    }
+
+    /// `POST /contacts/{id}/archive`: hidden from the workspace, restorable.
+    pub async fn archive_contact(&self, id: &str) -> Result<(), IntercomError> {
+        let path = ApiPath::fixed("contacts").id(id)?.then("archive");
+        self.call(Method::POST, &path, None).await.map(|_| ())
+    }
+
     pub async fn unarchive_contact(&self, id: &str) -> Result<(), IntercomError> {
         let path = ApiPath::fixed("contacts").id(id)?.then("unarchive");
         self.call(Method::POST, &path, None).await.map(|_| ())

@@ -195,6 +195,30 @@ impl ContactResolver {
         Ok(contact.id)
     }
 
+    /// The identity's contact when one is known, without creating anything: the identity map,
+    /// else Intercom's user with the userId as external_id. (A deletion must not create the
+    /// contact it deletes, nor guess it from an email several contacts may share.)
+    pub async fn existing_contact_id(
+        &self,
+        identity: &Identity,
+    ) -> Result<Option<String>, ResolveError> {
+        let lock = self.lock_for(identity.lock_key().ok_or(ResolveError::NoIdentity)?);
+        let _serialised = lock.lock().await;
+        for key in identity.keys() {
+            if let Some(id) = self.store.identity_lookup(&self.workspace, &key).await? {
+                return Ok(Some(id));
+            }
+        }
+        match &identity.user_id {
+            Some(user_id) => Ok(self
+                .client
+                .find_user_by_external_id(user_id)
+                .await?
+                .map(|contact| contact.id)),
+            None => Ok(None),
+        }
+    }
+
     /// Whether the identity map knows this contact is attached to this company (Intercom's
     /// ids): Junction attached it before, and has not detached it since.
     pub async fn is_attached(

@@ -373,6 +373,18 @@ pub struct IntercomSection {
     /// Null traits: `skip` them or `clear` the attribute.
     #[serde(default)]
     pub null_values: NullValuesSetting,
+    /// What a user's deletion request (a Segment `delete` message) does to their contact:
+    /// `delete` it (the default, as Segment's destination does) or `archive` it.
+    #[serde(default)]
+    pub deletion: DeletionSetting,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletionSetting {
+    #[default]
+    Delete,
+    Archive,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -420,6 +432,7 @@ impl Default for IntercomSection {
             unknown_attributes: UnknownAttributesSetting::default(),
             nested_values: NestedValuesSetting::default(),
             null_values: NullValuesSetting::default(),
+            deletion: DeletionSetting::default(),
         }
     }
 }
@@ -440,6 +453,13 @@ impl IntercomSection {
             (None, IntercomRegion::Us) => "https://api.intercom.io".into(),
             (None, IntercomRegion::Eu) => "https://api.eu.intercom.io".into(),
             (None, IntercomRegion::Au) => "https://api.au.intercom.io".into(),
+        }
+    }
+
+    pub fn deletion(&self) -> junction_delivery::Deletion {
+        match self.deletion {
+            DeletionSetting::Delete => junction_delivery::Deletion::Delete,
+            DeletionSetting::Archive => junction_delivery::Deletion::Archive,
         }
     }
 

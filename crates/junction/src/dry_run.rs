@@ -67,7 +67,7 @@ fn read_event(path: &Path) -> Result<Event, Failure> {
         .as_str()
         .ok_or_else(|| {
             Failure::Input(format!(
-                "{}: type: expected identify, track, page, screen, group or alias",
+                "{}: type: expected identify, track, page, screen, group, alias or delete",
                 path.display()
             ))
         })?
@@ -141,6 +141,7 @@ async fn dry_run(planner: &Planner, events: &[Event]) -> anyhow::Result<String> 
         resolver: ContactResolver::new(client.clone(), Arc::clone(&store), "dry-run"),
         catalog: AttributeCatalog::new(client.clone()),
         policy: AttributePolicy::default(),
+        deletion: junction_delivery::Deletion::default(),
         client,
     }));
     let mut profiles: std::collections::HashMap<String, Profile> = Default::default();

@@ -114,6 +114,7 @@ pub async fn run_on(
         }
     };
     let (policy, resolver_store) = (config.intercom.attribute_policy(), Arc::clone(&store));
+    let deletion = config.intercom.deletion();
     let made_store = Arc::clone(&store) as Arc<dyn Store>;
     let alerts = Alerter::start(config.alerts.settings());
     let credential_alerts = alerts.clone();
@@ -137,6 +138,7 @@ pub async fn run_on(
                     resolver: ContactResolver::new(client.clone(), resolver_store, workspace),
                     catalog: AttributeCatalog::new(client.clone()),
                     policy,
+                    deletion,
                     client,
                 }))
             }

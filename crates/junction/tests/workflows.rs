@@ -458,6 +458,120 @@ async fn identify_company_traits_attach_and_detach(backend: Backend) {
     .await;
 }
 
+/// A Segment deletion request (`type: delete`): the user's contact is deleted in Intercom, the
+/// identity map forgets it, and the event log keeps the request but redacts the user's earlier
+/// events. A second request for the same user is a success with nothing to do.
+async fn a_deletion_request_deletes_the_contact_and_redacts_the_log(backend: Backend) {
+    let s = Scenario::start_on(
+        backend,
+        "  - template: profile-sync\n  - template: track-events\n",
+    )
+    .await;
+    s.identify("u1", json!({"email": "ann@example.com", "plan": "pro"}))
+        .await;
+    s.track("u1", "Order Completed", json!({"revenue": 10}))
+        .await;
+    s.identify("u2", json!({"email": "bo@example.com"})).await;
+    s.until("both contacts and the event", |s| {
+        s.calls_at("POST", "/contacts").len() == 2 && s.calls_to("POST", "/events").len() == 1
+    })
+    .await;
+    let ann = s
+        .calls_at("POST", "/contacts")
+        .into_iter()
+        .find(|c| c.body["external_id"] == "u1")
+        .unwrap()
+        .response["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // As Segment sends a deletion to a Destination Function's onDelete, forwarded in a batch.
+    s.send(
+        "batch",
+        json!({"batch": [{"type": "delete", "userId": "u1", "messageId": "deletion-1"}]}),
+    )
+    .await;
+    s.until("the delete", |s| {
+        !s.calls_at("DELETE", &format!("/contacts/{ann}")).is_empty()
+    })
+    .await;
+    s.quiet().await;
+    let contacts = s.contacts().await;
+    assert_eq!(contacts.len(), 1, "{contacts:#?}");
+    assert_eq!(contacts[0]["external_id"], "u2");
+
+    let events = s.admin("/api/events?userId=u1").await["items"].clone();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 3, "{events:#?}");
+    for event in events {
+        if event["messageId"] == "deletion-1" {
+            assert_eq!(event["body"]["type"], "delete");
+        } else {
+            assert_eq!(
+                event["body"]["redacted"], "erased at the user's request",
+                "{event}"
+            );
+            assert!(!event["body"].to_string().contains("ann@example.com"));
+        }
+    }
+    let bo = s.admin("/api/events?userId=u2").await["items"][0].clone();
+    assert_eq!(bo["body"]["traits"]["email"], "bo@example.com");
+
+    // Again: already gone is success, and no contact is created to be deleted.
+    s.send("delete", json!({"userId": "u1", "messageId": "deletion-2"}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let action = s
+            .admin("/api/actions/deletion-2/junction.delete/delete")
+            .await;
+        if action["status"] == "done" {
+            assert!(
+                action.to_string().contains("nothing to delete"),
+                "{action:#}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{action:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.quiet().await;
+    assert!(
+        s.admin("/api/dlq").await["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.calls_at("POST", "/contacts").len(), 2);
+    assert_eq!(s.calls_to("DELETE", "").len(), 1);
+}
+
+/// `intercom.deletion: archive` archives the contact instead.
+async fn a_deletion_request_can_archive_instead(backend: Backend) {
+    let s = Scenario::start_config_on(
+        backend,
+        "intercom:\n  deletion: archive\nworkflows:\n  - template: profile-sync\n",
+        Some(common::scenario::TOKEN),
+    )
+    .await;
+    s.identify("u1", json!({"email": "ann@example.com"})).await;
+    s.until("the contact", |s| {
+        s.calls_at("POST", "/contacts").len() == 1
+    })
+    .await;
+    let ann = s.calls_at("POST", "/contacts")[0].response["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.send("delete", json!({"userId": "u1"})).await;
+    s.until("the archive", |s| {
+        !s.calls_at("POST", &format!("/contacts/{ann}/archive"))
+            .is_empty()
+    })
+    .await;
+    assert!(s.calls_to("DELETE", "").is_empty());
+}
+
 /// As Segment's destination: a track or group without a userId finds its contact by email
 /// (`properties.email`, a group's `traits.email`), and the data event carries the email. An
 /// email nobody has makes a lead with it (the default `unmatched: create_lead`).
@@ -623,6 +737,8 @@ on_each_store! {
     track_becomes_a_data_event_even_before_identify,
     a_track_or_group_without_a_user_id_finds_its_contact_by_email,
     identify_company_traits_attach_and_detach,
+    a_deletion_request_deletes_the_contact_and_redacts_the_log,
+    a_deletion_request_can_archive_instead,
     an_unmatched_email_is_dead_lettered_when_the_workflow_says_so,
     each_users_calls_keep_their_events_order,
 }

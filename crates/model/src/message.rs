@@ -18,19 +18,24 @@ pub enum MessageType {
     Screen,
     Group,
     Alias,
+    /// A deletion request (Segment's user deletion, as a Destination Function's `onDelete`
+    /// receives it): the user's Intercom contact is deleted and what Junction keeps of them
+    /// redacted.
+    Delete,
     /// An Intercom webhook notification (`POST /hooks/intercom`); never a Segment call.
     Intercom,
 }
 
 impl MessageType {
     /// The Segment calls (not [`MessageType::Intercom`]).
-    pub const ALL: [MessageType; 6] = [
+    pub const ALL: [MessageType; 7] = [
         MessageType::Identify,
         MessageType::Track,
         MessageType::Page,
         MessageType::Screen,
         MessageType::Group,
         MessageType::Alias,
+        MessageType::Delete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +46,7 @@ impl MessageType {
             MessageType::Screen => "screen",
             MessageType::Group => "group",
             MessageType::Alias => "alias",
+            MessageType::Delete => "delete",
             MessageType::Intercom => "intercom",
         }
     }
@@ -55,6 +61,8 @@ impl MessageType {
             "screen" | "s" => Some(MessageType::Screen),
             "group" | "g" => Some(MessageType::Group),
             "alias" | "a" => Some(MessageType::Alias),
+            // Not a Segment endpoint: where a Destination Function's `onDelete` forwards.
+            "delete" => Some(MessageType::Delete),
             _ => None,
         }
     }
@@ -73,7 +81,7 @@ impl FromStr for MessageType {
             .into_iter()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown message type {s:?} (expected identify, track, page, screen, group or alias)")
+                format!("unknown message type {s:?} (expected identify, track, page, screen, group, alias or delete)")
             })
     }
 }

@@ -499,7 +499,7 @@ fn check(
         None | Some(Value::Null) => {
             return Err(MessageError::invalid(
                 "type",
-                "required: one of identify, track, page, screen, group, alias",
+                "required: one of identify, track, page, screen, group, alias, delete",
             ));
         }
         Some(Value::String(name)) => name
@@ -532,6 +532,12 @@ fn check(
         return Err(MessageError::invalid(
             "groupId",
             "required for a group call",
+        ));
+    }
+    if kind == MessageType::Delete && user_id.is_none() {
+        return Err(MessageError::invalid(
+            "userId",
+            "required for a delete call (the user to delete)",
         ));
     }
     if kind == MessageType::Alias && optional_id(object, "previousId")?.is_none() {

@@ -29,7 +29,7 @@ pub async fn single(
             StatusCode::NOT_FOUND,
             "not_found",
             format!(
-                "no endpoint /v1/{call}: use identify, track, page, screen, group, alias, batch or import"
+                "no endpoint /v1/{call}: use identify, track, page, screen, group, alias, delete, batch or import"
             ),
         ));
     };

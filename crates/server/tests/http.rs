@@ -522,7 +522,7 @@ async fn webhooks_are_refused_when_nothing_could_authenticate_them() {
         .post_json(
             "/hooks/segment",
             Some(&basic("wk_live:")),
-            &json!([track("w3"), {"type": "delete", "userId": "u1"}]),
+            &json!([track("w3"), {"type": "purge", "userId": "u1"}]),
         )
         .await;
     assert_eq!(status, StatusCode::OK);

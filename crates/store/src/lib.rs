@@ -19,9 +19,9 @@ pub mod sqlite;
 
 pub use outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, ClusterView, DeadLetterQuery,
-    EngineCommit, HeldClaim, Lease, NewAction, NewQuarantine, NewRun, NewTimer, NodeRecord,
-    OutboxCounts, PartitionState, QuarantineRecord, ReleasedEntry, RunQuery, RunRecord,
-    SharedEntry, SharedWrite,
+    EngineCommit, Erasure, HeldClaim, Lease, NewAction, NewQuarantine, NewRun, NewTimer,
+    NodeRecord, OutboxCounts, PartitionState, QuarantineRecord, REDACTED, ReleasedEntry, RunQuery,
+    RunRecord, SharedEntry, SharedWrite,
 };
 pub use partition::{DEFAULT_PARTITIONS, default_partitions, partition_of};
 pub use query::{EventQuery, Page, RejectedQuery};

@@ -33,7 +33,25 @@ pub struct EngineCommit {
     /// The planner's lease this step was planned under: the commit is refused (fenced) when
     /// another node has taken it since. None for a commit made outside the planner (tests).
     pub lease: Option<Lease>,
+    /// Users deleted at their request: what is stored of them is redacted.
+    pub erasures: Vec<Erasure>,
 }
+
+/// A user deleted at their request (a Segment `delete` message). In the event log, every event
+/// of theirs before the deletion keeps its place, type, messageId and times, but its body
+/// becomes `{"type", "messageId", "redacted"}`; finished actions keep their workflow, step
+/// and kind but lose what they sent and who to (`action`, `who`), and their attempts lose the
+/// calls' bodies; pending timers are dropped. The deletion message itself is kept whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    /// Every id the user's events and actions are stored under (userId, anonymousId).
+    pub ids: Vec<String>,
+    /// The deletion message's seq: events before it are redacted.
+    pub before_seq: i64,
+}
+
+/// What a redacted event body and a redacted action say instead of what they held.
+pub const REDACTED: &str = "erased at the user's request";
 
 /// One entry of the state planning partitions share (a round-robin turn, a company's traits).
 #[derive(Debug, Clone, PartialEq, Eq)]

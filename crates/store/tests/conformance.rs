@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use junction_model::parse_batch;
 use junction_store::{
     ActionOutcome, ActionStatus, AppendBatch, Appended, Attempt, DeadLetterQuery, EngineCommit,
-    EventQuery, IdentityKey, NewAction, NewQuarantine, NewRun, NewTimer, RejectedQuery,
+    Erasure, EventQuery, IdentityKey, NewAction, NewQuarantine, NewRun, NewTimer, RejectedQuery,
     SharedWrite, Store, StoreError, partition_of,
 };
 use serde_json::json;
@@ -845,6 +845,93 @@ async fn the_identity_map_is_per_workspace(store: Arc<dyn Store>) {
     assert_eq!(made.into_iter().collect::<Vec<_>>(), ["9"]);
 }
 
+/// A user's deletion request redacts what is stored of them before it: their events (under
+/// the userId and the anonymousId they had), finished actions and their attempts' calls, and
+/// drops their pending timers. The deletion itself, pending actions and other users stay whole.
+async fn an_erasure_redacts_the_users_payloads(store: Arc<dyn Store>) {
+    let messages = json!([
+        {"type": "page", "anonymousId": "anon-1", "messageId": "m0", "properties": {"path": "/secret"}},
+        {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "messageId": "m1", "traits": {"email": "ann@example.com"}},
+        track("u2", "m2"),
+        {"type": "delete", "userId": "u1", "messageId": "m3"},
+    ]);
+    store.append(batch("web", at(0), messages)).await.unwrap();
+    let all = store.events_after(0, 0, 10).await.unwrap();
+    let seq_of = |id: &str| all.iter().find(|e| e.message_id == id).unwrap().seq;
+    let deletion = seq_of("m3");
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![
+                action("done-1", "u1", seq_of("m1"), 1),
+                action("pending-1", "u1", deletion, 1),
+                action("done-2", "u2", seq_of("m2"), 1),
+            ],
+            timers: vec![NewTimer {
+                id: "t1".into(),
+                identity: "u1".into(),
+                fire_at_ms: 1,
+                body: "{}".into(),
+            }],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    record(store.as_ref(), "u1", vec![done("done-1")]).await;
+    record(store.as_ref(), "u2", vec![done("done-2")]).await;
+    store
+        .engine_commit(EngineCommit {
+            erasures: vec![Erasure {
+                ids: vec!["anon-1".into(), "u1".into()],
+                before_seq: deletion,
+            }],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+
+    for id in ["m0", "m1"] {
+        let event = store.event(seq_of(id)).await.unwrap().unwrap();
+        assert_eq!(
+            event.body,
+            json!({"type": event.kind, "messageId": id, "redacted": junction_store::REDACTED}),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        store.event(deletion).await.unwrap().unwrap().body["userId"],
+        "u1"
+    );
+    assert_eq!(
+        store.event(seq_of("m2")).await.unwrap().unwrap().body["userId"],
+        "u2"
+    );
+    let redacted = store.action("done-1").await.unwrap().unwrap();
+    assert_eq!(
+        redacted.body["action"]["redacted"],
+        junction_store::REDACTED
+    );
+    assert_eq!(redacted.body["workflow"], "w", "where it came from stays");
+    assert_eq!(store.attempts("done-1").await.unwrap()[0].calls, json!([]));
+    assert_eq!(
+        store.action("pending-1").await.unwrap().unwrap().body,
+        json!({"id": "pending-1", "workflow": "w"}),
+        "pending work is left to run"
+    );
+    assert!(
+        store.attempts("done-2").await.unwrap()[0]
+            .calls
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    );
+    assert_eq!(
+        store.next_timer_ms(0).await.unwrap(),
+        None,
+        "the user's timers are dropped"
+    );
+}
+
 /// Retention removes what is finished and old, never dead letters or pending work.
 async fn cleanup_keeps_dead_letters_and_pending_work(store: Arc<dyn Store>) {
     store
@@ -942,6 +1029,7 @@ macro_rules! backends {
                 the_identity_map_is_per_workspace,
                 cleanup_keeps_dead_letters_and_pending_work,
                 quarantine_holds_until_released,
+                an_erasure_redacts_the_users_payloads,
             );
         }
     )*};

@@ -129,6 +129,11 @@ fn invalid_messages_name_the_field_and_the_rule() {
             "required when there is no anonymousId",
         ),
         (
+            json!({"type": "delete", "anonymousId": "a1"}),
+            "userId",
+            "required for a delete call (the user to delete)",
+        ),
+        (
             json!({"type": "track", "userId": "u"}),
             "event",
             "required for a track call",

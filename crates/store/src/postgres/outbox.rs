@@ -383,6 +383,45 @@ pub(super) async fn engine_commit(
         )
         .await?;
     }
+    for erasure in &commit.erasures {
+        erase(tx, erasure).await?;
+    }
+    Ok(())
+}
+
+/// Redacts what is stored of a user deleted at their request (see [`crate::Erasure`]).
+async fn erase(tx: &Transaction<'_>, erasure: &crate::Erasure) -> Result<(), StoreError> {
+    let ids = &erasure.ids;
+    tx.execute(
+        "UPDATE events
+         SET body = json_build_object('type', type, 'messageId', message_id, 'redacted', $3::text)::text
+         WHERE seq < $2 AND (identity = ANY($1) OR anonymous_id = ANY($1))",
+        &[ids, &erasure.before_seq, &crate::REDACTED],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE attempts SET calls = '[]'
+         WHERE action_id IN (SELECT id FROM actions
+                             WHERE identity = ANY($1) AND status NOT IN ('pending', 'standby'))",
+        &[ids],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE actions
+         SET body = (body::jsonb
+                     || jsonb_build_object(
+                          'action', jsonb_build_object('kind', body::jsonb -> 'action' ->> 'kind',
+                                                       'redacted', $2::text),
+                          'who', '{}'::jsonb))::text
+         WHERE identity = ANY($1) AND status NOT IN ('pending', 'standby')",
+        &[ids, &crate::REDACTED],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE timers SET status = 'done' WHERE identity = ANY($1) AND status = 'pending'",
+        &[ids],
+    )
+    .await?;
     Ok(())
 }
 

@@ -238,6 +238,50 @@ pub(super) fn engine_commit(tx: &Transaction<'_>, commit: &EngineCommit) -> rusq
     for id in &commit.released_done {
         planned.execute(params![id])?;
     }
+    for erasure in &commit.erasures {
+        erase(tx, erasure)?;
+    }
+    Ok(())
+}
+
+/// Redacts what is stored of a user deleted at their request (see [`crate::Erasure`]). Their
+/// events are found through the identity index, plus the short tail it has not reached yet.
+fn erase(tx: &Transaction<'_>, erasure: &crate::Erasure) -> rusqlite::Result<()> {
+    let ids = serde_json::to_string(&erasure.ids).expect("ids are JSON");
+    tx.execute(
+        "UPDATE events
+         SET body = json_object('type', type, 'messageId', message_id, 'redacted', ?3)
+         WHERE seq < ?2 AND seq IN (
+             SELECT seq FROM identity_index WHERE id IN (SELECT value FROM json_each(?1))
+             UNION ALL
+             SELECT seq FROM events
+             WHERE seq > (SELECT upto FROM index_progress)
+               AND (identity IN (SELECT value FROM json_each(?1))
+                    OR anonymous_id IN (SELECT value FROM json_each(?1))))",
+        params![ids, erasure.before_seq, crate::REDACTED],
+    )?;
+    tx.execute(
+        "UPDATE attempts SET calls = '[]'
+         WHERE action_id IN (SELECT id FROM actions
+                             WHERE identity IN (SELECT value FROM json_each(?1))
+                               AND status NOT IN ('pending', 'standby'))",
+        params![ids],
+    )?;
+    tx.execute(
+        "UPDATE actions
+         SET body = json_set(body,
+                '$.action', json_object('kind', json_extract(body, '$.action.kind'),
+                                        'redacted', ?2),
+                '$.who', json_object())
+         WHERE identity IN (SELECT value FROM json_each(?1))
+           AND status NOT IN ('pending', 'standby')",
+        params![ids, crate::REDACTED],
+    )?;
+    tx.execute(
+        "UPDATE timers SET status = 'done'
+         WHERE identity IN (SELECT value FROM json_each(?1)) AND status = 'pending'",
+        params![ids],
+    )?;
     Ok(())
 }
 
