@@ -296,6 +296,8 @@ fn coerce(value: &Value, declared: AttributeType) -> Option<Value> {
             _ => None,
         },
         AttributeType::Float => match value {
+            // An integer sent to a float attribute goes as a float (3 → 3.0).
+            Value::Number(n) if n.is_i64() || n.is_u64() => n.as_f64().map(Value::from),
             Value::Number(_) => Some(value.clone()),
             Value::String(s) => s
                 .trim()
@@ -462,6 +464,31 @@ mod tests {
         let reasons: Vec<&str> = bad.dropped.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(reasons, ["seats", "trial"]);
         assert!(bad.dropped[0].1.contains("cannot be made a integer"));
+    }
+
+    /// Numbers keep their type: an integer trait stays an integer, a whole float for an
+    /// integer attribute becomes one, and only a float attribute makes an integer a float.
+    #[test]
+    fn numbers_keep_their_type_unless_the_attribute_says_otherwise() {
+        let prepared = prepare_contact(
+            &traits(json!({"seats": 12.0, "mrr": 100, "visits": 7, "ratio": 0.25})),
+            &known(),
+            AttributePolicy::default(),
+        );
+        let custom = &prepared.fields["custom_attributes"];
+        assert!(custom["seats"].is_i64(), "{custom}");
+        assert!(custom["mrr"].is_f64(), "mrr is a float attribute: {custom}");
+        assert_eq!(custom["mrr"].to_string(), "100.0");
+        assert!(custom["visits"].is_i64(), "a new attribute from an integer: {custom}");
+        assert_eq!(
+            prepared
+                .to_create
+                .iter()
+                .find(|(name, _)| name == "visits")
+                .map(|(_, kind)| *kind),
+            Some(AttributeType::Integer)
+        );
+        assert!(custom["ratio"].is_f64());
     }
 
     #[test]
