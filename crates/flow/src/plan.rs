@@ -624,8 +624,19 @@ impl<'a> Run<'a> {
         profile: &mut Profile,
     ) -> Result<(), String> {
         let id = self.push_part(step, path, standby_for, action, profile);
+        self.plan_error_branch(step, path, &id, profile)
+    }
+
+    /// Plans a step's `on_error` steps as standbys for its action `id`.
+    fn plan_error_branch(
+        &mut self,
+        step: &Step,
+        path: &str,
+        id: &str,
+        profile: &mut Profile,
+    ) -> Result<(), String> {
         if let ErrorBranch::Steps(fallback) = &step.on_error {
-            self.steps(fallback, &format!("{path}.on_error"), Some(&id), profile)?;
+            self.steps(fallback, &format!("{path}.on_error"), Some(id), profile)?;
         }
         Ok(())
     }
@@ -687,21 +698,12 @@ impl<'a> Run<'a> {
                 if companies.is_empty() {
                     return self.push(step, path, standby_for, contact, profile);
                 }
-                self.push_part(step, path, standby_for, contact, profile);
+                let id = self.push_part(step, path, standby_for, contact, profile);
                 for (n, company) in companies.into_iter().enumerate() {
-                    self.push_part(
-                        step,
-                        &format!("{path}.company{n}"),
-                        standby_for,
-                        company,
-                        profile,
-                    );
+                    let path = format!("{path}.company{n}");
+                    self.push_part(step, &path, standby_for, company, profile);
                 }
-                if let ErrorBranch::Steps(fallback) = &step.on_error {
-                    let id = format!("{}/{path}", self.run_id());
-                    self.steps(fallback, &format!("{path}.on_error"), Some(&id), profile)?;
-                }
-                Ok(())
+                self.plan_error_branch(step, path, &id, profile)
             }
             StepKind::Company {
                 company_id,

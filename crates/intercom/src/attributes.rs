@@ -479,7 +479,10 @@ mod tests {
         assert!(custom["seats"].is_i64(), "{custom}");
         assert!(custom["mrr"].is_f64(), "mrr is a float attribute: {custom}");
         assert_eq!(custom["mrr"].to_string(), "100.0");
-        assert!(custom["visits"].is_i64(), "a new attribute from an integer: {custom}");
+        assert!(
+            custom["visits"].is_i64(),
+            "a new attribute from an integer: {custom}"
+        );
         assert_eq!(
             prepared
                 .to_create

@@ -476,15 +476,7 @@ async fn a_deletion_request_deletes_the_contact_and_redacts_the_log(backend: Bac
         s.calls_at("POST", "/contacts").len() == 2 && s.calls_to("POST", "/events").len() == 1
     })
     .await;
-    let ann = s
-        .calls_at("POST", "/contacts")
-        .into_iter()
-        .find(|c| c.body["external_id"] == "u1")
-        .unwrap()
-        .response["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ann = s.created_contact("u1").await;
     // As Segment sends a deletion to a Destination Function's onDelete, forwarded in a batch.
     s.send(
         "batch",
@@ -555,14 +547,7 @@ async fn a_deletion_request_can_archive_instead(backend: Backend) {
     )
     .await;
     s.identify("u1", json!({"email": "ann@example.com"})).await;
-    s.until("the contact", |s| {
-        s.calls_at("POST", "/contacts").len() == 1
-    })
-    .await;
-    let ann = s.calls_at("POST", "/contacts")[0].response["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ann = s.created_contact("u1").await;
     s.send("delete", json!({"userId": "u1"})).await;
     s.until("the archive", |s| {
         !s.calls_at("POST", &format!("/contacts/{ann}/archive"))
@@ -583,14 +568,7 @@ async fn a_track_or_group_without_a_user_id_finds_its_contact_by_email(backend: 
     .await;
     s.identify("u1", json!({"email": "ann@example.com", "seats": 3}))
         .await;
-    s.until("ann's contact", |s| {
-        s.calls_at("POST", "/contacts").len() == 1
-    })
-    .await;
-    let ann = s.calls_at("POST", "/contacts")[0].response["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ann = s.created_contact("u1").await;
     s.send(
         "track",
         json!({"anonymousId": "visitor-1", "event": "Docs Read", "properties": {"email": "ann@example.com", "page": "/api"}}),

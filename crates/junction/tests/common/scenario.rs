@@ -151,6 +151,19 @@ impl Scenario {
         .await;
     }
 
+    /// The Intercom id of the contact Junction created for this userId, once it has.
+    pub async fn created_contact(&self, user: &str) -> String {
+        let created = |s: &Scenario| {
+            s.calls_at("POST", "/contacts")
+                .into_iter()
+                .find(|c| c.body["external_id"] == user)
+                .and_then(|c| c.response["id"].as_str().map(str::to_owned))
+        };
+        self.until(&format!("{user}'s contact"), |s| created(s).is_some())
+            .await;
+        created(self).expect("just seen")
+    }
+
     /// Successful requests to Intercom so far.
     pub fn calls(&self) -> Vec<JournalEntry> {
         self.emulator
