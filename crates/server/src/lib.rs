@@ -3,6 +3,7 @@
 //! - `/v1/*`: the Segment HTTP Tracking API, compatible with the real SDKs ([`ingest`]);
 //! - `/hooks/segment`: Segment's Webhooks destination ([`hooks`]);
 //! - `/api/*`: the admin read API ([`admin`]);
+//! - `/console`: the console, pages for people ([`console`]);
 //! - `/healthz`, `/readyz`, `/metrics`: operations ([`ops`]).
 //!
 //! Ingest never talks to Intercom: it validates, commits to the [`Store`], and only then
@@ -11,6 +12,7 @@
 mod admin;
 mod auth;
 mod body;
+mod console;
 mod delivery_api;
 mod error;
 mod hooks;
@@ -67,6 +69,8 @@ struct Inner {
     planner: Option<Arc<junction_flow::Planner>>,
     /// The supervised pipeline parts, for `/readyz`.
     health: Option<Arc<junction_delivery::supervise::Health>>,
+    /// Who is signed in to the console on this node.
+    console_sessions: console::session::Sessions,
 }
 
 impl AppState {
@@ -83,6 +87,7 @@ impl AppState {
                 committed: Arc::new(tokio::sync::Notify::new()),
                 planner: None,
                 health: None,
+                console_sessions: console::session::Sessions::default(),
             }),
         }
     }
@@ -161,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(console::routes())
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(refusals::json_refusals))
         .layer(axum::middleware::from_fn(ops::record_request))
@@ -177,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
+            axum::http::header::COOKIE,
         ]))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)

@@ -1,0 +1,237 @@
+//! The console: pages for people, served by Junction itself under `/console`.
+//!
+//! Server-rendered HTML (minijinja templates embedded in the binary, HTML-escaped), one CSS
+//! file, no script: every page works without JavaScript. Sign-in exchanges the admin token for
+//! a session cookie ([`session`]); every form that changes something carries the session's
+//! CSRF token; responses forbid framing, sniffing, caching and anything not served from here
+//! (Content-Security-Policy). Pages read the same JSON views as the admin API
+//! (`junction_delivery::inspect`), and never show a secret: the admin token is only ever read
+//! from the sign-in form, and recorded calls never hold credentials.
+//!
+//! - `session.rs`: sessions, cookies, CSRF tokens;
+//! - `pages.rs`: one handler per page;
+//! - `../../console/`: the templates and the stylesheet.
+
+mod pages;
+pub mod session;
+
+use crate::AppState;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use minijinja::Environment;
+use serde_json::Value;
+use std::sync::OnceLock;
+use subtle::ConstantTimeEq;
+
+/// Only this origin's styles and forms; no scripts, frames, objects or plugins at all.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+macro_rules! templates {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../console/", $name)))),*]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = templates![
+    "base.html",
+    "login.html",
+    "overview.html",
+    "event_rows.html",
+    "events.html",
+    "event.html",
+    "run_rows.html",
+    "runs.html",
+    "run.html",
+    "dlq.html",
+    "error.html",
+];
+
+const STYLESHEET: &str = include_str!("../../console/console.css");
+
+fn environment() -> &'static Environment<'static> {
+    static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
+    ENVIRONMENT.get_or_init(|| {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)
+                .unwrap_or_else(|e| panic!("console template {name}: {e}"));
+        }
+        env
+    })
+}
+
+/// The console's routes, under `/console`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(pages::overview))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/events", get(pages::events))
+        .route("/console/events/{seq}", get(pages::event))
+        .route("/console/runs", get(pages::runs))
+        .route("/console/runs/{*id}", get(pages::run))
+        .route(
+            "/console/dlq",
+            get(pages::dead_letters).post(pages::dead_letter_action),
+        )
+        .route("/console/assets/console.css", get(stylesheet))
+        .layer(axum::middleware::map_response(protect))
+}
+
+/// Headers every console response carries.
+async fn protect(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A rendered page.
+fn render(name: &str, context: Value) -> Response {
+    match environment()
+        .get_template(name)
+        .and_then(|template| template.render(minijinja::value::Serde(&context)))
+    {
+        Ok(html) => Html(html).into_response(),
+        Err(error) => {
+            tracing::error!(template = name, %error, "console page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html(
+                    "<!doctype html><title>Error</title><p>This page failed to render.".to_owned(),
+                ),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// An error page (still inside the console's frame when signed in).
+fn error_page(status: StatusCode, title: &str, message: &str, signed_in: Option<&str>) -> Response {
+    let mut response = render(
+        "error.html",
+        serde_json::json!({
+            "title": title,
+            "message": message,
+            "signed_in": signed_in.is_some(),
+            "csrf": signed_in.unwrap_or_default(),
+        }),
+    );
+    *response.status_mut() = status;
+    response
+}
+
+/// A page's signed-in session, or the way to the sign-in page.
+pub(crate) fn signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<session::Session, Response> {
+    state
+        .inner
+        .console_sessions
+        .of(headers)
+        .map(|(_, session)| session)
+        .ok_or_else(|| Redirect::to("/console/login").into_response())
+}
+
+async fn login_page(State(state): State<AppState>) -> Response {
+    render(
+        "login.html",
+        serde_json::json!({"configured": state.inner.admin_token.is_some()}),
+    )
+}
+
+/// The fields of a submitted form (repeated names kept in order).
+pub(crate) fn form_fields(body: &Bytes) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(expected) = state.inner.admin_token.as_deref() else {
+        return login_page(State(state)).await;
+    };
+    let fields = form_fields(&body);
+    let presented = field(&fields, "token").unwrap_or_default();
+    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        tracing::warn!("console sign-in refused: wrong admin token");
+        let mut page = render(
+            "login.html",
+            serde_json::json!({"configured": true, "error": "That is not the admin token."}),
+        );
+        *page.status_mut() = StatusCode::UNAUTHORIZED;
+        return page;
+    }
+    let id = state.inner.console_sessions.start();
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
+    let mut response = Redirect::to("/console").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&session::set_cookie(&id, secure)).expect("a cookie is ASCII"),
+    );
+    response
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((id, session)) = state.inner.console_sessions.of(&headers) else {
+        return Redirect::to("/console/login").into_response();
+    };
+    if !session.accepts(field(&form_fields(&body), "csrf")) {
+        return csrf_refused(&session);
+    }
+    state.inner.console_sessions.end(&id);
+    let mut response = Redirect::to("/console/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&session::clear_cookie()).expect("a cookie is ASCII"),
+    );
+    response
+}
+
+/// A state-changing request without this session's CSRF token.
+pub(crate) fn csrf_refused(session: &session::Session) -> Response {
+    error_page(
+        StatusCode::FORBIDDEN,
+        "Refused",
+        "This form did not carry the session's CSRF token. Reload the page and try again.",
+        Some(&session.csrf),
+    )
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}

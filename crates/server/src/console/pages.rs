@@ -1,0 +1,335 @@
+//! The console's pages, one handler each. Filters come from the query string (empty fields
+//! mean no filter); lists are pages of the store's own cursors.
+
+use super::{csrf_refused, error_page, form_fields, render, signed_in};
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use bytes::Bytes;
+use junction_delivery::inspect;
+use junction_store::{DeadLetterQuery, EventQuery, RunQuery, StoreError};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// Rows on a list page.
+const PAGE_ROWS: usize = 100;
+
+type Filter = Query<HashMap<String, String>>;
+
+/// A filter's value, `None` when absent or blank.
+fn given(filter: &HashMap<String, String>, name: &str) -> Option<String> {
+    filter
+        .get(name)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+fn store_failed(error: StoreError, csrf: &str) -> Response {
+    tracing::error!(%error, "console page: the store failed");
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The store did not answer",
+        &format!("Junction could not read its store: {error}"),
+        Some(csrf),
+    )
+}
+
+fn not_found(what: &str, csrf: &str) -> Response {
+    error_page(StatusCode::NOT_FOUND, "Not found", what, Some(csrf))
+}
+
+fn seconds(ms: Option<i64>) -> Value {
+    match ms {
+        Some(ms) if ms >= 120_000 => json!(format!("{} min", ms / 60_000)),
+        Some(ms) => json!(format!("{} s", ms / 1000)),
+        None => Value::Null,
+    }
+}
+
+pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match signed_in(&state, &headers) {
+        Ok(session) => session,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let store = state.store().as_ref();
+    let now = chrono::Utc::now().timestamp_millis();
+    let read = async {
+        let counts = store.outbox_counts().await?;
+        let cluster = inspect::cluster(store, now).await?;
+        let latest = store
+            .events(EventQuery {
+                limit: Some(10),
+                ..EventQuery::default()
+            })
+            .await?;
+        Ok::<_, StoreError>((counts, cluster, latest))
+    };
+    let (counts, cluster, latest) = match read.await {
+        Ok(read) => read,
+        Err(error) => return store_failed(error, &session.csrf),
+    };
+    render(
+        "overview.html",
+        json!({
+            "signed_in": true, "csrf": session.csrf, "page": "overview",
+            "delivery": {
+                "pending": counts.pending,
+                "done": counts.done,
+                "failed": counts.failed,
+                "timers": counts.timers_pending,
+                "oldest_urgent": seconds(counts.oldest_pending_ms[0]),
+                "oldest_bulk": seconds(counts.oldest_pending_ms[1]),
+            },
+            "cluster": cluster,
+            "events": latest.items,
+        }),
+    )
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(filter): Filter,
+) -> Response {
+    let session = match signed_in(&state, &headers) {
+        Ok(session) => session,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let query = EventQuery {
+        kind: given(&filter, "type"),
+        user_id: given(&filter, "userId"),
+        anonymous_id: given(&filter, "anonymousId"),
+        message_id: given(&filter, "messageId"),
+        cursor: given(&filter, "cursor"),
+        limit: Some(PAGE_ROWS),
+    };
+    let page = match state.store().events(query).await {
+        Ok(page) => page,
+        Err(StoreError::InvalidQuery(reason)) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad filter",
+                &reason,
+                Some(&session.csrf),
+            );
+        }
+        Err(error) => return store_failed(error, &session.csrf),
+    };
+    let next = page.next_cursor.as_ref().map(|cursor| {
+        let mut link = form_urlencoded::Serializer::new(String::new());
+        for name in ["type", "userId", "anonymousId", "messageId"] {
+            if let Some(value) = given(&filter, name) {
+                link.append_pair(name, &value);
+            }
+        }
+        link.append_pair("cursor", cursor);
+        format!("/console/events?{}", link.finish())
+    });
+    let kinds: Vec<&str> = junction_model::MessageType::ALL
+        .iter()
+        .map(|kind| kind.as_str())
+        .chain(["intercom"])
+        .collect();
+    render(
+        "events.html",
+        json!({
+            "signed_in": true, "csrf": session.csrf, "page": "events",
+            "events": page.items, "next": next, "filter": filter, "kinds": kinds,
+        }),
+    )
+}
+
+pub async fn event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(seq): Path<String>,
+) -> Response {
+    let session = match signed_in(&state, &headers) {
+        Ok(session) => session,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let Ok(seq) = seq.parse::<i64>() else {
+        return not_found("There is no such event.", &session.csrf);
+    };
+    let store = state.store().as_ref();
+    let event = match store.event(seq).await {
+        Ok(Some(event)) => event,
+        Ok(None) => return not_found(&format!("There is no event {seq}."), &session.csrf),
+        Err(error) => return store_failed(error, &session.csrf),
+    };
+    let runs = inspect::runs(
+        store,
+        RunQuery {
+            identity: Some(event.identity.clone()),
+            limit: 1_000,
+            ..RunQuery::default()
+        },
+    )
+    .await;
+    let runs: Vec<Value> = match runs {
+        Ok(runs) => runs.into_iter().filter(|r| r["event"] == seq).collect(),
+        Err(error) => return store_failed(error, &session.csrf),
+    };
+    let body = serde_json::to_string_pretty(&event.body).unwrap_or_default();
+    render(
+        "event.html",
+        json!({
+            "signed_in": true, "csrf": session.csrf, "page": "events",
+            "event": event, "body": body, "runs": runs,
+        }),
+    )
+}
+
+pub async fn runs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(filter): Filter,
+) -> Response {
+    let session = match signed_in(&state, &headers) {
+        Ok(session) => session,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let query = RunQuery {
+        workflow: given(&filter, "workflow"),
+        identity: given(&filter, "user"),
+        limit: PAGE_ROWS,
+        ..RunQuery::default()
+    };
+    match inspect::runs(state.store().as_ref(), query).await {
+        Ok(runs) => render(
+            "runs.html",
+            json!({
+                "signed_in": true, "csrf": session.csrf, "page": "runs",
+                "runs": runs, "filter": filter,
+            }),
+        ),
+        Err(error) => store_failed(error, &session.csrf),
+    }
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let session = match signed_in(&state, &headers) {
+        Ok(session) => session,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    match inspect::run_detail(state.store().as_ref(), &id).await {
+        Ok(Some(run)) => render(
+            "run.html",
+            json!({"signed_in": true, "csrf": session.csrf, "page": "runs", "run": run}),
+        ),
+        Ok(None) => not_found("There is no such run.", &session.csrf),
+        Err(error) => store_failed(error, &session.csrf),
+    }
+}
+
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(filter): Filter,
+) -> Response {
+    let session = match signed_in(&state, &headers) {
+        Ok(session) => session,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let query = DeadLetterQuery {
+        workflow: given(&filter, "workflow"),
+        code: given(&filter, "code"),
+        identity: given(&filter, "user"),
+        since_ms: None,
+        until_ms: None,
+        limit: PAGE_ROWS,
+    };
+    match inspect::dead_letters(state.store().as_ref(), query).await {
+        Ok(letters) => render(
+            "dlq.html",
+            json!({
+                "signed_in": true, "csrf": session.csrf, "page": "dlq",
+                "letters": letters, "filter": filter, "notice": given(&filter, "notice"),
+            }),
+        ),
+        Err(error) => store_failed(error, &session.csrf),
+    }
+}
+
+/// `POST /console/dlq`: replay or discard the selected dead letters, then back to the list
+/// with what happened.
+pub async fn dead_letter_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let session = match signed_in(&state, &headers) {
+        Ok(session) => session,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let fields = form_fields(&body);
+    let value = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if !session.accepts(value("csrf")) {
+        return csrf_refused(&session);
+    }
+    let ids: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let notice = match (value("do"), ids.is_empty()) {
+        (_, true) => "Nothing was selected.".to_owned(),
+        (Some("discard"), false) => match state.store().discard(ids).await {
+            Ok(n) => format!("Discarded {n} dead letter(s)."),
+            Err(error) => return store_failed(error, &session.csrf),
+        },
+        (Some("replay"), false) => {
+            let Some(planner) = state.inner.planner.clone() else {
+                return error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Cannot replay",
+                    "This server has no workflows loaded.",
+                    Some(&session.csrf),
+                );
+            };
+            let (mut replayed, mut failed) = (0, Vec::new());
+            for id in &ids {
+                match junction_delivery::replay::replay(state.store().as_ref(), &planner, id).await
+                {
+                    Ok(_) => replayed += 1,
+                    Err(error) => failed.push(format!("{id}: {error}")),
+                }
+            }
+            state.events_committed();
+            if failed.is_empty() {
+                format!("Replayed {replayed} dead letter(s): their actions are pending again.")
+            } else {
+                format!(
+                    "Replayed {replayed}; {} could not be: {}",
+                    failed.len(),
+                    failed.join("; ")
+                )
+            }
+        }
+        (other, false) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Unknown action",
+                &format!(
+                    "`do` must be replay or discard, not {:?}",
+                    other.unwrap_or("")
+                ),
+                Some(&session.csrf),
+            );
+        }
+    };
+    let mut to = form_urlencoded::Serializer::new(String::from("/console/dlq?"));
+    to.append_pair("notice", &notice);
+    Redirect::to(&to.finish()).into_response()
+}
