@@ -140,17 +140,18 @@ fn error_page(status: StatusCode, title: &str, message: &str, signed_in: Option<
     response
 }
 
-/// A page's signed-in session, or the way to the sign-in page.
-pub(crate) fn signed_in(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<session::Session, Response> {
+/// A page's signed-in session (else see [`to_sign_in`]).
+pub(crate) fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<session::Session> {
     state
         .inner
         .console_sessions
         .of(headers)
         .map(|(_, session)| session)
-        .ok_or_else(|| Redirect::to("/console/login").into_response())
+}
+
+/// Where a request without a session goes.
+pub(crate) fn to_sign_in() -> Response {
+    Redirect::to("/console/login").into_response()
 }
 
 async fn login_page(State(state): State<AppState>) -> Response {

@@ -1,7 +1,7 @@
 //! The console's pages, one handler each. Filters come from the query string (empty fields
 //! mean no filter); lists are pages of the store's own cursors.
 
-use super::{csrf_refused, error_page, form_fields, render, signed_in};
+use super::{csrf_refused, error_page, form_fields, render, signed_in, to_sign_in};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -49,9 +49,8 @@ fn seconds(ms: Option<i64>) -> Value {
 }
 
 pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(to_sign_in) => return to_sign_in,
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
     };
     let store = state.store().as_ref();
     let now = chrono::Utc::now().timestamp_millis();
@@ -93,9 +92,8 @@ pub async fn events(
     headers: HeaderMap,
     Query(filter): Filter,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(to_sign_in) => return to_sign_in,
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
     };
     let query = EventQuery {
         kind: given(&filter, "type"),
@@ -146,9 +144,8 @@ pub async fn event(
     headers: HeaderMap,
     Path(seq): Path<String>,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(to_sign_in) => return to_sign_in,
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
     };
     let Ok(seq) = seq.parse::<i64>() else {
         return not_found("There is no such event.", &session.csrf);
@@ -187,9 +184,8 @@ pub async fn runs(
     headers: HeaderMap,
     Query(filter): Filter,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(to_sign_in) => return to_sign_in,
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
     };
     let query = RunQuery {
         workflow: given(&filter, "workflow"),
@@ -214,9 +210,8 @@ pub async fn run(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(to_sign_in) => return to_sign_in,
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
     };
     match inspect::run_detail(state.store().as_ref(), &id).await {
         Ok(Some(run)) => render(
@@ -233,9 +228,8 @@ pub async fn dead_letters(
     headers: HeaderMap,
     Query(filter): Filter,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(to_sign_in) => return to_sign_in,
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
     };
     let query = DeadLetterQuery {
         workflow: given(&filter, "workflow"),
@@ -264,9 +258,8 @@ pub async fn dead_letter_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(to_sign_in) => return to_sign_in,
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
     };
     let fields = form_fields(&body);
     let value = |name: &str| {
