@@ -52,6 +52,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
 ];
 
 const STYLESHEET: &str = include_str!("../../console/console.css");
+const FAVICON: &str = include_str!("../../console/favicon.svg");
 
 fn environment() -> &'static Environment<'static> {
     static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
@@ -80,6 +81,7 @@ pub fn routes() -> Router<AppState> {
             get(pages::dead_letters).post(pages::dead_letter_action),
         )
         .route("/console/assets/console.css", get(stylesheet))
+        .route("/console/assets/favicon.svg", get(favicon))
         .layer(axum::middleware::map_response(protect))
 }
 
@@ -224,6 +226,17 @@ pub(crate) fn csrf_refused(session: &session::Session) -> Response {
         "This form did not carry the session's CSRF token. Reload the page and try again.",
         Some(&session.csrf),
     )
+}
+
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        FAVICON,
+    )
+        .into_response()
 }
 
 async fn stylesheet() -> Response {

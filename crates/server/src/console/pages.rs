@@ -322,7 +322,8 @@ pub async fn dead_letter_action(
             );
         }
     };
-    let mut to = form_urlencoded::Serializer::new(String::from("/console/dlq?"));
-    to.append_pair("notice", &notice);
-    Redirect::to(&to.finish()).into_response()
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("notice", &notice)
+        .finish();
+    Redirect::to(&format!("/console/dlq?{query}")).into_response()
 }

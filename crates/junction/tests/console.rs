@@ -1,0 +1,136 @@
+//! The console in a real browser: Debian's chromium, driven by playwright-core
+//! (`tests/clients/console.mjs`), against the real `junction` binary after a short run of
+//! events delivered to the emulator, one of them dead-lettered. Signs in, reads every page,
+//! replays the dead letter, is refused without the CSRF token, signs out. Screenshots of each
+//! page land in `$CARGO_TARGET_TMPDIR/console-screenshots`.
+
+mod common;
+
+use common::ADMIN_TOKEN;
+use common::scenario::Scenario;
+use serde_json::{Value, json};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A webhook that answers 400 (a permanent failure: dead-lettered at once) until told to work.
+async fn flaky_hook() -> (String, Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let working = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let (flag, count) = (Arc::clone(&working), Arc::clone(&delivered));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (flag, count) = (Arc::clone(&flag), Arc::clone(&count));
+            async move {
+                if !flag.load(Ordering::SeqCst) {
+                    return axum::http::StatusCode::BAD_REQUEST;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), working, delivered)
+}
+
+#[tokio::test]
+async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
+    let (hook, working, delivered) = flaky_hook().await;
+    let workflows = tempfile::tempdir().unwrap();
+    let notify = workflows.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "name: notify\ntrigger:\n  on: segment.track\n  event: Trial Ending\nsteps:\n  - http.request:\n      url: \"{hook}\"\n      body: {{ user: \"{{{{ event.userId }}}}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let s = Scenario::start_on(
+        common::Backend::Sqlite,
+        &format!(
+            "  - template: profile-sync\n  - template: track-events\n  - file: {}\n",
+            notify.display()
+        ),
+    )
+    .await;
+    s.identify("ann", json!({"email": "ann@example.com", "plan": "pro"}))
+        .await;
+    s.track("ann", "Order Completed", json!({"revenue": 19.99}))
+        .await;
+    s.track("ann", "Trial Ending", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.admin("/api/dlq").await["items"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    working.store(true, Ordering::SeqCst);
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let clients = common::repo_root().join("tests/clients");
+    let base = s.server.url("");
+    let base = base.trim_end_matches('/').to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(clients.join("console.mjs"))
+            .args([base.as_str(), ADMIN_TOKEN, shots.to_str().unwrap()])
+            .current_dir(&clients)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "console.mjs failed ({}); is chromium installed and tests/clients installed? run scripts/test.sh.\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let page = |name: &str| &report["pages"][name];
+    let text = |name: &str| page(name)["text"].as_str().unwrap_or_default().to_owned();
+
+    assert_eq!(report["signInUrl"], "/console/login");
+    assert_eq!(page("overview")["h1"], "Overview");
+    assert!(text("overview").contains("Dead letters"), "{report:#}");
+    assert!(text("events").contains("Order Completed") && text("events").contains("Trial Ending"));
+    assert!(page("event")["h1"].as_str().unwrap().starts_with("Event "));
+    assert!(text("runs").contains("profile-sync") && text("runs").contains("notify"));
+    assert!(page("run")["h1"].as_str().unwrap().starts_with("Run of "));
+    assert!(text("run").contains("Attempt 1"), "{}", text("run"));
+    assert!(
+        text("dead-letters").contains("http_400"),
+        "{}",
+        text("dead-letters")
+    );
+    assert_eq!(report["withoutCsrf"], 403);
+    assert!(
+        report["replayNotice"]
+            .as_str()
+            .unwrap()
+            .starts_with("Replayed 1 dead letter(s)"),
+        "{report:#}"
+    );
+    assert!(text("dead-letters-replayed").contains("The dead-letter queue is empty."));
+    assert_eq!(report["afterSignOutUrl"], "/console/login");
+    assert_eq!(
+        report["consoleErrors"],
+        json!([]),
+        "the browser reported errors"
+    );
+
+    // The replayed action was delivered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the replay was not delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,85 @@
+// Drives Junction's console in a real browser (Debian's chromium through playwright-core) and
+// prints one JSON report on stdout for crates/junction/tests/console.rs to check: what each
+// page showed, what replaying a dead letter did, what signing out did, what a form without
+// the CSRF token got, and every error the browser's console reported. Screenshots of each page
+// go to SHOTS_DIR.
+// Usage: node console.mjs BASE_URL ADMIN_TOKEN SHOTS_DIR
+import { chromium } from 'playwright-core'
+import { mkdirSync } from 'node:fs'
+
+const [base, token, shots] = process.argv.slice(2)
+mkdirSync(shots, { recursive: true })
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  // Without the background-networking flags, Chromium dials Google's hosts at start.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+})
+const report = { pages: {}, consoleErrors: [] }
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } })
+  const page = await context.newPage()
+  page.on('console', (message) => {
+    if (message.type() === 'error') report.consoleErrors.push(message.text())
+  })
+  page.on('pageerror', (error) => report.consoleErrors.push(String(error)))
+  page.on('response', (response) => {
+    if (response.status() >= 400) {
+      report.consoleErrors.push(`${response.status()} for ${response.url()}`)
+    }
+  })
+
+  const visit = async (name, url) => {
+    if (url) await page.goto(base + url)
+    await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true })
+    report.pages[name] = {
+      url: page.url().slice(base.length),
+      h1: (await page.locator('h1').first().textContent()).trim(),
+      text: await page.locator('main').innerText(),
+    }
+  }
+
+  await page.goto(base + '/console')
+  report.signInUrl = page.url().slice(base.length)
+  await visit('sign-in')
+  await page.getByLabel('Admin token').fill(token)
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.waitForURL(base + '/console')
+  await visit('overview')
+
+  await visit('events', '/console/events')
+  await page.locator('tbody a').first().click()
+  await page.waitForURL(/\/console\/events\/\d+$/)
+  await visit('event')
+
+  await visit('runs', '/console/runs')
+  await page.locator('tbody a').first().click()
+  await page.waitForURL(/\/console\/runs\/.+/)
+  await visit('run')
+
+  await visit('dead-letters', '/console/dlq')
+  // A form posted without the session's CSRF token (the cookie goes along, as a forged
+  // cross-site form's would not even manage).
+  const forged = await context.request.post(base + '/console/dlq', {
+    form: { do: 'discard', id: 'anything' },
+    maxRedirects: 0,
+  })
+  report.withoutCsrf = forged.status()
+  await page.locator('tbody input[type=checkbox]').first().check()
+  await Promise.all([
+    page.waitForURL(/\/console\/dlq\?notice=/, { timeout: 10000 }).catch(async (error) => {
+      throw new Error(`${error.message}; at ${page.url()}: ${await page.locator('body').innerText()}`)
+    }),
+    page.getByRole('button', { name: 'Replay selected' }).click(),
+  ])
+  await visit('dead-letters-replayed')
+  report.replayNotice = (await page.getByRole('status').textContent()).trim()
+
+  await page.getByRole('button', { name: 'Sign out' }).click()
+  await page.waitForURL(base + '/console/login')
+  await page.goto(base + '/console')
+  report.afterSignOutUrl = page.url().slice(base.length)
+} finally {
+  await browser.close()
+}
+console.log(JSON.stringify(report))
