@@ -3,11 +3,11 @@
 // page showed, what replaying a dead letter did, what signing out did, what a form without
 // the CSRF token got, and every error the browser's console reported. Screenshots of each page
 // go to SHOTS_DIR.
-// Usage: node console.mjs BASE_URL ADMIN_TOKEN SHOTS_DIR
+// Usage: node console.mjs BASE_URL ADMIN_TOKEN SHOTS_DIR WRITE_KEY
 import { chromium } from 'playwright-core'
 import { mkdirSync } from 'node:fs'
 
-const [base, token, shots] = process.argv.slice(2)
+const [base, token, shots, writeKey] = process.argv.slice(2)
 mkdirSync(shots, { recursive: true })
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
@@ -19,6 +19,12 @@ const report = { pages: {}, consoleErrors: [] }
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } })
   const page = await context.newPage()
+  // Notes when the live tail's event stream is open (a test hook, injected by the driver: the
+  // console's CSP allows no inline script of its own).
+  await page.addInitScript(() => {
+    window.liveTailOpen = false
+    document.addEventListener('htmx:sseOpen', () => { window.liveTailOpen = true })
+  })
   page.on('console', (message) => {
     if (message.type() === 'error') report.consoleErrors.push(message.text())
   })
@@ -48,6 +54,22 @@ try {
   await visit('overview')
 
   await visit('events', '/console/events')
+  // The live tail: an event sent now appears at the top of the table, without a reload.
+  await page.waitForFunction(() => window.liveTailOpen, null, { timeout: 10000 })
+  const messageId = `live-${Date.now()}`
+  const sentAt = Date.now()
+  const sent = await fetch(`${base}/v1/track`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      authorization: 'Basic ' + Buffer.from(`${writeKey}:`).toString('base64'),
+    },
+    body: JSON.stringify({ userId: 'live-user', event: 'Live Tail Checked', messageId }),
+  })
+  report.liveSendStatus = sent.status
+  await page.locator('#event-rows tr').first().filter({ hasText: messageId }).waitFor({ timeout: 5000 })
+  report.liveTailMs = Date.now() - sentAt
+  await page.screenshot({ path: `${shots}/events-live.png`, fullPage: true })
   await page.locator('tbody a').first().click()
   await page.waitForURL(/\/console\/events\/\d+$/)
   await visit('event')

@@ -1,13 +1,14 @@
 //! The console in a real browser: Debian's chromium, driven by playwright-core
 //! (`tests/clients/console.mjs`), against the real `junction` binary after a short run of
 //! events delivered to the emulator, one of them dead-lettered. Signs in, reads every page,
-//! replays the dead letter, is refused without the CSRF token, signs out. Screenshots of each
+//! watches a new event arrive in the live tail, replays the dead letter, is refused without
+//! the CSRF token, signs out. Screenshots of each
 //! page land in `$CARGO_TARGET_TMPDIR/console-screenshots`.
 
 mod common;
 
-use common::ADMIN_TOKEN;
 use common::scenario::Scenario;
+use common::{ADMIN_TOKEN, WRITE_KEY};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::sync::Arc;
@@ -81,7 +82,12 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(clients.join("console.mjs"))
-            .args([base.as_str(), ADMIN_TOKEN, shots.to_str().unwrap()])
+            .args([
+                base.as_str(),
+                ADMIN_TOKEN,
+                shots.to_str().unwrap(),
+                WRITE_KEY,
+            ])
             .current_dir(&clients)
             .output()
             .expect("node runs")
@@ -112,6 +118,11 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
         text("dead-letters")
     );
     assert_eq!(report["withoutCsrf"], 403);
+    // The live tail: the new event was on the page within a second of being sent.
+    assert_eq!(report["liveSendStatus"], 200);
+    let live_ms = report["liveTailMs"].as_u64().unwrap();
+    println!("live tail: the new event was on the page {live_ms} ms after it was sent");
+    assert!(live_ms < 1_000, "the live tail took {live_ms} ms");
     assert!(
         report["replayNotice"]
             .as_str()

@@ -71,6 +71,8 @@ struct Inner {
     health: Option<Arc<junction_delivery::supervise::Health>>,
     /// Who is signed in to the console on this node.
     console_sessions: console::session::Sessions,
+    /// Counts this node's commits of events: the console's live tail waits on it.
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl AppState {
                 planner: None,
                 health: None,
                 console_sessions: console::session::Sessions::default(),
+                commits: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -119,6 +122,7 @@ impl AppState {
 
     pub(crate) fn events_committed(&self) {
         self.inner.committed.notify_one();
+        self.inner.commits.send_modify(|n| *n += 1);
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

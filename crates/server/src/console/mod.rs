@@ -27,9 +27,11 @@ use serde_json::Value;
 use std::sync::OnceLock;
 use subtle::ConstantTimeEq;
 
-/// Only this origin's styles and forms; no scripts, frames, objects or plugins at all.
+/// Only this origin's styles, scripts (htmx, embedded), event streams and forms; no inline
+/// script or style, no frames, objects or plugins.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
 
 macro_rules! templates {
     ($($name:literal),* $(,)?) => {
@@ -41,6 +43,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "base.html",
     "login.html",
     "overview.html",
+    "event_row.html",
     "event_rows.html",
     "events.html",
     "event.html",
@@ -53,6 +56,9 @@ const TEMPLATES: &[(&str, &str)] = templates![
 
 const STYLESHEET: &str = include_str!("../../console/console.css");
 const FAVICON: &str = include_str!("../../console/favicon.svg");
+/// htmx and its server-sent-events extension (BSD Zero Clause), for the live parts.
+const HTMX: &str = include_str!("../../console/vendor/htmx-2.0.11.min.js");
+const HTMX_SSE: &str = include_str!("../../console/vendor/htmx-ext-sse-2.2.4.js");
 
 fn environment() -> &'static Environment<'static> {
     static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
@@ -73,6 +79,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/events", get(pages::events))
+        .route("/console/events/live", get(pages::events_live))
         .route("/console/events/{seq}", get(pages::event))
         .route("/console/runs", get(pages::runs))
         .route("/console/runs/{*id}", get(pages::run))
@@ -82,6 +89,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/assets/favicon.svg", get(favicon))
+        .route("/console/assets/htmx.min.js", get(|| script(HTMX)))
+        .route("/console/assets/htmx-ext-sse.js", get(|| script(HTMX_SSE)))
         .layer(axum::middleware::map_response(protect))
 }
 
@@ -107,12 +116,16 @@ async fn protect(mut response: Response) -> Response {
     response
 }
 
+/// A template rendered to HTML text.
+fn render_text(name: &str, context: &Value) -> Result<String, minijinja::Error> {
+    environment()
+        .get_template(name)
+        .and_then(|template| template.render(minijinja::value::Serde(context)))
+}
+
 /// A rendered page.
 fn render(name: &str, context: Value) -> Response {
-    match environment()
-        .get_template(name)
-        .and_then(|template| template.render(minijinja::value::Serde(&context)))
-    {
+    match render_text(name, &context) {
         Ok(html) => Html(html).into_response(),
         Err(error) => {
             tracing::error!(template = name, %error, "console page failed to render");
@@ -226,6 +239,17 @@ pub(crate) fn csrf_refused(session: &session::Session) -> Response {
         "This form did not carry the session's CSRF token. Reload the page and try again.",
         Some(&session.csrf),
     )
+}
+
+async fn script(source: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        source,
+    )
+        .into_response()
 }
 
 async fn favicon() -> Response {

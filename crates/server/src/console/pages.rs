@@ -1,7 +1,7 @@
 //! The console's pages, one handler each. Filters come from the query string (empty fields
 //! mean no filter); lists are pages of the store's own cursors.
 
-use super::{csrf_refused, error_page, form_fields, render, signed_in, to_sign_in};
+use super::{csrf_refused, error_page, form_fields, render, render_text, signed_in, to_sign_in};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,6 +14,9 @@ use std::collections::HashMap;
 
 /// Rows on a list page.
 const PAGE_ROWS: usize = 100;
+/// How often the live tail looks for events committed by other nodes (this node's own commits
+/// wake it at once).
+const LIVE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 type Filter = Query<HashMap<String, String>>;
 
@@ -125,6 +128,18 @@ pub async fn events(
         link.append_pair("cursor", cursor);
         format!("/console/events?{}", link.finish())
     });
+    // The first page follows the log live (new rows on top); older pages stay still.
+    let live = given(&filter, "cursor").is_none().then(|| {
+        let mut link = form_urlencoded::Serializer::new(String::new());
+        for name in ["type", "userId", "anonymousId", "messageId"] {
+            if let Some(value) = given(&filter, name) {
+                link.append_pair(name, &value);
+            }
+        }
+        let newest = page.items.first().map_or(0, |e| e.seq);
+        link.append_pair("after", &newest.to_string());
+        format!("/console/events/live?{}", link.finish())
+    });
     let kinds: Vec<&str> = junction_model::MessageType::ALL
         .iter()
         .map(|kind| kind.as_str())
@@ -134,9 +149,72 @@ pub async fn events(
         "events.html",
         json!({
             "signed_in": true, "csrf": session.csrf, "page": "events",
-            "events": page.items, "next": next, "filter": filter, "kinds": kinds,
+            "events": page.items, "next": next, "filter": filter, "kinds": kinds, "live": live,
         }),
     )
+}
+
+/// `GET /console/events/live?after=SEQ&…filters`: server-sent events, each a batch of new rows
+/// (newest first) for the events page's table. Ends when the server starts shutting down.
+pub async fn events_live(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(filter): Filter,
+) -> Response {
+    if signed_in(&state, &headers).is_none() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let after: i64 = given(&filter, "after")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let query = EventQuery {
+        kind: given(&filter, "type"),
+        user_id: given(&filter, "userId"),
+        anonymous_id: given(&filter, "anonymousId"),
+        message_id: given(&filter, "messageId"),
+        cursor: None,
+        limit: Some(PAGE_ROWS),
+    };
+    let commits = state.inner.commits.subscribe();
+    let rows = futures_util::stream::unfold(
+        (state, commits, after, query),
+        |(state, mut commits, after, query)| async move {
+            loop {
+                if state.draining() {
+                    return None;
+                }
+                let _ = tokio::time::timeout(LIVE_POLL, commits.changed()).await;
+                let page = match state.store().events(query.clone()).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        tracing::warn!(%error, "console live tail: cannot read the log");
+                        continue;
+                    }
+                };
+                let fresh: Vec<_> = page.items.into_iter().filter(|e| e.seq > after).collect();
+                let Some(newest) = fresh.first().map(|e| e.seq) else {
+                    continue;
+                };
+                let mut html = String::new();
+                for event in &fresh {
+                    match render_text("event_row.html", &json!({ "event": event })) {
+                        Ok(row) => html.push_str(&row.replace('\n', "")),
+                        Err(error) => tracing::error!(%error, "console live tail: a row failed"),
+                    }
+                }
+                let message = axum::response::sse::Event::default()
+                    .event("rows")
+                    .data(html);
+                return Some((
+                    Ok::<_, std::convert::Infallible>(message),
+                    (state, commits, newest, query),
+                ));
+            }
+        },
+    );
+    axum::response::sse::Sse::new(rows)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
 }
 
 pub async fn event(
