@@ -3,11 +3,11 @@
 // page showed, what replaying a dead letter did, what signing out did, what a form without
 // the CSRF token got, and every error the browser's console reported. Screenshots of each page
 // go to SHOTS_DIR.
-// Usage: node console.mjs BASE_URL ADMIN_TOKEN SHOTS_DIR WRITE_KEY
+// Usage: node console.mjs BASE_URL ADMIN_TOKEN SHOTS_DIR WRITE_KEY PERSON
 import { chromium } from 'playwright-core'
 import { mkdirSync } from 'node:fs'
 
-const [base, token, shots, writeKey] = process.argv.slice(2)
+const [base, token, shots, writeKey, person] = process.argv.slice(2)
 mkdirSync(shots, { recursive: true })
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
@@ -78,6 +78,13 @@ try {
   await page.locator('tbody a').first().click()
   await page.waitForURL(/\/console\/runs\/.+/)
   await visit('run')
+
+  // A person, found by their userId from the search form.
+  await page.goto(base + '/console/people')
+  await page.getByLabel(/userId, anonymousId, email/).fill(person)
+  await page.getByRole('button', { name: 'Find' }).click()
+  await page.waitForURL(/\/console\/people\?q=/)
+  await visit('people')
 
   await visit('dead-letters', '/console/dlq')
   // A form posted without the session's CSRF token (the cookie goes along, as a forged

@@ -54,7 +54,7 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
     let s = Scenario::start_on(
         common::Backend::Sqlite,
         &format!(
-            "  - template: profile-sync\n  - template: track-events\n  - file: {}\n",
+            "  - template: profile-sync\n  - template: track-events\n  - template: churn-risk\n  - file: {}\n",
             notify.display()
         ),
     )
@@ -64,6 +64,13 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
     s.track("ann", "Order Completed", json!({"revenue": 19.99}))
         .await;
     s.track("ann", "Trial Ending", json!({})).await;
+    // Bo churns: a payment fails, and churn-risk opens a conversation for the CSM.
+    s.identify("bo", json!({"email": "bo@example.com"})).await;
+    s.track("bo", "Payment Failed", json!({})).await;
+    s.until("bo's conversation", |s| {
+        !s.calls_to("POST", "/conversations").is_empty()
+    })
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.admin("/api/dlq").await["items"]
         .as_array()
@@ -87,6 +94,7 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
                 ADMIN_TOKEN,
                 shots.to_str().unwrap(),
                 WRITE_KEY,
+                "bo",
             ])
             .current_dir(&clients)
             .output()
@@ -131,6 +139,22 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
         "{report:#}"
     );
     assert!(text("dead-letters-replayed").contains("The dead-letter queue is empty."));
+    // Bo's page says what happened to them and why: the churn-risk run, the event that caused
+    // it, and the conversation it opened.
+    let bo = text("people");
+    assert_eq!(page("people")["h1"], "People");
+    for expected in [
+        "bo@example.com",
+        "churn-risk",
+        "Payment Failed",
+        "conversation",
+        "tag churn-risk",
+    ] {
+        assert!(
+            bo.contains(expected),
+            "{expected:?} missing from bo's page:\n{bo}"
+        );
+    }
     assert_eq!(report["afterSignOutUrl"], "/console/login");
     assert_eq!(
         report["consoleErrors"],

@@ -232,6 +232,25 @@ impl IdentityKey {
     }
 }
 
+/// What the identity map is searched by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySearch {
+    Key(IdentityKey),
+    /// An Intercom contact id.
+    Contact(String),
+}
+
+/// One row of the identity map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityEntry {
+    pub workspace: String,
+    /// `user_id`, `anonymous_id`, `email` or `company_attachment`.
+    pub kind: String,
+    pub value: String,
+    pub contact_id: String,
+}
+
 /// A refused message, kept so that nothing is dropped silently.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -437,6 +456,14 @@ pub trait IdentityMap: Send + Sync + 'static {
 
     /// Forgets every id pointing at a contact that no longer exists (404) or was merged (410).
     async fn identity_forget(&self, workspace: &str, contact_id: &str) -> Result<(), StoreError>;
+
+    /// Every entry of the contacts a search finds: those a Segment id points at, or the
+    /// contact with this Intercom id, with all their ids, in every workspace (the console's
+    /// People page).
+    async fn identity_entries(
+        &self,
+        search: &IdentitySearch,
+    ) -> Result<Vec<IdentityEntry>, StoreError>;
 
     /// Forgets one key (a company attachment that was undone).
     async fn identity_unlink(&self, workspace: &str, key: &IdentityKey) -> Result<(), StoreError>;

@@ -799,6 +799,39 @@ async fn the_identity_map_is_per_workspace(store: Arc<dyn Store>) {
         Some("c1")
     );
     assert_eq!(store.identity_lookup("ws2", &keys[0]).await.unwrap(), None);
+    // Searched by any of its ids or by the contact, a contact comes with all its ids.
+    let entries = |found: Vec<junction_store::IdentityEntry>| -> Vec<(String, String, String)> {
+        found
+            .into_iter()
+            .map(|e| (e.workspace, e.kind, e.value))
+            .collect()
+    };
+    let all = vec![
+        (
+            "ws1".to_owned(),
+            "email".to_owned(),
+            "ann@example.com".to_owned(),
+        ),
+        ("ws1".to_owned(), "user_id".to_owned(), "u1".to_owned()),
+    ];
+    for search in [
+        junction_store::IdentitySearch::Key(IdentityKey::Email("ANN@example.com".into())),
+        junction_store::IdentitySearch::Key(keys[0].clone()),
+        junction_store::IdentitySearch::Contact("c1".into()),
+    ] {
+        assert_eq!(
+            entries(store.identity_entries(&search).await.unwrap()),
+            all,
+            "{search:?}"
+        );
+    }
+    assert!(
+        store
+            .identity_entries(&junction_store::IdentitySearch::Contact("c9".into()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let attached = IdentityKey::CompanyAttachment {
         contact_id: "c1".into(),
         company_id: "co9".into(),

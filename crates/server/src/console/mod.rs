@@ -10,9 +10,11 @@
 //!
 //! - `session.rs`: sessions, cookies, CSRF tokens;
 //! - `pages.rs`: one handler per page;
+//! - `people.rs`: one person's timeline, found by any of their ids;
 //! - `../../console/`: the templates and the stylesheet.
 
 mod pages;
+mod people;
 pub mod session;
 
 use crate::AppState;
@@ -51,6 +53,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "runs.html",
     "run.html",
     "dlq.html",
+    "people.html",
     "error.html",
 ];
 
@@ -87,6 +90,7 @@ pub fn routes() -> Router<AppState> {
             "/console/dlq",
             get(pages::dead_letters).post(pages::dead_letter_action),
         )
+        .route("/console/people", get(people::page))
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/assets/favicon.svg", get(favicon))
         .route("/console/assets/htmx.min.js", get(|| script(HTMX)))

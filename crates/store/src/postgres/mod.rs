@@ -724,6 +724,46 @@ impl IdentityMap for PostgresStore {
         Ok(())
     }
 
+    async fn identity_entries(
+        &self,
+        search: &crate::IdentitySearch,
+    ) -> Result<Vec<crate::IdentityEntry>, StoreError> {
+        let client = self.client().await?;
+        let rows = match search {
+            crate::IdentitySearch::Key(key) => {
+                client
+                    .query(
+                        "SELECT m.workspace, m.kind, m.value, m.contact_id
+                         FROM identity_map AS k
+                         JOIN identity_map AS m
+                           ON m.workspace = k.workspace AND m.contact_id = k.contact_id
+                         WHERE k.kind = $1 AND k.value = $2
+                         ORDER BY m.workspace, m.contact_id, m.kind, m.value",
+                        &[&key.kind(), &key.value()],
+                    )
+                    .await?
+            }
+            crate::IdentitySearch::Contact(id) => {
+                client
+                    .query(
+                        "SELECT workspace, kind, value, contact_id FROM identity_map
+                         WHERE contact_id = $1 ORDER BY workspace, kind, value",
+                        &[id],
+                    )
+                    .await?
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(|r| crate::IdentityEntry {
+                workspace: r.get(0),
+                kind: r.get(1),
+                value: r.get(2),
+                contact_id: r.get(3),
+            })
+            .collect())
+    }
+
     async fn identity_unlink(&self, workspace: &str, key: &IdentityKey) -> Result<(), StoreError> {
         let client = self.client().await?;
         client

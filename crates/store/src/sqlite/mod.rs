@@ -717,6 +717,45 @@ impl IdentityMap for SqliteStore {
         .await
     }
 
+    async fn identity_entries(
+        &self,
+        search: &crate::IdentitySearch,
+    ) -> Result<Vec<crate::IdentityEntry>, StoreError> {
+        let search = search.clone();
+        self.read(move |conn| {
+            let entry = |r: &rusqlite::Row<'_>| {
+                Ok(crate::IdentityEntry {
+                    workspace: r.get(0)?,
+                    kind: r.get(1)?,
+                    value: r.get(2)?,
+                    contact_id: r.get(3)?,
+                })
+            };
+            let entries = match search {
+                crate::IdentitySearch::Key(key) => conn
+                    .prepare_cached(
+                        "SELECT m.workspace, m.kind, m.value, m.contact_id
+                         FROM identity_map AS k
+                         JOIN identity_map AS m
+                           ON m.workspace = k.workspace AND m.contact_id = k.contact_id
+                         WHERE k.kind = ?1 AND k.value = ?2
+                         ORDER BY m.workspace, m.contact_id, m.kind, m.value",
+                    )?
+                    .query_map(params![key.kind(), key.value()], entry)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+                crate::IdentitySearch::Contact(id) => conn
+                    .prepare_cached(
+                        "SELECT workspace, kind, value, contact_id FROM identity_map
+                         WHERE contact_id = ?1 ORDER BY workspace, kind, value",
+                    )?
+                    .query_map(params![id], entry)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            };
+            Ok(entries)
+        })
+        .await
+    }
+
     async fn identity_unlink(&self, workspace: &str, key: &IdentityKey) -> Result<(), StoreError> {
         let (workspace, kind, value) = (workspace.to_owned(), key.kind(), key.value());
         self.write(Box::new(move |tx| {
