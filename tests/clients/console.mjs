@@ -79,6 +79,16 @@ try {
   await page.waitForURL(/\/console\/runs\/.+/)
   await visit('run')
 
+  // A workflow: its diagram, and "try it" with the sample event the page offers.
+  await visit('workflows', '/console/workflows')
+  await page.getByRole('link', { name: 'profile-sync' }).click()
+  await page.waitForURL(/\/console\/workflows\/profile-sync$/)
+  report.diagrams = await page.locator('figure.diagram svg').count()
+  await page.getByRole('button', { name: 'Try it' }).click()
+  await page.waitForURL(/\/console\/workflows\/profile-sync\/try$/)
+  await visit('workflow-try')
+  report.tryOutput = await page.locator('pre.output').innerText()
+
   // A person, found by their userId from the search form.
   await page.goto(base + '/console/people')
   await page.getByLabel(/userId, anonymousId, email/).fill(person)

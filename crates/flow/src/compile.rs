@@ -15,6 +15,8 @@ use std::fmt;
 #[derive(Debug)]
 pub struct Workflow {
     pub name: String,
+    /// The YAML it was loaded from (empty when compiled from a parsed file).
+    pub source: String,
     pub description: Option<String>,
     pub vars: Map<String, Json>,
     /// Segment message types that trigger it (`identify`, `track`, …).
@@ -214,7 +216,9 @@ fn plain_reason(reason: &str) -> String {
 
 /// Parses and compiles a workflow file; `overrides` replace the file's `vars` defaults.
 pub fn load(text: &str, overrides: &Map<String, Json>) -> Result<Workflow, LoadError> {
-    compile(&parse(text)?, overrides)
+    let mut workflow = compile(&parse(text)?, overrides)?;
+    workflow.source = text.to_owned();
+    Ok(workflow)
 }
 
 const SEGMENT_TYPES: [&str; 6] = ["identify", "track", "group", "page", "screen", "alias"];
@@ -271,6 +275,7 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
     }
     Ok(Workflow {
         name: file.name.clone(),
+        source: String::new(),
         description: file.description.clone(),
         vars,
         on,
@@ -283,7 +288,105 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
     })
 }
 
+/// A step as people read it (the console draws these): a one-line label, and the steps under
+/// each of its branches (`then`, `else`, `crossed`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Outline {
+    pub label: String,
+    pub branches: Vec<(String, Vec<Outline>)>,
+}
+
+impl Workflow {
+    /// The steps as an outline.
+    pub fn outline(&self) -> Vec<Outline> {
+        self.steps.iter().map(Step::outline).collect()
+    }
+}
+
+fn names(pairs: &[(String, ValueTemplate)]) -> String {
+    pairs
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Step {
+    fn outline(&self) -> Outline {
+        let leaf = |label: String| Outline {
+            label,
+            branches: Vec::new(),
+        };
+        let list = |steps: &[Step]| steps.iter().map(Step::outline).collect::<Vec<_>>();
+        match &self.kind {
+            StepKind::Contact { .. } => leaf("intercom.contact".into()),
+            StepKind::Company { company_id, .. } => {
+                leaf(format!("intercom.company {}", company_id.written()))
+            }
+            StepKind::Tag(name) => leaf(format!("intercom.tag {}", name.written())),
+            StepKind::Untag(name) => leaf(format!("intercom.untag {}", name.written())),
+            StepKind::Event { name, .. } => leaf(format!("intercom.event {}", name.written())),
+            StepKind::Message { email, .. } => leaf(format!(
+                "intercom.message ({})",
+                if *email { "email" } else { "in-app" }
+            )),
+            StepKind::Conversation { .. } => leaf("intercom.conversation".into()),
+            StepKind::Note { .. } => leaf("intercom.note".into()),
+            StepKind::Assign { round_robin, .. } => leaf(if round_robin.is_some() {
+                "intercom.assign (round-robin)".into()
+            } else {
+                "intercom.assign".into()
+            }),
+            StepKind::Http { method, .. } => leaf(format!("http.request {method}")),
+            StepKind::Segment { call, .. } => leaf(format!("segment.{call}")),
+            StepKind::If {
+                condition,
+                then,
+                otherwise,
+            } => {
+                let mut branches = vec![("then".to_owned(), list(then))];
+                if !otherwise.is_empty() {
+                    branches.push(("else".to_owned(), list(otherwise)));
+                }
+                Outline {
+                    label: format!("if {}", condition.source().trim()),
+                    branches,
+                }
+            }
+            StepKind::Set(pairs) => leaf(format!("set {}", names(pairs))),
+            StepKind::Remember(pairs) => leaf(format!("remember {}", names(pairs))),
+            StepKind::Milestone(name) => leaf(format!("milestone {}", name.written())),
+            StepKind::Score {
+                name,
+                threshold,
+                crossed,
+                ..
+            } => Outline {
+                label: format!("score {name}"),
+                branches: if crossed.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![(format!("crossed {threshold}"), list(crossed))]
+                },
+            },
+            StepKind::Count { name, window } => leaf(format!("count {name} over {window}")),
+            StepKind::Wait {
+                duration,
+                cancel_on,
+            } => {
+                let duration = match duration {
+                    WaitFor::Fixed(span) => span.to_string(),
+                    WaitFor::Computed(template) => template.written(),
+                };
+                leaf(if cancel_on.is_empty() {
+                    format!("wait {duration}")
+                } else {
+                    format!("wait {duration} unless {}", cancel_on.join(", "))
+                })
+            }
+        }
+    }
+
     /// Adds the top-level names this step (and the steps inside it) read.
     fn variables(&self, names: &mut HashSet<String>) {
         let mut add = |template: &ValueTemplate| names.extend(template.variables());

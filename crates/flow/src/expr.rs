@@ -308,6 +308,18 @@ pub enum ValueTemplate {
 }
 
 impl ValueTemplate {
+    /// How it was written, for people: the template's text, or the literal value.
+    pub fn written(&self) -> String {
+        match self {
+            ValueTemplate::Literal(Json::String(text)) => text.clone(),
+            ValueTemplate::Literal(value) => value.to_string(),
+            ValueTemplate::Expression { source, .. } => source.clone(),
+            ValueTemplate::Text { source, .. } => (*source).to_owned(),
+            ValueTemplate::Object(_) => "{…}".into(),
+            ValueTemplate::Array(_) => "[…]".into(),
+        }
+    }
+
     pub fn compile(value: &Json) -> Result<ValueTemplate, CompileError> {
         Ok(match value {
             Json::String(text) => {

@@ -55,38 +55,36 @@ struct Event {
 fn read_event(path: &Path) -> Result<Event, Failure> {
     let bytes = std::fs::read(path)
         .map_err(|e| Failure::Input(format!("{}: cannot read: {e}", path.display())))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        Failure::Input(format!(
-            "{}:{}:{}: not JSON: {e}",
-            path.display(),
-            e.line(),
-            e.column()
-        ))
-    })?;
+    parse_event(&path.display().to_string(), &bytes).map_err(Failure::Input)
+}
+
+/// One Segment message, validated as ingest validates it; errors name `origin`.
+fn parse_event(origin: &str, bytes: &[u8]) -> Result<Event, String> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("{origin}:{}:{}: not JSON: {e}", e.line(), e.column()))?;
     let kind: MessageType = value["type"]
         .as_str()
         .ok_or_else(|| {
-            Failure::Input(format!(
-                "{}: type: expected identify, track, page, screen, group, alias or delete",
-                path.display()
-            ))
+            format!(
+                "{origin}: type: expected identify, track, page, screen, group, alias or delete"
+            )
         })?
         .parse()
-        .map_err(|e| Failure::Input(format!("{}: type: {e}", path.display())))?;
+        .map_err(|e| format!("{origin}: type: {e}"))?;
     // Without a timestamp the event happened now; give one for repeatable output.
     let received_at = value["timestamp"]
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
-    let envelope = junction_model::parse_single(&bytes, kind, received_at)
-        .map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    let envelope = junction_model::parse_single(bytes, kind, received_at)
+        .map_err(|e| format!("{origin}: {e}"))?;
     let Some(message) = envelope.messages.into_iter().next() else {
         let reason = envelope
             .rejected
             .first()
             .map(|r| format!("{}: {}", r.error.field, r.error.rule))
             .unwrap_or_default();
-        return Err(Failure::Input(format!("{}: {reason}", path.display())));
+        return Err(format!("{origin}: {reason}"));
     };
     let mut body = Value::Object(message.body.clone());
     body["timestamp"] = message
@@ -118,6 +116,22 @@ pub async fn run(
     let output = dry_run(&planner, &events).await.map_err(Failure::Runtime)?;
     print!("{output}");
     Ok(())
+}
+
+/// The console's "try it": one event (JSON text) through the loaded workflow `name`, as
+/// `junction test` would print it. Errors are for people: the event's problem, or why the
+/// workflow cannot be loaded.
+pub async fn try_event(
+    config: &crate::config::Config,
+    name: &str,
+    event: &[u8],
+) -> Result<String, String> {
+    let workflow = crate::workflows::load_named(config, name)?;
+    let planner = Planner::new(vec![workflow]).map_err(|e| e.to_string())?;
+    let event = parse_event("event", event)?;
+    dry_run(&planner, &[event])
+        .await
+        .map_err(|e| format!("the dry run failed: {e}"))
 }
 
 async fn dry_run(planner: &Planner, events: &[Event]) -> anyhow::Result<String> {

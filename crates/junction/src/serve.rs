@@ -101,6 +101,7 @@ pub async fn run_on(
     let health = Arc::new(junction_delivery::supervise::Health::default());
     let state = AppState::new(Arc::clone(&store), settings)
         .with_planner(Arc::clone(&planner))
+        .with_try_it(try_it(&config))
         .with_health(Arc::clone(&health));
     let client = match config.intercom.client_config() {
         Some(client_config) => {
@@ -261,4 +262,13 @@ pub(crate) async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// The console's "try it": the dry run of `junction test`, on this configuration's workflows.
+fn try_it(config: &Config) -> junction_server::TryIt {
+    let config = Arc::new(config.clone());
+    Arc::new(move |name: String, event: Vec<u8>| {
+        let config = Arc::clone(&config);
+        Box::pin(async move { crate::dry_run::try_event(&config, &name, &event).await })
+    })
 }

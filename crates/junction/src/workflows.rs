@@ -67,9 +67,20 @@ fn load_source(entry: &WorkflowEntry, base: &Path) -> Result<Workflow, String> {
     }
 }
 
-/// The planner for a configuration.
-pub fn planner(config: &Config) -> Result<Planner, String> {
-    let entries: Vec<WorkflowEntry> = match &config.workflows {
+/// One of the configuration's workflows, loaded again by name.
+pub fn load_named(config: &Config, name: &str) -> Result<Workflow, String> {
+    for entry in entries(config) {
+        let workflow = load_entry(&entry, &config.base_dir)?;
+        if workflow.name == name {
+            return Ok(workflow);
+        }
+    }
+    Err(format!("no loaded workflow is named `{name}`"))
+}
+
+/// The configuration's workflow entries (the default templates without a `workflows` key).
+fn entries(config: &Config) -> Vec<WorkflowEntry> {
+    match &config.workflows {
         Some(entries) => entries.clone(),
         None => DEFAULT_TEMPLATES
             .iter()
@@ -80,7 +91,12 @@ pub fn planner(config: &Config) -> Result<Planner, String> {
                 unmatched: None,
             })
             .collect(),
-    };
+    }
+}
+
+/// The planner for a configuration.
+pub fn planner(config: &Config) -> Result<Planner, String> {
+    let entries = entries(config);
     let workflows = entries
         .iter()
         .map(|entry| load_entry(entry, &config.base_dir))

@@ -155,6 +155,13 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
             "{expected:?} missing from bo's page:\n{bo}"
         );
     }
+    // A workflow's page draws it, and "try it" shows the exact requests.
+    assert_eq!(report["diagrams"], 1);
+    let tried = report["tryOutput"].as_str().unwrap_or_default();
+    assert!(
+        tried.contains("POST /contacts") && tried.contains("-> 200"),
+        "{tried}"
+    );
     assert_eq!(report["afterSignOutUrl"], "/console/login");
     assert_eq!(
         report["consoleErrors"],

@@ -73,7 +73,20 @@ struct Inner {
     console_sessions: console::session::Sessions,
     /// Counts this node's commits of events: the console's live tail waits on it.
     commits: tokio::sync::watch::Sender<u64>,
+    /// The console's "try it" (given by the binary, which has the dry run).
+    try_it: Option<TryIt>,
 }
+
+/// Plans one event (JSON text) with the loaded workflow of this name and delivers the plan to
+/// an Intercom emulator, returning what `junction test` prints, or why it could not.
+pub type TryIt = Arc<
+    dyn Fn(
+            String,
+            Vec<u8>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: ServerSettings) -> Self {
@@ -91,6 +104,7 @@ impl AppState {
                 health: None,
                 console_sessions: console::session::Sessions::default(),
                 commits: tokio::sync::watch::Sender::new(0),
+                try_it: None,
             }),
         }
     }
@@ -100,6 +114,16 @@ impl AppState {
         let mut inner = Arc::try_unwrap(self.inner)
             .unwrap_or_else(|_| panic!("with_planner before the state is shared"));
         inner.planner = Some(planner);
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The console's "try it".
+    pub fn with_try_it(self, try_it: TryIt) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_try_it before the state is shared"));
+        inner.try_it = Some(try_it);
         AppState {
             inner: Arc::new(inner),
         }

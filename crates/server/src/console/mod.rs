@@ -11,11 +11,13 @@
 //! - `session.rs`: sessions, cookies, CSRF tokens;
 //! - `pages.rs`: one handler per page;
 //! - `people.rs`: one person's timeline, found by any of their ids;
+//! - `workflows.rs`: each workflow's source, diagram and "try it";
 //! - `../../console/`: the templates and the stylesheet.
 
 mod pages;
 mod people;
 pub mod session;
+mod workflows;
 
 use crate::AppState;
 use axum::Router;
@@ -54,6 +56,8 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "run.html",
     "dlq.html",
     "people.html",
+    "workflows.html",
+    "workflow.html",
     "error.html",
 ];
 
@@ -91,6 +95,9 @@ pub fn routes() -> Router<AppState> {
             get(pages::dead_letters).post(pages::dead_letter_action),
         )
         .route("/console/people", get(people::page))
+        .route("/console/workflows", get(workflows::list))
+        .route("/console/workflows/{name}", get(workflows::show))
+        .route("/console/workflows/{name}/try", post(workflows::try_it))
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/assets/favicon.svg", get(favicon))
         .route("/console/assets/htmx.min.js", get(|| script(HTMX)))
