@@ -14,6 +14,7 @@
 use anyhow::{Context, bail};
 mod backlog;
 mod cluster;
+mod console;
 mod e2e;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,8 @@ enum Cmd {
     /// Measure the whole path, Segment events in and Intercom requests out: requests per
     /// event by route, events/s, and the time from acknowledgement to the first Intercom call.
     E2e(e2e::E2eArgs),
+    /// Time the console's pages on a store with a million events and a million actions.
+    Console(console::ConsoleArgs),
     /// Serve the do-nothing ceiling endpoints (started by `ingest`).
     Ceiling {
         #[arg(long)]
@@ -105,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Backlog(args) => runtime.block_on(backlog::backlog(args)),
         Cmd::Cluster(args) => runtime.block_on(cluster::cluster(args)),
         Cmd::E2e(args) => runtime.block_on(e2e::e2e(args)),
+        Cmd::Console(args) => runtime.block_on(console::console(args)),
     }
 }
 

@@ -323,7 +323,7 @@ impl Executor {
                 ),
             );
         }
-        if let Ok(counts) = self.store.outbox_counts().await {
+        if let Ok(counts) = self.store.backlog().await {
             for (lane, age) in ["urgent", "bulk"].iter().zip(counts.oldest_pending_ms) {
                 let seconds = age.unwrap_or(0) as f64 / 1000.0;
                 metrics::gauge!("junction_queue_age_seconds", "lane" => *lane).set(seconds);

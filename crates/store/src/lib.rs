@@ -18,10 +18,10 @@ mod query;
 pub mod sqlite;
 
 pub use outbox::{
-    ActionOutcome, ActionRecord, ActionStatus, Attempt, Claim, ClusterView, DeadLetterQuery,
-    EngineCommit, Erasure, HeldClaim, Lease, NewAction, NewQuarantine, NewRun, NewTimer,
-    NodeRecord, OutboxCounts, PartitionState, QuarantineRecord, REDACTED, ReleasedEntry, RunQuery,
-    RunRecord, SharedEntry, SharedWrite,
+    ActionOutcome, ActionRecord, ActionStatus, Attempt, Backlog, Claim, ClusterView,
+    DeadLetterQuery, EngineCommit, Erasure, HeldClaim, Lease, NewAction, NewQuarantine, NewRun,
+    NewTimer, NodeRecord, OutboxCounts, PartitionState, QuarantineRecord, REDACTED, ReleasedEntry,
+    RunQuery, RunRecord, SharedEntry, SharedWrite,
 };
 pub use partition::{DEFAULT_PARTITIONS, default_partitions, partition_of};
 pub use query::{EventQuery, Page, RejectedQuery};
@@ -431,8 +431,12 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// Deletes finished records older than `before_ms` (see the SQLite implementation).
     async fn cleanup(&self, before_ms: i64) -> Result<usize, StoreError>;
 
-    /// How many actions are in each state, how many timers wait, and the backlog's age.
+    /// How many actions are in each state, how many timers wait, and the backlog's age. Counts
+    /// every action: for the admin API, not for anything that runs often.
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
+
+    /// Pending actions, dead letters, waiting timers and the backlog's age, through indexes.
+    async fn backlog(&self) -> Result<Backlog, StoreError>;
 }
 
 /// Which Intercom contact each Segment id belongs to, per workspace, and what Junction itself

@@ -377,6 +377,19 @@ pub enum ActionOutcome {
     },
 }
 
+/// The delivery backlog, read through the partial indexes only: it costs the same with a
+/// million finished actions (health checks, metrics and the console's overview use it;
+/// [`OutboxCounts`] counts every action).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    pub pending: i64,
+    /// The dead-letter queue.
+    pub failed: i64,
+    pub timers_pending: i64,
+    /// Age of the oldest pending action per lane (ms): [urgent, bulk].
+    pub oldest_pending_ms: [Option<i64>; 2],
+}
+
 /// Counts of actions by status (for metrics, alerts and tests).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutboxCounts {

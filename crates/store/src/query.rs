@@ -59,7 +59,30 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A page filtered by type alone (no index serves it) searches at most this many events of the
+/// log, newest first: a page may then hold fewer rows than asked and still have a next cursor,
+/// where the search goes on. Every page costs the same however large the log.
+pub const TYPE_SEARCH_SPAN: i64 = 100_000;
+
 impl<T> Page<T> {
+    /// Like [`Page::from_rows`] for a search that stopped at position `searched_to` (the
+    /// oldest position it looked at): when the page is not full and older positions remain,
+    /// the next cursor continues from there.
+    pub fn from_search(
+        rows: Vec<T>,
+        limit: usize,
+        position: impl Fn(&T) -> i64,
+        searched_to: Option<i64>,
+    ) -> Self {
+        let mut page = Page::from_rows(rows, limit, position);
+        if page.next_cursor.is_none()
+            && let Some(searched_to) = searched_to.filter(|&seq| seq > 1)
+        {
+            page.next_cursor = Some(searched_to.to_string());
+        }
+        page
+    }
+
     /// Builds a page from up to `limit + 1` rows fetched newest first: the extra row only tells
     /// that another page exists.
     pub fn from_rows(mut rows: Vec<T>, limit: usize, position: impl Fn(&T) -> i64) -> Self {
@@ -74,5 +97,32 @@ impl<T> Page<T> {
             items: rows,
             next_cursor,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A search that stopped short of the log's start says where to go on, even with a page
+    /// that is not full (or empty); one that reached the start says nothing more is there.
+    #[test]
+    fn a_bounded_search_continues_where_it_stopped() {
+        let full = Page::from_search(vec![9, 8, 7], 2, |n| *n, Some(5));
+        assert_eq!(
+            (full.items, full.next_cursor),
+            (vec![9, 8], Some("8".into()))
+        );
+        let short = Page::from_search(vec![9], 2, |n| *n, Some(5));
+        assert_eq!(
+            (short.items, short.next_cursor),
+            (vec![9], Some("5".into()))
+        );
+        let empty = Page::<i64>::from_search(vec![], 2, |n| *n, Some(5));
+        assert_eq!(empty.next_cursor, Some("5".into()));
+        let at_start = Page::from_search(vec![3], 2, |n| *n, Some(1));
+        assert_eq!(at_start.next_cursor, None);
+        let unbounded = Page::from_search(vec![3], 2, |n| *n, None);
+        assert_eq!(unbounded.next_cursor, None);
     }
 }

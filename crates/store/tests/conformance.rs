@@ -475,6 +475,22 @@ async fn the_queue_serves_heads_and_records_outcomes(store: Arc<dyn Store>) {
         (1, 3, 1),
         "{counts:?}"
     );
+    // The backlog, read through the indexes, agrees with the full count.
+    let backlog = store.backlog().await.unwrap();
+    assert_eq!(
+        (
+            backlog.pending,
+            backlog.failed,
+            backlog.timers_pending,
+            backlog.oldest_pending_ms.map(|age| age.is_some())
+        ),
+        (
+            counts.pending,
+            counts.failed,
+            counts.timers_pending,
+            counts.oldest_pending_ms.map(|age| age.is_some())
+        )
+    );
     let a1 = store.action("a1").await.unwrap().unwrap();
     assert_eq!(
         (a1.status, a1.result.as_deref()),

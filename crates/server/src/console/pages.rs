@@ -58,7 +58,7 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resp
     let store = state.store().as_ref();
     let now = chrono::Utc::now().timestamp_millis();
     let read = async {
-        let counts = store.outbox_counts().await?;
+        let counts = store.backlog().await?;
         let cluster = inspect::cluster(store, now).await?;
         let latest = store
             .events(EventQuery {
@@ -78,7 +78,6 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resp
             "signed_in": true, "csrf": session.csrf, "page": "overview",
             "delivery": {
                 "pending": counts.pending,
-                "done": counts.done,
                 "failed": counts.failed,
                 "timers": counts.timers_pending,
                 "oldest_urgent": seconds(counts.oldest_pending_ms[0]),

@@ -190,6 +190,24 @@ impl EventLog for PostgresStore {
         let limit = page_size(query.limit).map_err(StoreError::InvalidQuery)?;
         let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE TRUE");
         let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let client = self.client().await?;
+        // A type alone has no index: search a bounded span of the log per page.
+        let type_only = query.kind.is_some()
+            && query.user_id.is_none()
+            && query.anonymous_id.is_none()
+            && query.message_id.is_none();
+        let searched_to = if type_only {
+            let top = match before {
+                Some(before) => before,
+                None => client
+                    .query_one("SELECT coalesce(max(seq), 0) + 1 FROM events", &[])
+                    .await?
+                    .get::<_, i64>(0),
+            };
+            Some((top - crate::query::TYPE_SEARCH_SPAN).max(1))
+        } else {
+            None
+        };
         // Each filter is written so that it can use an index (see schema.rs): an event's
         // identity is its userId when it has one.
         let filters: [(Option<String>, fn(&str) -> String); 4] = [
@@ -213,8 +231,11 @@ impl EventLog for PostgresStore {
             args.push(Box::new(before));
             sql.push_str(&format!(" AND seq < ${}", args.len()));
         }
+        if let Some(searched_to) = searched_to {
+            args.push(Box::new(searched_to));
+            sql.push_str(&format!(" AND seq >= ${}", args.len()));
+        }
         sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", limit + 1));
-        let client = self.client().await?;
         let params: Vec<&(dyn ToSql + Sync)> = args
             .iter()
             .map(|a| a.as_ref() as &(dyn ToSql + Sync))
@@ -225,7 +246,7 @@ impl EventLog for PostgresStore {
             .iter()
             .map(event_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(rows, limit, |e| e.seq))
+        Ok(Page::from_search(rows, limit, |e| e.seq, searched_to))
     }
 
     async fn event(&self, seq: i64) -> Result<Option<StoredEvent>, StoreError> {
@@ -662,6 +683,11 @@ impl DeliveryQueue for PostgresStore {
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         let client = self.client().await?;
         Ok(outbox::outbox_counts(&client).await?)
+    }
+
+    async fn backlog(&self) -> Result<crate::Backlog, StoreError> {
+        let client = self.client().await?;
+        Ok(outbox::backlog(&client).await?)
     }
 }
 

@@ -662,6 +662,37 @@ pub(super) async fn ready_heads(
         .collect())
 }
 
+pub(super) async fn backlog(client: &Client) -> Result<crate::Backlog, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM actions WHERE status = 'pending'),
+                    (SELECT count(*) FROM actions WHERE status = 'failed'),
+                    (SELECT count(*) FROM timers WHERE status = 'pending')",
+            &[],
+        )
+        .await?;
+    let mut backlog = crate::Backlog {
+        pending: row.get(0),
+        failed: row.get(1),
+        timers_pending: row.get(2),
+        oldest_pending_ms: [None, None],
+    };
+    let now = now_ms();
+    for row in client
+        .query(
+            "SELECT lane, min(created_ms) FROM actions WHERE status = 'pending' GROUP BY lane",
+            &[],
+        )
+        .await?
+    {
+        let (lane, created): (i64, i64) = (row.get(0), row.get(1));
+        if let Some(slot) = backlog.oldest_pending_ms.get_mut(lane.clamp(0, 1) as usize) {
+            *slot = Some(now - created);
+        }
+    }
+    Ok(backlog)
+}
+
 pub(super) async fn outbox_counts(client: &Client) -> Result<OutboxCounts, tokio_postgres::Error> {
     let mut counts = OutboxCounts::default();
     for row in client
@@ -741,27 +772,51 @@ pub(super) async fn runs(
     client: &Client,
     query: &RunQuery,
 ) -> Result<Vec<RunRecord>, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT * FROM (
-             SELECT r.run, r.seq, r.workflow, r.identity, r.planned_ms, r.actions, r.paused,
-                    r.error, {RUN_STATUS} AS status
-             FROM runs r
-             WHERE ($1::text IS NULL OR r.workflow = $1) AND ($2::text IS NULL OR r.identity = $2)
-               AND ($3::bigint IS NULL OR r.planned_ms < $3)
-             ORDER BY r.planned_ms DESC, r.seq DESC) AS listed
-         WHERE ($4::text IS NULL OR status = $4) LIMIT $5"
+    // Only the filters given are in the SQL, so that the user and time indexes serve them;
+    // each run's status is worked out only for the rows returned unless it is a filter.
+    let limit = query.limit as i64;
+    let mut conditions = Vec::new();
+    let mut values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+    if let Some(workflow) = &query.workflow {
+        values.push(workflow);
+        conditions.push(format!("r.workflow = ${}", values.len()));
+    }
+    if let Some(identity) = &query.identity {
+        values.push(identity);
+        conditions.push(format!("r.identity = ${}", values.len()));
+    }
+    if let Some(before) = &query.before_ms {
+        values.push(before);
+        conditions.push(format!("r.planned_ms < ${}", values.len()));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let listed = format!(
+        "SELECT r.run, r.seq, r.workflow, r.identity, r.planned_ms, r.actions, r.paused,
+                r.error, {RUN_STATUS} AS status
+         FROM runs r {filter}
+         ORDER BY r.planned_ms DESC, r.seq DESC"
     );
+    let sql = match &query.status {
+        None => {
+            values.push(&limit);
+            format!("{listed} LIMIT ${}", values.len())
+        }
+        Some(status) => {
+            values.push(status);
+            values.push(&limit);
+            format!(
+                "SELECT * FROM ({listed}) AS listed WHERE status = ${} LIMIT ${}",
+                values.len() - 1,
+                values.len()
+            )
+        }
+    };
     Ok(client
-        .query(
-            &sql,
-            &[
-                &query.workflow,
-                &query.identity,
-                &query.before_ms,
-                &query.status,
-                &(query.limit as i64),
-            ],
-        )
+        .query(&sql, &values)
         .await?
         .iter()
         .map(run_from_row)

@@ -242,6 +242,11 @@ const MIGRATIONS: &[&str] = &[
         WHERE engine_state.key = 'globals';
     DROP TABLE engine_state;
     "#,
+    // 3: the execution log listed by workflow, newest first, without walking every run (the
+    // console's and the admin API's runs filtered by workflow).
+    r#"
+    CREATE INDEX runs_by_workflow ON runs (workflow, planned_ms);
+    "#,
 ];
 
 /// The schema version this build writes.

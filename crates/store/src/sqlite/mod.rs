@@ -211,6 +211,29 @@ impl EventLog for SqliteStore {
         let limit = page_size(query.limit).map_err(StoreError::InvalidQuery)?;
         let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
         let mut args: Vec<SqlValue> = Vec::new();
+        // A type alone has no index: search a bounded span of the log per page.
+        let type_only = query.kind.is_some()
+            && query.user_id.is_none()
+            && query.anonymous_id.is_none()
+            && query.message_id.is_none();
+        let searched_to = if type_only {
+            let top = match before {
+                Some(before) => before,
+                None => {
+                    self.read(|conn| {
+                        Ok(conn.query_row(
+                            "SELECT coalesce(max(seq), 0) + 1 FROM events",
+                            [],
+                            |r| r.get::<_, i64>(0),
+                        )?)
+                    })
+                    .await?
+                }
+            };
+            Some((top - crate::query::TYPE_SEARCH_SPAN).max(1))
+        } else {
+            None
+        };
         // Each filter is written so that it can use an index (see schema.rs).
         let filters: [(Option<String>, fn(&str) -> String); 4] = [
             (query.kind, |p| format!("type = {p}")),
@@ -235,6 +258,10 @@ impl EventLog for SqliteStore {
             args.push(SqlValue::Integer(before));
             sql.push_str(&format!(" AND seq < ?{}", args.len()));
         }
+        if let Some(searched_to) = searched_to {
+            args.push(SqlValue::Integer(searched_to));
+            sql.push_str(&format!(" AND seq >= ?{}", args.len()));
+        }
         sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", limit + 1));
         let rows = self
             .read(move |conn| {
@@ -245,7 +272,7 @@ impl EventLog for SqliteStore {
                 Ok(rows)
             })
             .await?;
-        Ok(Page::from_rows(rows, limit, |e| e.seq))
+        Ok(Page::from_search(rows, limit, |e| e.seq, searched_to))
     }
 
     async fn event(&self, seq: i64) -> Result<Option<StoredEvent>, StoreError> {
@@ -658,6 +685,10 @@ impl DeliveryQueue for SqliteStore {
 
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         self.read(|conn| Ok(outbox::outbox_counts(conn)?)).await
+    }
+
+    async fn backlog(&self) -> Result<crate::Backlog, StoreError> {
+        self.read(|conn| Ok(outbox::backlog(conn)?)).await
     }
 }
 

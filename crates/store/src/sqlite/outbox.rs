@@ -589,6 +589,32 @@ pub(super) fn next_due_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
         .query_row([], |r| r.get(0))
 }
 
+pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<crate::Backlog> {
+    let count = |sql: &str| conn.prepare_cached(sql)?.query_row([], |row| row.get(0));
+    let mut backlog = crate::Backlog {
+        pending: count(
+            "SELECT count(*) FROM actions INDEXED BY actions_pending WHERE status = 'pending'",
+        )?,
+        failed: count(
+            "SELECT count(*) FROM actions INDEXED BY actions_failed WHERE status = 'failed'",
+        )?,
+        timers_pending: count("SELECT count(*) FROM timers WHERE status = 'pending'")?,
+        oldest_pending_ms: [None, None],
+    };
+    let now = now_ms();
+    let mut oldest = conn.prepare_cached(
+        "SELECT lane, min(created_ms) FROM actions INDEXED BY actions_pending
+         WHERE status = 'pending' GROUP BY lane",
+    )?;
+    for row in oldest.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+        let (lane, created) = row?;
+        if let Some(slot) = backlog.oldest_pending_ms.get_mut(lane.clamp(0, 1) as usize) {
+            *slot = Some(now - created);
+        }
+    }
+    Ok(backlog)
+}
+
 pub(super) fn outbox_counts(conn: &Connection) -> rusqlite::Result<OutboxCounts> {
     let mut counts = OutboxCounts::default();
     let mut statement =
@@ -621,7 +647,7 @@ pub(super) fn dead_letters(
     query: &DeadLetterQuery,
 ) -> rusqlite::Result<Vec<ActionRecord>> {
     let sql = format!(
-        "SELECT {ACTION_COLUMNS} FROM actions
+        "SELECT {ACTION_COLUMNS} FROM actions INDEXED BY actions_failed
          WHERE status = 'failed'
            AND (?1 IS NULL OR json_extract(body, '$.workflow') = ?1)
            AND (?2 IS NULL OR error_code = ?2)
@@ -675,28 +701,42 @@ pub(super) fn attempts(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Atte
 }
 
 pub(super) fn runs(conn: &Connection, query: &RunQuery) -> rusqlite::Result<Vec<RunRecord>> {
-    let sql = format!(
-        "SELECT * FROM (
-             SELECT r.run, r.seq, r.workflow, r.identity, r.planned_ms, r.actions, r.paused, r.error,
-                    {RUN_STATUS} AS status
-             FROM runs r
-             WHERE (?1 IS NULL OR r.workflow = ?1) AND (?2 IS NULL OR r.identity = ?2)
-               AND (?3 IS NULL OR r.planned_ms < ?3)
-             ORDER BY r.planned_ms DESC, r.seq DESC)
-         WHERE (?4 IS NULL OR status = ?4) LIMIT ?5"
+    // Only the filters given are in the SQL (`?x IS NULL OR …` would keep SQLite from using the
+    // user index), newest first through the time or user index, and each run's status worked
+    // out only for the rows returned unless the status is a filter.
+    let mut conditions = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    for (column, value) in [
+        ("r.workflow = ?", query.workflow.clone().map(Into::into)),
+        ("r.identity = ?", query.identity.clone().map(Into::into)),
+        ("r.planned_ms < ?", query.before_ms.map(Into::into)),
+    ] {
+        if let Some(value) = value {
+            conditions.push(column);
+            values.push(value);
+        }
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let listed = format!(
+        "SELECT r.run, r.seq, r.workflow, r.identity, r.planned_ms, r.actions, r.paused, r.error,
+                {RUN_STATUS} AS status
+         FROM runs r {filter}
+         ORDER BY r.planned_ms DESC, r.seq DESC"
     );
-    let mut statement = conn.prepare_cached(&sql)?;
-    statement
-        .query_map(
-            params![
-                query.workflow,
-                query.identity,
-                query.before_ms,
-                query.status,
-                query.limit as i64
-            ],
-            run_from_row,
-        )?
+    let sql = match &query.status {
+        None => format!("{listed} LIMIT ?"),
+        Some(status) => {
+            values.push(status.clone().into());
+            format!("SELECT * FROM ({listed}) WHERE status = ? LIMIT ?")
+        }
+    };
+    values.push((query.limit as i64).into());
+    conn.prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(values), run_from_row)?
         .collect()
 }
 

@@ -260,6 +260,11 @@ const MIGRATIONS: &[&str] = &[
         WHERE engine_state.key = 'globals' AND json_valid(engine_state.value);
     DROP TABLE engine_state;
     "#,
+    // 10: the execution log listed by workflow, newest first, without walking every run (the
+    // console's and the admin API's runs filtered by workflow).
+    r#"
+    CREATE INDEX runs_by_workflow ON runs (workflow, planned_ms);
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.
