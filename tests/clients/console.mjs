@@ -52,6 +52,10 @@ try {
   await page.getByRole('button', { name: 'Sign in' }).click()
   await page.waitForURL(base + '/console')
   await visit('overview')
+  report.overviewCharts = await page.locator('.charts svg').count()
+  // The figures refresh themselves (htmx, every 5 s): wait for one refresh to land.
+  await page.waitForResponse((r) => r.url().endsWith('/console/overview/figures') && r.status() === 200, { timeout: 15000 })
+  report.overviewRefreshed = true
 
   await visit('events', '/console/events')
   // The live tail: an event sent now appears at the top of the table, without a reload.

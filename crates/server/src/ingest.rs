@@ -157,6 +157,10 @@ pub(crate) async fn commit(
         .await?;
     if receipt.stored() > 0 {
         state.events_committed();
+        state
+            .inner
+            .activity
+            .record_events(received_at.timestamp_millis(), receipt.stored());
     }
     count_outcomes(&kinds, &receipt, &rejected_kinds);
     Ok(receipt)

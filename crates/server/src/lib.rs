@@ -75,6 +75,8 @@ struct Inner {
     commits: tokio::sync::watch::Sender<u64>,
     /// The console's "try it" (given by the binary, which has the dry run).
     try_it: Option<TryIt>,
+    /// The last hour of this node's ingest and backlog, for the console's charts.
+    activity: Arc<console::activity::Activity>,
 }
 
 /// Plans one event (JSON text) with the loaded workflow of this name and delivers the plan to
@@ -105,6 +107,7 @@ impl AppState {
                 console_sessions: console::session::Sessions::default(),
                 commits: tokio::sync::watch::Sender::new(0),
                 try_it: None,
+                activity: Arc::default(),
             }),
         }
     }
@@ -244,6 +247,10 @@ pub async fn serve_then(
     });
     let draining = state.clone();
     let app = router(state.clone());
+    let sampler = tokio::spawn(console::activity::sample_backlog(
+        Arc::clone(state.store()),
+        Arc::clone(&state.inner.activity),
+    ));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -251,6 +258,7 @@ pub async fn serve_then(
             tracing::info!("shutting down: finishing in-flight requests");
         })
         .await?;
+    sampler.abort();
     before_close.await;
     if let Err(error) = state.store().close().await {
         tracing::error!(%error, "closing the store failed");

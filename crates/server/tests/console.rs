@@ -223,6 +223,19 @@ async fn pages_show_the_log_escaped_and_its_detail() {
 
     let missing = c.get("/console/events/999999", Some(&cookie)).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // The overview's figures, as htmx refreshes them: this node's two events in this minute.
+    let figures = c.get("/console/overview/figures", Some(&cookie)).await;
+    assert_eq!(figures.status, StatusCode::OK);
+    assert!(
+        figures.html.contains("Events in per minute: now 2"),
+        "{}",
+        figures.html
+    );
+    assert_eq!(
+        c.get("/console/overview/figures", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]

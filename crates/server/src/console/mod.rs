@@ -14,6 +14,7 @@
 //! - `workflows.rs`: each workflow's source, diagram and "try it";
 //! - `../../console/`: the templates and the stylesheet.
 
+pub mod activity;
 mod pages;
 mod people;
 pub mod session;
@@ -47,6 +48,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "base.html",
     "login.html",
     "overview.html",
+    "overview_figures.html",
     "event_row.html",
     "event_rows.html",
     "events.html",
@@ -83,6 +85,7 @@ fn environment() -> &'static Environment<'static> {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console", get(pages::overview))
+        .route("/console/overview/figures", get(pages::overview_figures))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/events", get(pages::events))

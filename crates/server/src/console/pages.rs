@@ -58,7 +58,7 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resp
     let store = state.store().as_ref();
     let now = chrono::Utc::now().timestamp_millis();
     let read = async {
-        let counts = store.backlog().await?;
+        let figures = figures(&state, now).await?;
         let cluster = inspect::cluster(store, now).await?;
         let latest = store
             .events(EventQuery {
@@ -66,27 +66,77 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resp
                 ..EventQuery::default()
             })
             .await?;
-        Ok::<_, StoreError>((counts, cluster, latest))
+        Ok::<_, StoreError>((figures, cluster, latest))
     };
-    let (counts, cluster, latest) = match read.await {
+    let (figures, cluster, latest) = match read.await {
         Ok(read) => read,
         Err(error) => return store_failed(error, &session.csrf),
     };
-    render(
-        "overview.html",
+    let mut context = json!({
+        "signed_in": true, "csrf": session.csrf, "page": "overview",
+        "cluster": cluster,
+        "events": latest.items,
+    });
+    for (key, value) in figures {
+        context[key] = value;
+    }
+    render("overview.html", context)
+}
+
+/// `GET /console/overview/figures`: the overview's figures and charts alone (htmx refreshes
+/// them every few seconds).
+pub async fn overview_figures(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    match figures(&state, now).await {
+        Ok(figures) => render("overview_figures.html", Value::Object(figures)),
+        Err(error) => store_failed(error, &session.csrf),
+    }
+}
+
+/// The backlog now, planning's lag, and the last hour's charts.
+async fn figures(state: &AppState, now: i64) -> Result<serde_json::Map<String, Value>, StoreError> {
+    let store = state.store().as_ref();
+    let backlog = store.backlog().await?;
+    state.inner.activity.record_backlog(now, &backlog);
+    let lag: i64 = store
+        .partition_states()
+        .await?
+        .iter()
+        .map(|p| p.behind)
+        .sum();
+    let hour = state.inner.activity.last_hour(now);
+    // The hour's 60 minutes, now at the right edge (minutes before this node started: none).
+    let series = |pick: fn(&super::activity::Minute) -> Option<f64>| -> Vec<Option<f64>> {
+        let unknown = super::activity::MINUTES.saturating_sub(hour.len());
+        std::iter::repeat_n(None, unknown)
+            .chain(hour.iter().map(pick))
+            .collect()
+    };
+    let mut figures = serde_json::Map::new();
+    figures.insert(
+        "delivery".into(),
         json!({
-            "signed_in": true, "csrf": session.csrf, "page": "overview",
-            "delivery": {
-                "pending": counts.pending,
-                "failed": counts.failed,
-                "timers": counts.timers_pending,
-                "oldest_urgent": seconds(counts.oldest_pending_ms[0]),
-                "oldest_bulk": seconds(counts.oldest_pending_ms[1]),
-            },
-            "cluster": cluster,
-            "events": latest.items,
+            "pending": backlog.pending,
+            "failed": backlog.failed,
+            "timers": backlog.timers_pending,
+            "oldest_urgent": seconds(backlog.oldest_pending_ms[0]),
+            "oldest_bulk": seconds(backlog.oldest_pending_ms[1]),
         }),
-    )
+    );
+    figures.insert("planning_lag".into(), json!(lag));
+    figures.insert(
+        "charts".into(),
+        json!({
+            "events": super::activity::sparkline("Events in per minute", &series(|m| Some(m.events as f64))),
+            "pending": super::activity::sparkline("Pending actions", &series(|m| m.pending.map(|v| v as f64))),
+            "failed": super::activity::sparkline("Dead letters", &series(|m| m.failed.map(|v| v as f64))),
+            "oldest": super::activity::sparkline("Oldest bulk action in seconds", &series(|m| m.oldest_bulk_s.map(|v| v as f64))),
+        }),
+    );
+    Ok(figures)
 }
 
 pub async fn events(
