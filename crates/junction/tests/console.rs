@@ -114,7 +114,7 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
 
     assert_eq!(report["signInUrl"], "/console/login");
     assert_eq!(page("overview")["h1"], "Overview");
-    assert_eq!(report["overviewCharts"], 4, "{report:#}");
+    assert_eq!(report["overviewCharts"], 5, "{report:#}");
     assert_eq!(report["overviewRefreshed"], true);
     assert!(text("overview").contains("Dead letters"), "{report:#}");
     assert!(text("events").contains("Order Completed") && text("events").contains("Trial Ending"));

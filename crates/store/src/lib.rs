@@ -547,6 +547,10 @@ pub trait RateBudget: Send + Sync + 'static {
         limit: i64,
         wanted: i64,
     ) -> Result<i64, StoreError>;
+
+    /// What all nodes took from every workspace's budget for window `bucket`: what they may
+    /// have sent then (at least what they sent). Windows older than a minute are gone.
+    async fn budget_taken(&self, bucket: i64) -> Result<i64, StoreError>;
 }
 
 /// What operators read and act on: actions with their attempts, the dead-letter queue, the

@@ -731,6 +731,14 @@ async fn the_rate_budget_is_shared_out_once(store: Arc<dyn Store>) {
         7,
         "another workspace"
     );
+    // What all nodes took for a window, summed over workspaces; nothing for an unused window.
+    assert_eq!(
+        store.budget_taken(100).await.unwrap(),
+        57,
+        "50 in ws, 7 in other"
+    );
+    assert_eq!(store.budget_taken(101).await.unwrap(), 7);
+    assert_eq!(store.budget_taken(999_999).await.unwrap(), 0);
 }
 
 /// Nodes claiming at the same moment share the users out: each user goes to exactly one.

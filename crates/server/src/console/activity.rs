@@ -23,6 +23,8 @@ pub struct Minute {
     pub pending: Option<i64>,
     pub failed: Option<i64>,
     pub oldest_bulk_s: Option<i64>,
+    /// Intercom requests the nodes took budget for, in the windows that ended this minute.
+    pub intercom: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +71,13 @@ impl Activity {
         });
     }
 
+    /// Budget taken in a 10-second window that ended at `ended_ms`.
+    pub fn record_intercom(&self, ended_ms: i64, taken: i64) {
+        self.with_minute(ended_ms, |m| {
+            m.intercom = Some(m.intercom.unwrap_or(0) + taken)
+        });
+    }
+
     /// The last hour, oldest minute first, with the minutes since the last record filled in.
     pub fn last_hour(&self, now_ms: i64) -> Vec<Minute> {
         self.with_minute(now_ms, |_| {});
@@ -81,12 +90,26 @@ impl Activity {
     }
 }
 
-/// Samples the backlog until the server stops (the task is aborted with it).
+/// Samples the backlog, and the Intercom budget each finished 10-second window took, until the
+/// server stops (the task is aborted with it).
 pub async fn sample_backlog(store: std::sync::Arc<dyn Store>, activity: std::sync::Arc<Activity>) {
+    let mut last_window = None;
     loop {
+        let now = chrono::Utc::now().timestamp_millis();
         match store.backlog().await {
-            Ok(backlog) => activity.record_backlog(chrono::Utc::now().timestamp_millis(), &backlog),
+            Ok(backlog) => activity.record_backlog(now, &backlog),
             Err(error) => tracing::debug!(%error, "console: cannot sample the backlog"),
+        }
+        // The window that ended last (Intercom's windows: 10 s on the Unix clock), once.
+        let window = now / 10_000 - 1;
+        if last_window != Some(window) {
+            match store.budget_taken(window).await {
+                Ok(taken) => {
+                    activity.record_intercom((window + 1) * 10_000 - 1, taken);
+                    last_window = Some(window);
+                }
+                Err(error) => tracing::debug!(%error, "console: cannot read the Intercom budget"),
+            }
         }
         tokio::time::sleep(SAMPLE_EVERY).await;
     }
@@ -168,6 +191,18 @@ mod tests {
             later.iter().all(|m| m.events == 0),
             "an hour later all is quiet"
         );
+    }
+
+    #[test]
+    fn the_intercom_budget_adds_up_per_minute() {
+        let activity = Activity::default();
+        let minute: i64 = 30_000_000 * 60_000;
+        activity.record_intercom(minute + 9_999, 80);
+        activity.record_intercom(minute + 19_999, 40);
+        activity.record_intercom(minute + 60_000 + 9_999, 5);
+        let hour = activity.last_hour(minute + 61_000);
+        let taken: Vec<Option<i64>> = hour.iter().map(|m| m.intercom).collect();
+        assert_eq!(taken, [Some(120), Some(5)]);
     }
 
     #[test]

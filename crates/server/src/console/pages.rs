@@ -134,6 +134,7 @@ async fn figures(state: &AppState, now: i64) -> Result<serde_json::Map<String, V
             "pending": super::activity::sparkline("Pending actions", &series(|m| m.pending.map(|v| v as f64))),
             "failed": super::activity::sparkline("Dead letters", &series(|m| m.failed.map(|v| v as f64))),
             "oldest": super::activity::sparkline("Oldest bulk action in seconds", &series(|m| m.oldest_bulk_s.map(|v| v as f64))),
+            "intercom": super::activity::sparkline("Intercom requests budgeted per minute", &series(|m| m.intercom.map(|v| v as f64))),
         }),
     );
     Ok(figures)

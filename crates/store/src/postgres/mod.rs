@@ -1013,6 +1013,17 @@ impl RateBudget for PostgresStore {
         });
         Ok(granted)
     }
+
+    async fn budget_taken(&self, bucket: i64) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "SELECT coalesce(sum(used), 0)::bigint FROM rate_budget WHERE bucket = $1",
+                &[&bucket],
+            )
+            .await?
+            .get(0))
+    }
 }
 
 #[async_trait]

@@ -956,6 +956,15 @@ impl RateBudget for SqliteStore {
         .await?;
         granted.await.map_err(|_| StoreError::Closed)
     }
+
+    async fn budget_taken(&self, bucket: i64) -> Result<i64, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT coalesce(sum(used), 0) FROM rate_budget WHERE bucket = ?1")?
+                .query_row(params![bucket], |r| r.get(0))?)
+        })
+        .await
+    }
 }
 
 #[async_trait]
