@@ -18,6 +18,7 @@
 //!     token: ${SEGMENT_PROFILES_TOKEN}
 //! admin:
 //!   token: ${JUNCTION_ADMIN_TOKEN:-}
+//!   # listen: 127.0.0.1:8081          # the admin API and the console here only
 //! intercom:
 //!   region: us                          # or eu, au: the workspace's Intercom host
 //!   # base_url: http://127.0.0.1:8090   # instead of region: an emulator or a proxy
@@ -574,6 +575,10 @@ pub struct AdminConfig {
     /// Bearer token required by `/api/*`; unset means the admin API is open.
     #[serde(default)]
     pub token: Option<String>,
+    /// A second address for the admin API and the console, which `listen` then no longer
+    /// serves (keep them off the address Segment and Intercom reach).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// A store URL, checked when the file is read so the error can point at it.

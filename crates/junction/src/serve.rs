@@ -11,7 +11,7 @@ use junction_delivery::{
 };
 use junction_intercom::attributes::AttributeCatalog;
 use junction_intercom::{ContactResolver, IntercomClient};
-use junction_server::{AppState, serve_then};
+use junction_server::{AppState, serve_split};
 use junction_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,7 +204,15 @@ pub async fn run_on(
         let close_store = Duration::from_secs(1).min(timeout / 4);
         pipeline.stop(began + timeout - close_store).await
     };
-    serve_then(listener, state, shutdown, stop_delivery)
+    let admin = match config.admin.listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("admin.listen: cannot listen on {address}"))?,
+        ),
+        None => None,
+    };
+    serve_split(listener, admin, state, shutdown, stop_delivery)
         .await
         .context("serving HTTP")
 }

@@ -472,3 +472,62 @@ async fn a_store_moves_from_sqlite_to_postgres_from_the_command_line() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["messageId"], "move-1");
 }
+
+/// `admin.listen`: the admin API and the console move to their own address, and the address
+/// Segment and Intercom reach serves neither (it still takes events and answers health checks).
+#[tokio::test]
+async fn the_admin_api_and_the_console_can_have_an_address_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = common::free_port();
+    let server =
+        Server::start_with(dir.path(), &format!("  listen: 127.0.0.1:{admin_port}\n")).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let admin = |path: &str| format!("http://127.0.0.1:{admin_port}{path}");
+    let status = |response: reqwest::Response| response.status().as_u16();
+
+    let sent = http
+        .post(server.url("/v1/track"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&json!({"userId": "u1", "event": "Signed Up", "messageId": "m-admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(sent), 200);
+    for path in ["/console/login", "/api/events"] {
+        let public = http
+            .get(server.url(path))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(public), 404, "{path} on the public address");
+    }
+    assert_eq!(
+        status(http.get(server.url("/readyz")).send().await.unwrap()),
+        200
+    );
+
+    let login = http.get(admin("/console/login")).send().await.unwrap();
+    assert_eq!(status(login), 200);
+    let events: Value = http
+        .get(admin("/api/events"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["items"][0]["messageId"], "m-admin");
+    let ingest = http
+        .post(admin("/v1/track"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&json!({"userId": "u1", "event": "Signed Up"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(ingest), 404, "no ingest on the admin address");
+}

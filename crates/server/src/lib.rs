@@ -166,9 +166,25 @@ impl AppState {
     }
 }
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// Everything: ingest, hooks, the admin API, the console, operations.
+    All,
+    /// What Segment and Intercom call, and operations (health, readiness, metrics).
+    Public,
+    /// The admin API and the console, with health and readiness (`admin.listen`).
+    Admin,
+}
+
 /// Every route, with the layers that apply to all of them.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    router_for(state, Routes::All)
+}
+
+/// The routes of one kind of listener, with the layers that apply to all of them.
+pub fn router_for(state: AppState, routes: Routes) -> Router {
+    let public = Router::new()
         .route("/v1/batch", post(ingest::batch))
         .route("/v1/import", post(ingest::batch))
         .route("/v1/b", post(ingest::batch))
@@ -178,6 +194,8 @@ pub fn router(state: AppState) -> Router {
             "/hooks/intercom",
             post(hooks::intercom).head(hooks::intercom_check),
         )
+        .route("/metrics", get(ops::metrics));
+    let admin = Router::new()
         .route("/api/events", get(admin::list_events))
         .route("/api/events/{seq}", get(admin::show_event))
         .route("/api/rejected", get(admin::list_rejected))
@@ -194,10 +212,17 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/runs", get(delivery_api::list_runs))
         .route("/api/runs/{*id}", get(delivery_api::show_run))
+        .merge(console::routes());
+    let health = Router::new()
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .merge(console::routes())
+        .route("/readyz", get(ops::readyz));
+    let served = match routes {
+        Routes::All => public.merge(admin),
+        Routes::Public => public,
+        Routes::Admin => admin,
+    };
+    served
+        .merge(health)
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(refusals::json_refusals))
         .layer(axum::middleware::from_fn(ops::record_request))
@@ -220,6 +245,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Serves `app` on `listener` until `stopping` turns true, then finishes in-flight requests.
+async fn serve_routes(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let listener = listener.tap_io(|stream| {
+        // Replies are small; don't let Nagle's algorithm hold them back.
+        let _ = stream.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
 /// Serves until `shutdown` resolves, then finishes in-flight requests (and so their commits)
 /// and closes the store, so every request that got a 200 is on disk.
 pub async fn serve(
@@ -238,26 +283,49 @@ pub async fn serve_then(
     shutdown: impl Future<Output = ()> + Send + 'static,
     before_close: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
-    let listener = listener.tap_io(|stream| {
-        // Replies are small; don't let Nagle's algorithm hold them back.
-        let _ = stream.set_nodelay(true);
-    });
+    serve_split(listener, None, state, shutdown, before_close).await
+}
+
+/// Like [`serve_then`]; with `admin`, the admin API and the console are served there only, and
+/// `listener` serves what Segment and Intercom call (`admin.listen`).
+pub async fn serve_split(
+    listener: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    before_close: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let draining = state.clone();
-    let app = router(state.clone());
+    tokio::spawn(async move {
+        shutdown.await;
+        draining.start_draining();
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop.send(true);
+    });
     let sampler = tokio::spawn(console::activity::sample_backlog(
         Arc::clone(state.store()),
         Arc::clone(&state.inner.activity),
     ));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            draining.start_draining();
-            tracing::info!("shutting down: finishing in-flight requests");
-        })
-        .await?;
+    let main_routes = if admin.is_some() {
+        Routes::Public
+    } else {
+        Routes::All
+    };
+    let main = serve_routes(
+        listener,
+        router_for(state.clone(), main_routes),
+        stopping.clone(),
+    );
+    match admin {
+        Some(admin) => {
+            let admin = serve_routes(admin, router_for(state.clone(), Routes::Admin), stopping);
+            let (main, admin) = tokio::join!(main, admin);
+            main?;
+            admin?;
+        }
+        None => main.await?,
+    }
     sampler.abort();
     before_close.await;
     if let Err(error) = state.store().close().await {
