@@ -92,6 +92,7 @@ impl Default for AlertSettings {
 pub struct Alerter {
     sender: mpsc::UnboundedSender<(AlertKind, String)>,
     settings: std::sync::Arc<AlertSettings>,
+    recent: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<RecentAlert>>>,
 }
 
 impl Alerter {
@@ -102,6 +103,7 @@ impl Alerter {
         Alerter {
             sender,
             settings: std::sync::Arc::new(settings),
+            recent: std::sync::Arc::default(),
         }
     }
 
@@ -114,6 +116,7 @@ impl Alerter {
         let alerter = Alerter {
             sender,
             settings: std::sync::Arc::new(settings),
+            recent: std::sync::Arc::default(),
         };
         (alerter, receiver)
     }
@@ -123,8 +126,42 @@ impl Alerter {
     }
 
     pub fn raise(&self, kind: AlertKind, detail: impl Into<String>) {
-        let _ = self.sender.send((kind, detail.into()));
+        let detail = detail.into();
+        {
+            let mut recent = self.recent.lock().expect("recent alerts");
+            recent.push_front(RecentAlert {
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                kind: kind.as_str(),
+                title: kind.title(),
+                detail: detail.clone(),
+            });
+            recent.truncate(RECENT_ALERTS);
+        }
+        let _ = self.sender.send((kind, detail));
     }
+
+    /// The alerts this node raised lately, newest first (the console's overview), whether or
+    /// not a sink was configured or the cooldown held them back.
+    pub fn recent(&self) -> Vec<RecentAlert> {
+        self.recent
+            .lock()
+            .expect("recent alerts")
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Alerts kept for [`Alerter::recent`].
+const RECENT_ALERTS: usize = 20;
+
+/// One alert as raised.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecentAlert {
+    pub at: String,
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub detail: String,
 }
 
 #[derive(Default)]

@@ -99,9 +99,11 @@ pub async fn run_on(
     settle_partitions(store.as_ref(), config.cluster.partitions, default, &node).await?;
     let planner = Arc::new(planner);
     let health = Arc::new(junction_delivery::supervise::Health::default());
+    let alerts = Alerter::start(config.alerts.settings());
     let state = AppState::new(Arc::clone(&store), settings)
         .with_planner(Arc::clone(&planner))
         .with_try_it(try_it(&config))
+        .with_alerts(alerts.clone())
         .with_health(Arc::clone(&health));
     let client = match config.intercom.client_config() {
         Some(client_config) => {
@@ -117,7 +119,6 @@ pub async fn run_on(
     let (policy, resolver_store) = (config.intercom.attribute_policy(), Arc::clone(&store));
     let deletion = config.intercom.deletion();
     let made_store = Arc::clone(&store) as Arc<dyn Store>;
-    let alerts = Alerter::start(config.alerts.settings());
     let credential_alerts = alerts.clone();
     let probe_every = config.delivery.settings().probe_every;
     let segment = config.segment.outbound.as_ref().map(|outbound| {

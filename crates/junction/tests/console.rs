@@ -117,6 +117,11 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
     assert_eq!(report["overviewCharts"], 5, "{report:#}");
     assert_eq!(report["overviewRefreshed"], true);
     assert!(text("overview").contains("Dead letters"), "{report:#}");
+    assert!(
+        text("overview").contains("actions failed for good and are in the dead-letter queue"),
+        "the dead letter's alert is listed: {}",
+        text("overview")
+    );
     assert!(text("events").contains("Order Completed") && text("events").contains("Trial Ending"));
     assert!(page("event")["h1"].as_str().unwrap().starts_with("Event "));
     assert!(text("runs").contains("profile-sync") && text("runs").contains("notify"));

@@ -77,6 +77,8 @@ struct Inner {
     try_it: Option<TryIt>,
     /// The last hour of this node's ingest and backlog, for the console's charts.
     activity: Arc<console::activity::Activity>,
+    /// This node's alerts, for the console's overview.
+    alerts: Option<junction_delivery::Alerter>,
 }
 
 /// Plans one event (JSON text) with the loaded workflow of this name and delivers the plan to
@@ -108,6 +110,7 @@ impl AppState {
                 commits: tokio::sync::watch::Sender::new(0),
                 try_it: None,
                 activity: Arc::default(),
+                alerts: None,
             }),
         }
     }
@@ -117,6 +120,16 @@ impl AppState {
         let mut inner = Arc::try_unwrap(self.inner)
             .unwrap_or_else(|_| panic!("with_planner before the state is shared"));
         inner.planner = Some(planner);
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The alerter whose recent alerts the console's overview lists.
+    pub fn with_alerts(self, alerts: junction_delivery::Alerter) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_alerts before the state is shared"));
+        inner.alerts = Some(alerts);
         AppState {
             inner: Arc::new(inner),
         }

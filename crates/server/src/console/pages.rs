@@ -128,6 +128,17 @@ async fn figures(state: &AppState, now: i64) -> Result<serde_json::Map<String, V
     );
     figures.insert("planning_lag".into(), json!(lag));
     figures.insert(
+        "alerts".into(),
+        json!(
+            state
+                .inner
+                .alerts
+                .as_ref()
+                .map(|a| a.recent())
+                .unwrap_or_default()
+        ),
+    );
+    figures.insert(
         "charts".into(),
         json!({
             "events": super::activity::sparkline("Events in per minute", &series(|m| Some(m.events as f64))),
