@@ -243,6 +243,7 @@ impl IntercomClient {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         self.gate.observe(status, &headers);
+        count_response(status);
         call.status = Some(status);
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
@@ -281,4 +282,27 @@ fn transport(error: reqwest::Error) -> IntercomError {
         status: None,
         detail: format!("transport: {error}"),
     }
+}
+
+/// Intercom's answers so far in this process that were 429s (the console charts them).
+static RATE_LIMITED_RESPONSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many of Intercom's answers in this process were 429 (Too Many Requests).
+pub fn rate_limited_responses() -> u64 {
+    RATE_LIMITED_RESPONSES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `junction_intercom_responses_total{status}` by class (`2xx`, `429`, other `4xx`, `5xx`).
+fn count_response(status: u16) {
+    let class = match status {
+        429 => {
+            RATE_LIMITED_RESPONSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            "429"
+        }
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    metrics::counter!("junction_intercom_responses_total", "status" => class).increment(1);
 }

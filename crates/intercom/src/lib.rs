@@ -28,7 +28,9 @@ pub mod recorder;
 pub mod resolve;
 pub mod timestamps;
 
-pub use client::{BuildError, IntercomClient, IntercomConfig, RetryPolicy, repeatable};
+pub use client::{
+    BuildError, IntercomClient, IntercomConfig, RetryPolicy, rate_limited_responses, repeatable,
+};
 pub use error::IntercomError;
 pub use path::ApiPath;
 pub use rate::RateGate;

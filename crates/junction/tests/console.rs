@@ -114,7 +114,7 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
 
     assert_eq!(report["signInUrl"], "/console/login");
     assert_eq!(page("overview")["h1"], "Overview");
-    assert_eq!(report["overviewCharts"], 5, "{report:#}");
+    assert_eq!(report["overviewCharts"], 6, "{report:#}");
     assert_eq!(report["overviewRefreshed"], true);
     assert!(text("overview").contains("Dead letters"), "{report:#}");
     assert!(
@@ -174,6 +174,18 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
         report["consoleErrors"],
         json!([]),
         "the browser reported errors"
+    );
+
+    // Intercom's answers are counted by class for Prometheus (the overview charts the 429s).
+    let metrics = reqwest::get(s.server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"junction_intercom_responses_total{status="2xx"}"#),
+        "{metrics}"
     );
 
     // The replayed action was delivered.

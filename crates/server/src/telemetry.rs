@@ -7,7 +7,9 @@
 //! - `store_commit_seconds`, `store_commit_events`: group-commit latency and size;
 //!   `store_commit_failures_total`;
 //! - `store_index_lag_events`: events the identity index has yet to cover (lookups by user
-//!   scan that many at most).
+//!   scan that many at most);
+//! - `intercom_responses_total{status}`: Intercom's answers by class (`2xx`, `429`, `4xx`,
+//!   `5xx`), counted by the client.
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};

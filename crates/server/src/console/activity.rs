@@ -25,6 +25,8 @@ pub struct Minute {
     pub oldest_bulk_s: Option<i64>,
     /// Intercom requests the nodes took budget for, in the windows that ended this minute.
     pub intercom: Option<i64>,
+    /// Intercom's 429s to this node this minute.
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +73,10 @@ impl Activity {
         });
     }
 
+    pub fn record_rate_limited(&self, now_ms: i64, answers: u64) {
+        self.with_minute(now_ms, |m| m.rate_limited += answers);
+    }
+
     /// Budget taken in a 10-second window that ended at `ended_ms`.
     pub fn record_intercom(&self, ended_ms: i64, taken: i64) {
         self.with_minute(ended_ms, |m| {
@@ -94,8 +100,12 @@ impl Activity {
 /// server stops (the task is aborted with it).
 pub async fn sample_backlog(store: std::sync::Arc<dyn Store>, activity: std::sync::Arc<Activity>) {
     let mut last_window = None;
+    let mut rate_limited = junction_intercom::rate_limited_responses();
     loop {
         let now = chrono::Utc::now().timestamp_millis();
+        let answers = junction_intercom::rate_limited_responses();
+        activity.record_rate_limited(now, answers.saturating_sub(rate_limited));
+        rate_limited = answers;
         match store.backlog().await {
             Ok(backlog) => activity.record_backlog(now, &backlog),
             Err(error) => tracing::debug!(%error, "console: cannot sample the backlog"),

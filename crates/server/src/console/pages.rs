@@ -146,6 +146,7 @@ async fn figures(state: &AppState, now: i64) -> Result<serde_json::Map<String, V
             "failed": super::activity::sparkline("Dead letters", &series(|m| m.failed.map(|v| v as f64))),
             "oldest": super::activity::sparkline("Oldest bulk action in seconds", &series(|m| m.oldest_bulk_s.map(|v| v as f64))),
             "intercom": super::activity::sparkline("Intercom requests budgeted per minute", &series(|m| m.intercom.map(|v| v as f64))),
+            "rate_limited": super::activity::sparkline("Intercom 429s per minute", &series(|m| Some(m.rate_limited as f64))),
         }),
     );
     Ok(figures)
