@@ -108,15 +108,14 @@ try {
     maxRedirects: 0,
   })
   report.withoutCsrf = forged.status()
-  await page.locator('tbody input[type=checkbox]').first().check()
-  await Promise.all([
-    page.waitForURL(/\/console\/dlq\?notice=/, { timeout: 10000 }).catch(async (error) => {
-      throw new Error(`${error.message}; at ${page.url()}: ${await page.locator('body').innerText()}`)
-    }),
-    page.getByRole('button', { name: 'Replay selected' }).click(),
-  ])
-  await visit('dead-letters-replayed')
-  report.replayNotice = (await page.getByRole('status').textContent()).trim()
+  // Replay every dead letter shown: the page follows the job's progress until it is done.
+  await page.getByRole('button', { name: /^Replay all \d+ shown$/ }).click()
+  await page.waitForURL(/\/console\/dlq\?job=\d+$/)
+  const finished = page.getByRole('status').filter({ hasText: /^Replayed \d+ of \d+/ })
+  await finished.waitFor({ timeout: 15000 })
+  report.replayNotice = (await finished.textContent()).trim()
+  await visit('dead-letters-replaying')
+  await visit('dead-letters-replayed', '/console/dlq')
 
   await page.getByRole('button', { name: 'Sign out' }).click()
   await page.waitForURL(base + '/console/login')

@@ -1,6 +1,6 @@
 //! The console in a real browser: Debian's chromium, driven by playwright-core
 //! (`tests/clients/console.mjs`), against the real `junction` binary after a short run of
-//! events delivered to the emulator, one of them dead-lettered. Signs in, reads every page,
+//! events delivered to the emulator, twelve of them dead-lettered. Signs in, reads every page,
 //! watches a new event arrive in the live tail, replays the dead letter, is refused without
 //! the CSRF token, signs out. Screenshots of each
 //! page land in `$CARGO_TARGET_TMPDIR/console-screenshots`.
@@ -63,7 +63,11 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
         .await;
     s.track("ann", "Order Completed", json!({"revenue": 19.99}))
         .await;
-    s.track("ann", "Trial Ending", json!({})).await;
+    // Twelve trials end while the hook is broken: twelve dead letters, replayed together.
+    for n in 0..12 {
+        s.track(&format!("trial-{n}"), "Trial Ending", json!({}))
+            .await;
+    }
     // Bo churns: a payment fails, and churn-risk opens a conversation for the CSM.
     s.identify("bo", json!({"email": "bo@example.com"})).await;
     s.track("bo", "Payment Failed", json!({})).await;
@@ -72,11 +76,7 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
     })
     .await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while s.admin("/api/dlq").await["items"]
-        .as_array()
-        .unwrap()
-        .is_empty()
-    {
+    while s.admin("/api/dlq").await["items"].as_array().unwrap().len() < 12 {
         assert!(Instant::now() < deadline, "no dead letter");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -142,7 +142,7 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
         report["replayNotice"]
             .as_str()
             .unwrap()
-            .starts_with("Replayed 1 dead letter(s)"),
+            .starts_with("Replayed 12 of 12 dead letter(s)"),
         "{report:#}"
     );
     assert!(text("dead-letters-replayed").contains("The dead-letter queue is empty."));
@@ -190,7 +190,7 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
 
     // The replayed action was delivered.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while delivered.load(Ordering::SeqCst) == 0 {
+    while delivered.load(Ordering::SeqCst) < 12 {
         assert!(Instant::now() < deadline, "the replay was not delivered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -79,6 +79,8 @@ struct Inner {
     activity: Arc<console::activity::Activity>,
     /// This node's alerts, for the console's overview.
     alerts: Option<junction_delivery::Alerter>,
+    /// Dead-letter replays the console started, with their progress.
+    replays: console::jobs::Jobs,
 }
 
 /// Plans one event (JSON text) with the loaded workflow of this name and delivers the plan to
@@ -111,6 +113,7 @@ impl AppState {
                 try_it: None,
                 activity: Arc::default(),
                 alerts: None,
+                replays: console::jobs::Jobs::default(),
             }),
         }
     }

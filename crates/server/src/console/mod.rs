@@ -15,6 +15,7 @@
 //! - `../../console/`: the templates and the stylesheet.
 
 pub mod activity;
+pub mod jobs;
 mod pages;
 mod people;
 pub mod session;
@@ -58,6 +59,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "run.html",
     "dlq.html",
     "people.html",
+    "replay_progress.html",
     "workflows.html",
     "workflow.html",
     "error.html",
@@ -97,6 +99,7 @@ pub fn routes() -> Router<AppState> {
             "/console/dlq",
             get(pages::dead_letters).post(pages::dead_letter_action),
         )
+        .route("/console/dlq/jobs/{id}", get(pages::replay_progress))
         .route("/console/people", get(people::page))
         .route("/console/workflows", get(workflows::list))
         .route("/console/workflows/{name}", get(workflows::show))

@@ -385,6 +385,9 @@ pub async fn dead_letters(
             json!({
                 "signed_in": true, "csrf": session.csrf, "page": "dlq",
                 "letters": letters, "filter": filter, "notice": given(&filter, "notice"),
+                "job": given(&filter, "job")
+                    .and_then(|id| id.parse().ok())
+                    .and_then(|id| state.inner.replays.get(id)),
             }),
         ),
         Err(error) => store_failed(error, &session.csrf),
@@ -411,18 +414,24 @@ pub async fn dead_letter_action(
     if !session.accepts(value("csrf")) {
         return csrf_refused(&session);
     }
+    let wanted = value("do");
+    let field = if wanted == Some("replay-shown") {
+        "shown"
+    } else {
+        "id"
+    };
     let ids: Vec<String> = fields
         .iter()
-        .filter(|(k, _)| k == "id")
+        .filter(|(k, _)| k == field)
         .map(|(_, v)| v.clone())
         .collect();
-    let notice = match (value("do"), ids.is_empty()) {
+    let notice = match (wanted, ids.is_empty()) {
         (_, true) => "Nothing was selected.".to_owned(),
         (Some("discard"), false) => match state.store().discard(ids).await {
             Ok(n) => format!("Discarded {n} dead letter(s)."),
             Err(error) => return store_failed(error, &session.csrf),
         },
-        (Some("replay"), false) => {
+        (Some("replay" | "replay-shown"), false) => {
             let Some(planner) = state.inner.planner.clone() else {
                 return error_page(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -431,31 +440,33 @@ pub async fn dead_letter_action(
                     Some(&session.csrf),
                 );
             };
-            let (mut replayed, mut failed) = (0, Vec::new());
-            for id in &ids {
-                match junction_delivery::replay::replay(state.store().as_ref(), &planner, id).await
-                {
-                    Ok(_) => replayed += 1,
-                    Err(error) => failed.push(format!("{id}: {error}")),
+            // Replays run in the background; the page follows their progress.
+            let job = state.inner.replays.start(ids.len());
+            let worker = state.clone();
+            tokio::spawn(async move {
+                for id in &ids {
+                    let outcome =
+                        junction_delivery::replay::replay(worker.store().as_ref(), &planner, id)
+                            .await;
+                    worker.inner.replays.update(job, |progress| match outcome {
+                        Ok(_) => progress.replayed += 1,
+                        Err(error) => progress.failed.push(format!("{id}: {error}")),
+                    });
+                    worker.events_committed();
                 }
-            }
-            state.events_committed();
-            if failed.is_empty() {
-                format!("Replayed {replayed} dead letter(s): their actions are pending again.")
-            } else {
-                format!(
-                    "Replayed {replayed}; {} could not be: {}",
-                    failed.len(),
-                    failed.join("; ")
-                )
-            }
+                worker
+                    .inner
+                    .replays
+                    .update(job, |progress| progress.finished = true);
+            });
+            return Redirect::to(&format!("/console/dlq?job={job}")).into_response();
         }
         (other, false) => {
             return error_page(
                 StatusCode::BAD_REQUEST,
                 "Unknown action",
                 &format!(
-                    "`do` must be replay or discard, not {:?}",
+                    "`do` must be replay, replay-shown or discard, not {:?}",
                     other.unwrap_or("")
                 ),
                 Some(&session.csrf),
@@ -466,4 +477,19 @@ pub async fn dead_letter_action(
         .append_pair("notice", &notice)
         .finish();
     Redirect::to(&format!("/console/dlq?{query}")).into_response()
+}
+
+/// `GET /console/dlq/jobs/{id}`: a replay job's progress (htmx polls it until it is done).
+pub async fn replay_progress(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    if signed_in(&state, &headers).is_none() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    match state.inner.replays.get(id) {
+        Some(job) => render("replay_progress.html", json!({ "job": job })),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
