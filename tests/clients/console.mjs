@@ -93,6 +93,10 @@ try {
   await visit('workflow-try')
   report.tryOutput = await page.locator('pre.output').innerText()
 
+  // A workflow whose YAML names a webhook: shown without its path (a webhook's secret).
+  await page.goto(base + '/console/workflows/notify')
+  report.notifyPage = await page.locator('main').innerText()
+
   // A person, found by their userId from the search form.
   await page.goto(base + '/console/people')
   await page.getByLabel(/userId, anonymousId, email/).fill(person)

@@ -227,9 +227,12 @@ async fn dry_run(planner: &Planner, events: &[Event]) -> anyhow::Result<String> 
                 method, url, body, ..
             } = &action.action
             {
+                // The host only: a webhook's path is its secret (Slack's, for one), and this
+                // output is shown in the console too.
                 let _ = writeln!(
                     out,
-                    "     {method} {url} {}",
+                    "     {method} {} {} (not sent)",
+                    junction_server::console_redact::url_host_only(url),
                     body.as_ref().map(Value::to_string).unwrap_or_default()
                 );
                 continue;

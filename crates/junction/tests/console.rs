@@ -169,6 +169,11 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
         tried.contains("POST /contacts") && tried.contains("-> 200"),
         "{tried}"
     );
+    let notify = report["notifyPage"].as_str().unwrap_or_default();
+    assert!(
+        notify.contains("url: \"http://127.0.0.1:") && !notify.contains("/hook"),
+        "the webhook's path is not shown: {notify}"
+    );
     assert_eq!(report["afterSignOutUrl"], "/console/login");
     assert_eq!(
         report["consoleErrors"],

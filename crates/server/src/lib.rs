@@ -13,6 +13,7 @@ mod admin;
 mod auth;
 mod body;
 mod console;
+pub use console::redact as console_redact;
 mod delivery_api;
 mod error;
 mod hooks;

@@ -18,6 +18,7 @@ pub mod activity;
 pub mod jobs;
 mod pages;
 mod people;
+pub mod redact;
 pub mod session;
 mod workflows;
 

@@ -139,7 +139,7 @@ fn workflow_page(
             "signed_in": true, "csrf": csrf, "page": "workflows",
             "workflow": summary(workflow),
             "when": workflow.when.as_ref().map(|w| w.source().trim().to_owned()),
-            "source": workflow.source,
+            "source": super::redact::urls_in_text(&workflow.source),
             "diagram": diagram(workflow),
             "event": event,
             "output": output,
