@@ -171,25 +171,9 @@ async fn serve_memory(
             "store: {store}\nintercom:\n  base_url: http://127.0.0.1:{emulator_port}\n  token: bench-token\nworkflows:\n  - template: profile-sync\n"
         ),
     )?;
-    let mut serve = Command::new(junction)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut serve = crate::spawn_serve(junction, &config, port)?;
     let ready = format!("http://127.0.0.1:{port}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http
-        .get(&ready)
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        anyhow::ensure!(Instant::now() < deadline, "junction did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::wait_until_up(&http, &ready, Duration::from_secs(60)).await?;
     // Once Junction has checked its credentials (GET /me), Intercom answers everything with 429:
     // delivery keeps working through the backlog and nothing drains.
     let deadline = Instant::now() + Duration::from_secs(60);

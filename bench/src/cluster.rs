@@ -16,7 +16,6 @@
 //! target/release/junction-bench cluster --postgres postgres://postgres@127.0.0.1:5432/postgres --write BENCHMARKS.md
 //! ```
 
-use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -151,29 +150,13 @@ async fn start_nodes(
                 "store: {store}\nsegment:\n  write_keys: [{WRITE_KEY}]\ncluster:\n  node: bench-{n}\n  lease: 5s\n{extra}"
             ),
         )?;
-        let child = Command::new(junction)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting junction")?;
+        let child = crate::spawn_serve(junction, &config, port)?;
         children.0.push(child);
         ports.push(port);
     }
     for &port in &ports {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            anyhow::ensure!(Instant::now() < deadline, "junction did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        crate::wait_until_up(&http, &ready, Duration::from_secs(60)).await?;
     }
     Ok((children, ports))
 }

@@ -8,7 +8,6 @@ use junction_store::{
     ActionOutcome, AppendBatch, Attempt, EngineCommit, NewAction, NewRun, Store, StoreOptions,
 };
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,14 +54,7 @@ pub async fn console(args: ConsoleArgs) -> anyhow::Result<()> {
             "store: {url}\nadmin:\n  token: {ADMIN_TOKEN}\nworkflows:\n  - template: profile-sync\n  - template: track-events\n"
         ),
     )?;
-    let mut serve = Command::new(&args.junction)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut serve = crate::spawn_serve(&args.junction, &config, port)?;
     let result = measure(port, &seqs, args.requests).await;
     let _ = serve.kill();
     let _ = serve.wait();
@@ -239,16 +231,7 @@ async fn measure(
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        anyhow::ensure!(Instant::now() < deadline, "junction did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::wait_until_up(&http, &format!("{base}/readyz"), Duration::from_secs(120)).await?;
     let signed_in = http
         .post(format!("{base}/console/login"))
         .header("content-type", "application/x-www-form-urlencoded")

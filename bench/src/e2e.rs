@@ -9,7 +9,7 @@
 //! journal by something it alone carries: an identify by the new contact's `external_id`, a
 //! group by the company's `company_id`, a track by its `n` metadata.
 
-use crate::{Process, free_port};
+use crate::{Process, free_port, spawn_serve, wait_until_up};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, HashMap};
@@ -228,7 +228,7 @@ async fn run(args: &E2eArgs, scenario: Scenario) -> anyhow::Result<Outcome> {
             .context("starting the emulator")?,
     );
     let emulator = format!("http://127.0.0.1:{emulator_port}");
-    wait_until_up(&http, &format!("{emulator}/_emulator/config")).await?;
+    wait_until_up(&http, &format!("{emulator}/_emulator/config"), UP_PATIENCE).await?;
     http.put(format!("{emulator}/_emulator/config"))
         .json(&serde_json::json!({"faults": {"latency_ms": scenario.latency_ms}}))
         .send()
@@ -244,19 +244,9 @@ async fn run(args: &E2eArgs, scenario: Scenario) -> anyhow::Result<Outcome> {
             dir.path().join("junction.db").display()
         ),
     )?;
-    let _junction = Process(
-        Command::new(&args.junction)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting junction")?,
-    );
+    let _junction = Process(spawn_serve(&args.junction, &config, port)?);
     let base = format!("http://127.0.0.1:{port}");
-    wait_until_up(&http, &format!("{base}/readyz")).await?;
+    wait_until_up(&http, &format!("{base}/readyz"), UP_PATIENCE).await?;
 
     let chunks = stream(scenario.users);
     let events = chunks.iter().map(Vec::len).sum();
@@ -401,20 +391,6 @@ fn route(path: &str) -> String {
         .join("/")
 }
 
-async fn wait_until_up(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http
-        .get(url)
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        anyhow::ensure!(Instant::now() < deadline, "{url} did not answer");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 /// Waits until planning has caught up with the log and no action is waiting or running.
 async fn wait_until_delivered(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(1_800);
@@ -445,6 +421,18 @@ async fn wait_until_delivered(http: &reqwest::Client, base: &str) -> anyhow::Res
     }
 }
 
+impl Outcome {
+    /// With a rate limit: the share of it used (%) and over how many full windows.
+    fn limit_share(&self) -> Option<(f64, usize)> {
+        self.scenario
+            .rate_limit
+            .map(|_| (self.used_share * 100.0, self.full_windows))
+    }
+}
+
+/// How long a process started here may take to answer.
+const UP_PATIENCE: Duration = Duration::from_secs(60);
+
 fn summary(o: &Outcome) -> String {
     format!(
         "{}: {} events, {} requests ({:.3}/event, {} answered 429), {:.0} events/s end to end, ack → first call p50 {} ms p99 {} ms max {} ms{}",
@@ -457,15 +445,11 @@ fn summary(o: &Outcome) -> String {
         o.latency.value_at_quantile(0.5),
         o.latency.value_at_quantile(0.99),
         o.latency.max(),
-        if o.scenario.rate_limit.is_some() {
-            format!(
-                ", {:.1} % of the limit used over {} full windows",
-                o.used_share * 100.0,
-                o.full_windows
-            )
-        } else {
-            String::new()
-        }
+        o.limit_share()
+            .map(|(share, windows)| format!(
+                ", {share:.1} % of the limit used over {windows} full windows"
+            ))
+            .unwrap_or_default()
     )
 }
 
@@ -489,15 +473,10 @@ fn report(args: &E2eArgs, outcomes: &[Outcome]) -> String {
             o.latency.value_at_quantile(0.5),
             o.latency.value_at_quantile(0.99),
             o.latency.max(),
-            if o.scenario.rate_limit.is_some() {
-                format!(
-                    "{:.1} % ({} full windows)",
-                    o.used_share * 100.0,
-                    o.full_windows
-                )
-            } else {
-                "—".to_owned()
-            }
+            o.limit_share().map_or_else(
+                || "—".to_owned(),
+                |(share, windows)| format!("{share:.1} % ({windows} full windows)")
+            )
         ));
     }
     if let Some(o) = outcomes.first() {

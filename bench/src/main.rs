@@ -579,6 +579,38 @@ fn report(target: &str, scenario: Scenario, load: &str, m: &Measurement) {
     );
 }
 
+/// `junction serve --config CONFIG --listen 127.0.0.1:PORT`, with errors-only logs and no output.
+fn spawn_serve(junction: &Path, config: &Path, port: u16) -> anyhow::Result<Child> {
+    Command::new(junction)
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting junction")
+}
+
+/// Waits until `url` answers 2xx, for at most `patience`.
+async fn wait_until_up(
+    http: &reqwest::Client,
+    url: &str,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + patience;
+    while !http
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        anyhow::ensure!(Instant::now() < deadline, "{url} did not answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 async fn wait_ready(client: &reqwest::Client, port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {

@@ -64,6 +64,22 @@ pub struct Page<T> {
 /// where the search goes on. Every page costs the same however large the log.
 pub const TYPE_SEARCH_SPAN: i64 = 100_000;
 
+impl EventQuery {
+    /// Whether only a type filters it: no index serves that, so the search is bounded (see
+    /// [`TYPE_SEARCH_SPAN`]).
+    pub fn by_type_alone(&self) -> bool {
+        self.kind.is_some()
+            && self.user_id.is_none()
+            && self.anonymous_id.is_none()
+            && self.message_id.is_none()
+    }
+}
+
+/// Where a bounded type search that starts below position `top` stops (at least 1).
+pub fn type_search_floor(top: i64) -> i64 {
+    (top - TYPE_SEARCH_SPAN).max(1)
+}
+
 impl<T> Page<T> {
     /// Like [`Page::from_rows`] for a search that stopped at position `searched_to` (the
     /// oldest position it looked at): when the page is not full and older positions remain,

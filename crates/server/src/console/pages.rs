@@ -1,7 +1,9 @@
 //! The console's pages, one handler each. Filters come from the query string (empty fields
 //! mean no filter); lists are pages of the store's own cursors.
 
-use super::{csrf_refused, error_page, form_fields, render, render_text, signed_in, to_sign_in};
+use super::{
+    csrf_refused, error_page, field, form_fields, render, render_text, signed_in, to_sign_in,
+};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -27,6 +29,37 @@ fn given(filter: &HashMap<String, String>, name: &str) -> Option<String> {
         .map(|v| v.trim())
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
+}
+
+/// The events page's filters, as they name the log's fields.
+const EVENT_FILTERS: [&str; 4] = ["type", "userId", "anonymousId", "messageId"];
+
+/// The log query a page of events (or the live tail) reads.
+fn event_query(filter: &HashMap<String, String>, cursor: Option<String>) -> EventQuery {
+    EventQuery {
+        kind: given(filter, "type"),
+        user_id: given(filter, "userId"),
+        anonymous_id: given(filter, "anonymousId"),
+        message_id: given(filter, "messageId"),
+        cursor,
+        limit: Some(PAGE_ROWS),
+    }
+}
+
+/// `path` with the same event filters and one more parameter (a cursor, where the tail starts).
+fn events_link(
+    path: &str,
+    filter: &HashMap<String, String>,
+    (name, value): (&str, &str),
+) -> String {
+    let mut link = form_urlencoded::Serializer::new(String::new());
+    for filter_name in EVENT_FILTERS {
+        if let Some(filter_value) = given(filter, filter_name) {
+            link.append_pair(filter_name, &filter_value);
+        }
+    }
+    link.append_pair(name, value);
+    format!("{path}?{}", link.finish())
 }
 
 fn store_failed(error: StoreError, csrf: &str) -> Response {
@@ -160,14 +193,7 @@ pub async fn events(
     let Some(session) = signed_in(&state, &headers) else {
         return to_sign_in();
     };
-    let query = EventQuery {
-        kind: given(&filter, "type"),
-        user_id: given(&filter, "userId"),
-        anonymous_id: given(&filter, "anonymousId"),
-        message_id: given(&filter, "messageId"),
-        cursor: given(&filter, "cursor"),
-        limit: Some(PAGE_ROWS),
-    };
+    let query = event_query(&filter, given(&filter, "cursor"));
     let page = match state.store().events(query).await {
         Ok(page) => page,
         Err(StoreError::InvalidQuery(reason)) => {
@@ -180,27 +206,14 @@ pub async fn events(
         }
         Err(error) => return store_failed(error, &session.csrf),
     };
-    let next = page.next_cursor.as_ref().map(|cursor| {
-        let mut link = form_urlencoded::Serializer::new(String::new());
-        for name in ["type", "userId", "anonymousId", "messageId"] {
-            if let Some(value) = given(&filter, name) {
-                link.append_pair(name, &value);
-            }
-        }
-        link.append_pair("cursor", cursor);
-        format!("/console/events?{}", link.finish())
-    });
+    let next = page
+        .next_cursor
+        .as_ref()
+        .map(|cursor| events_link("/console/events", &filter, ("cursor", cursor)));
     // The first page follows the log live (new rows on top); older pages stay still.
     let live = given(&filter, "cursor").is_none().then(|| {
-        let mut link = form_urlencoded::Serializer::new(String::new());
-        for name in ["type", "userId", "anonymousId", "messageId"] {
-            if let Some(value) = given(&filter, name) {
-                link.append_pair(name, &value);
-            }
-        }
-        let newest = page.items.first().map_or(0, |e| e.seq);
-        link.append_pair("after", &newest.to_string());
-        format!("/console/events/live?{}", link.finish())
+        let newest = page.items.first().map_or(0, |e| e.seq).to_string();
+        events_link("/console/events/live", &filter, ("after", &newest))
     });
     let kinds: Vec<&str> = junction_model::MessageType::ALL
         .iter()
@@ -229,14 +242,7 @@ pub async fn events_live(
     let after: i64 = given(&filter, "after")
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
-    let query = EventQuery {
-        kind: given(&filter, "type"),
-        user_id: given(&filter, "userId"),
-        anonymous_id: given(&filter, "anonymousId"),
-        message_id: given(&filter, "messageId"),
-        cursor: None,
-        limit: Some(PAGE_ROWS),
-    };
+    let query = event_query(&filter, None);
     let commits = state.inner.commits.subscribe();
     let rows = futures_util::stream::unfold(
         (state, commits, after, query),
@@ -405,16 +411,10 @@ pub async fn dead_letter_action(
         return to_sign_in();
     };
     let fields = form_fields(&body);
-    let value = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if !session.accepts(value("csrf")) {
+    if !session.accepts(field(&fields, "csrf")) {
         return csrf_refused(&session);
     }
-    let wanted = value("do");
+    let wanted = field(&fields, "do");
     let field = if wanted == Some("replay-shown") {
         "shown"
     } else {

@@ -3,7 +3,7 @@
 //! process, showing the plan and the exact requests (what `junction test` prints). Nothing
 //! reaches Intercom or any webhook.
 
-use super::{csrf_refused, error_page, form_fields, render, signed_in, to_sign_in};
+use super::{csrf_refused, error_page, field, form_fields, render, signed_in, to_sign_in};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -85,16 +85,10 @@ pub async fn try_it(
         return to_sign_in();
     };
     let fields = form_fields(&body);
-    let value = |key: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    if !session.accepts(value("csrf")) {
+    if !session.accepts(field(&fields, "csrf")) {
         return csrf_refused(&session);
     }
-    let event = value("event").unwrap_or_default().to_owned();
+    let event = field(&fields, "event").unwrap_or_default().to_owned();
     let Some(try_event) = state.inner.try_it.clone() else {
         return error_page(
             StatusCode::SERVICE_UNAVAILABLE,

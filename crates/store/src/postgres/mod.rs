@@ -192,11 +192,7 @@ impl EventLog for PostgresStore {
         let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
         let client = self.client().await?;
         // A type alone has no index: search a bounded span of the log per page.
-        let type_only = query.kind.is_some()
-            && query.user_id.is_none()
-            && query.anonymous_id.is_none()
-            && query.message_id.is_none();
-        let searched_to = if type_only {
+        let searched_to = if query.by_type_alone() {
             let top = match before {
                 Some(before) => before,
                 None => client
@@ -204,7 +200,7 @@ impl EventLog for PostgresStore {
                     .await?
                     .get::<_, i64>(0),
             };
-            Some((top - crate::query::TYPE_SEARCH_SPAN).max(1))
+            Some(crate::query::type_search_floor(top))
         } else {
             None
         };

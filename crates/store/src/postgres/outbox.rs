@@ -702,23 +702,10 @@ pub(super) async fn outbox_counts(client: &Client) -> Result<OutboxCounts, tokio
         let (status, n): (String, i64) = (row.get(0), row.get(1));
         counts.add(&status, n);
     }
-    counts.timers_pending = client
-        .query_one("SELECT count(*) FROM timers WHERE status = 'pending'", &[])
-        .await?
-        .get(0);
-    let now = now_ms();
-    for row in client
-        .query(
-            "SELECT lane, min(created_ms) FROM actions WHERE status = 'pending' GROUP BY lane",
-            &[],
-        )
-        .await?
-    {
-        let (lane, created): (i64, i64) = (row.get(0), row.get(1));
-        if let Some(slot) = counts.oldest_pending_ms.get_mut(lane.clamp(0, 1) as usize) {
-            *slot = Some(now - created);
-        }
-    }
+    // Timers and the backlog's age as the backlog reads them.
+    let backlog = backlog(client).await?;
+    counts.timers_pending = backlog.timers_pending;
+    counts.oldest_pending_ms = backlog.oldest_pending_ms;
     Ok(counts)
 }
 

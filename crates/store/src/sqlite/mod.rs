@@ -212,11 +212,7 @@ impl EventLog for SqliteStore {
         let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
         let mut args: Vec<SqlValue> = Vec::new();
         // A type alone has no index: search a bounded span of the log per page.
-        let type_only = query.kind.is_some()
-            && query.user_id.is_none()
-            && query.anonymous_id.is_none()
-            && query.message_id.is_none();
-        let searched_to = if type_only {
+        let searched_to = if query.by_type_alone() {
             let top = match before {
                 Some(before) => before,
                 None => {
@@ -230,7 +226,7 @@ impl EventLog for SqliteStore {
                     .await?
                 }
             };
-            Some((top - crate::query::TYPE_SEARCH_SPAN).max(1))
+            Some(crate::query::type_search_floor(top))
         } else {
             None
         };

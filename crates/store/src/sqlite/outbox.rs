@@ -626,19 +626,10 @@ pub(super) fn outbox_counts(conn: &Connection) -> rusqlite::Result<OutboxCounts>
         let (status, n) = row?;
         counts.add(&status, n);
     }
-    counts.timers_pending = conn
-        .prepare_cached("SELECT count(*) FROM timers WHERE status = 'pending'")?
-        .query_row([], |row| row.get(0))?;
-    let now = now_ms();
-    let mut oldest = conn.prepare_cached(
-        "SELECT lane, min(created_ms) FROM actions WHERE status = 'pending' GROUP BY lane",
-    )?;
-    for row in oldest.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
-        let (lane, created) = row?;
-        if let Some(slot) = counts.oldest_pending_ms.get_mut(lane.clamp(0, 1) as usize) {
-            *slot = Some(now - created);
-        }
-    }
+    // Timers and the backlog's age as the backlog reads them.
+    let backlog = backlog(conn)?;
+    counts.timers_pending = backlog.timers_pending;
+    counts.oldest_pending_ms = backlog.oldest_pending_ms;
     Ok(counts)
 }
 
