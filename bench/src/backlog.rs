@@ -101,6 +101,7 @@ async fn fill(store: &dyn Store, size: usize, users: usize) -> anyhow::Result<us
             seq: n as i64 + 1,
             lane: if n % 50 == 0 { 0 } else { 1 },
             standby_for: None,
+            capped: None,
             body: format!(
                 r#"{{"id":"m{n}/profile-sync/0","workflow":"profile-sync","identity":"user-{user}","who":{{"user_id":"user-{user}"}},"action":{{"kind":"contact","traits":{{"plan":"pro","seats":{n}}}}}}}"#
             ),

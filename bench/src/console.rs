@@ -133,6 +133,7 @@ async fn fill(
                 seq: event.seq,
                 lane: 1,
                 standby_for: None,
+                capped: None,
                 body: serde_json::json!({"id": format!("{run}/0"), "run": run, "workflow": workflow, "step": "0",
                     "identity": event.identity, "who": {"user_id": event.identity},
                     "action": {"kind": if workflow == "profile-sync" { "contact" } else { "event" }}}).to_string(),

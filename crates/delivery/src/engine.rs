@@ -20,7 +20,7 @@
 //! profile — until `junction quarantine release` plans them again.
 
 use crate::shared::SharedState;
-use junction_flow::action::{Action, PlannedAction};
+use junction_flow::action::{Action, HELD_SUFFIX, PlannedAction};
 use junction_flow::{EventInput, Plan, Planner, Profile, TimerPlan, stored};
 use junction_store::{
     EngineCommit, Lease, NewAction, NewQuarantine, NewRun, NewTimer, ReleasedEntry, Store,
@@ -666,6 +666,12 @@ impl Engine {
         }
         commit.shared = shared.writes();
         let actions = commit.actions.len();
+        let capped = commit.actions.iter().filter(|a| a.capped.is_some()).count();
+        let held = commit
+            .timers
+            .iter()
+            .filter(|t| t.id.ends_with(HELD_SUFFIX))
+            .count();
         let cursor = commit.cursor;
         commit.lease = self.lease.as_ref().map(|(lease, _)| lease.clone());
         if let Err(error) = self.store.engine_commit(commit).await {
@@ -678,6 +684,9 @@ impl Engine {
         }
         metrics::counter!("junction_events_planned_total").increment(events as u64);
         metrics::counter!("junction_actions_planned_total").increment(actions as u64);
+        // Journeys' guards at work: messages over a frequency cap, and held through quiet hours.
+        metrics::counter!("junction_messages_capped_total").increment(capped as u64);
+        metrics::counter!("junction_messages_held_total").increment(held as u64);
         if actions > 0 {
             self.actions_planned.notify_one();
         }
@@ -752,6 +761,7 @@ pub fn new_action(action: &PlannedAction, seq: i64) -> NewAction {
         seq,
         lane: lane(&action.action),
         standby_for: action.standby_for.clone(),
+        capped: action.capped.clone(),
         body: serde_json::to_string(action).expect("an action is JSON"),
     }
 }
@@ -783,6 +793,7 @@ fn add_plan(commit: &mut EngineCommit, plan: Plan, seq: i64, identity: &str) {
         });
     }
     commit.timers_done.extend(plan.cancelled_timers);
+    commit.timers_rescheduled.extend(plan.rescheduled_timers);
     if let Some(ids) = plan.erase {
         commit.erasures.push(junction_store::Erasure {
             ids,

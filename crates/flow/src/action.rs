@@ -127,6 +127,12 @@ impl Action {
         }
     }
 
+    /// What frequency caps and quiet hours apply to: messages and the conversations Junction
+    /// starts.
+    pub fn reaches_the_person(&self) -> bool {
+        matches!(self, Action::Message { .. } | Action::Conversation { .. })
+    }
+
     /// Calls that must not be repeated blindly (each run would make another one).
     pub fn creates_something(&self) -> bool {
         matches!(
@@ -167,7 +173,13 @@ pub struct PlannedAction {
     /// Set on an error-branch action: it runs only if that action fails for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby_for: Option<String>,
+    /// A message over a frequency cap (which one): kept as `capped`, not sent unless released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capped: Option<String>,
 }
+
+/// How the id of a timer holding a message through quiet hours ends (after the message's id).
+pub const HELD_SUFFIX: &str = "/held";
 
 /// A paused run: the steps after a `wait` resume at `fire_at_ms` unless cancelled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,4 +198,8 @@ pub struct TimerPlan {
     pub message_id: String,
     /// Run variables at the pause.
     pub vars: Map<String, Json>,
+    /// A message held by quiet hours: planned already, released when the timer fires (the
+    /// timer resumes no steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Box<PlannedAction>>,
 }

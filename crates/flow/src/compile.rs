@@ -7,6 +7,7 @@ use crate::definition::{
 };
 use crate::duration::Span;
 use crate::expr::{CompileError, Condition, ValueTemplate};
+use crate::journey::{self, Cap, QuietHours, Reentry, RuleError};
 use serde_json::{Map, Value as Json, json};
 use std::collections::HashSet;
 use std::fmt;
@@ -28,6 +29,14 @@ pub struct Workflow {
     pub when: Option<Condition>,
     /// An email that matches no single contact: create a lead, or dead-letter the action.
     pub dead_letter_unmatched: bool,
+    /// Whether a person may start it again.
+    pub reentry: Reentry,
+    /// Its own cap on messages per contact (the workspace's applies as well).
+    pub cap: Option<Cap>,
+    /// Its quiet hours (instead of the workspace's).
+    pub quiet_hours: Option<QuietHours>,
+    /// Its messages are exempt from caps and quiet hours.
+    pub transactional: bool,
     pub steps: Vec<Step>,
     /// The top-level names its expressions read (`event`, `traits`, `profile`, `vars`, …): the
     /// planner builds only those parts of the context.
@@ -39,6 +48,8 @@ pub struct Step {
     /// The step's segment of the path (`2`, or its `id`).
     pub id: String,
     pub on_error: ErrorBranch,
+    /// A transactional message: exempt from caps and quiet hours.
+    pub transactional: bool,
     pub kind: StepKind,
 }
 
@@ -136,6 +147,13 @@ pub enum StepKind {
         duration: WaitFor,
         cancel_on: Vec<String>,
     },
+    /// Hold until one of `events` arrives or `condition` holds, at most `timeout`.
+    WaitUntil {
+        events: Vec<String>,
+        condition: Option<Condition>,
+        timeout: WaitFor,
+        on_timeout: Vec<Step>,
+    },
 }
 
 /// How long a `wait` lasts: known at load, or computed when the run pauses.
@@ -143,6 +161,16 @@ pub enum StepKind {
 pub enum WaitFor {
     Fixed(Span),
     Computed(ValueTemplate),
+}
+
+impl WaitFor {
+    /// How it was written, for people.
+    pub fn written(&self) -> String {
+        match self {
+            WaitFor::Fixed(span) => span.to_string(),
+            WaitFor::Computed(template) => template.written(),
+        }
+    }
 }
 
 /// A problem in a workflow file, with where it is.
@@ -268,6 +296,26 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
         .as_ref()
         .map(|when| condition(when, "when"))
         .transpose()?;
+    let rule = |error: RuleError| at(error.line, error.column, error.message);
+    let reentry = match &file.reentry {
+        Some(text) => text
+            .value
+            .parse()
+            .map_err(|e: String| at(text.line, text.column, format!("reentry: {e}")))?,
+        None => Reentry::Always,
+    };
+    let cap = file
+        .caps
+        .as_ref()
+        .map(journey::caps)
+        .transpose()
+        .map_err(rule)?;
+    let quiet_hours = file
+        .quiet_hours
+        .as_ref()
+        .map(journey::quiet_hours)
+        .transpose()
+        .map_err(rule)?;
     let steps = steps(&file.steps, true)?;
     let mut uses: HashSet<String> = when.as_ref().map(Condition::variables).unwrap_or_default();
     for step in &steps {
@@ -283,6 +331,10 @@ pub fn compile(file: &WorkflowFile, overrides: &Map<String, Json>) -> Result<Wor
         topics,
         when,
         dead_letter_unmatched: file.unmatched == crate::definition::Unmatched::DeadLetter,
+        reentry,
+        cap,
+        quiet_hours,
+        transactional: file.transactional,
         steps,
         uses,
     })
@@ -374,15 +426,35 @@ impl Step {
                 duration,
                 cancel_on,
             } => {
-                let duration = match duration {
-                    WaitFor::Fixed(span) => span.to_string(),
-                    WaitFor::Computed(template) => template.written(),
-                };
+                let duration = duration.written();
                 leaf(if cancel_on.is_empty() {
                     format!("wait {duration}")
                 } else {
                     format!("wait {duration} unless {}", cancel_on.join(", "))
                 })
+            }
+            StepKind::WaitUntil {
+                events,
+                condition,
+                timeout,
+                on_timeout,
+            } => {
+                let mut what: Vec<String> = events.clone();
+                if let Some(condition) = condition {
+                    what.push(condition.source().trim().to_owned());
+                }
+                Outline {
+                    label: format!(
+                        "wait until {} (at most {})",
+                        what.join(" or "),
+                        timeout.written()
+                    ),
+                    branches: if on_timeout.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![("timeout".to_owned(), list(on_timeout))]
+                    },
+                }
             }
         }
     }
@@ -481,6 +553,20 @@ impl Step {
                 if let WaitFor::Computed(template) = duration {
                     add(template);
                 }
+            }
+            StepKind::WaitUntil {
+                condition,
+                timeout,
+                on_timeout,
+                ..
+            } => {
+                if let WaitFor::Computed(template) = timeout {
+                    add(template);
+                }
+                if let Some(condition) = condition {
+                    names.extend(condition.variables());
+                }
+                nested.extend(on_timeout);
             }
         }
         if let ErrorBranch::Steps(branch) = &self.on_error {
@@ -788,25 +874,69 @@ fn compile_step(
                 "`wait` may only appear in a workflow's top-level steps".into(),
             ));
         }
-        let duration = match &wait.duration {
-            Json::String(text) if !text.contains("{{") => WaitFor::Fixed(
+        let span = |value: &Json, field: &str| match value {
+            Json::String(text) if !text.contains("{{") => Ok(WaitFor::Fixed(
                 text.parse()
-                    .map_err(|e: crate::duration::SpanError| here(format!("for: {e}")))?,
-            ),
-            other @ Json::String(_) => WaitFor::Computed(template(other, "for")?),
-            other => {
-                return Err(here(format!(
-                    "for: {other} is not a duration; expected text like 7d"
-                )));
-            }
+                    .map_err(|e: crate::duration::SpanError| here(format!("{field}: {e}")))?,
+            )),
+            other @ Json::String(_) => Ok(WaitFor::Computed(template(other, field)?)),
+            other => Err(here(format!(
+                "{field}: {other} is not a duration; expected text like 7d"
+            ))),
         };
-        StepKind::Wait {
-            duration,
-            cancel_on: wait
-                .unless
-                .as_ref()
-                .map(|u| u.event.to_vec())
-                .unwrap_or_default(),
+        match (&wait.duration, &wait.until) {
+            (Some(duration), None) => {
+                if wait.timeout.is_some() || wait.on_timeout.is_some() {
+                    return Err(here(
+                        "`timeout` and `on_timeout` belong to `wait: {until: …}`".into(),
+                    ));
+                }
+                StepKind::Wait {
+                    duration: span(duration, "for")?,
+                    cancel_on: wait
+                        .unless
+                        .as_ref()
+                        .map(|u| u.event.to_vec())
+                        .unwrap_or_default(),
+                }
+            }
+            (None, Some(until)) => {
+                if wait.unless.is_some() {
+                    return Err(here(
+                        "`unless` belongs to `wait: {for: …}`; with `until`, list the events under `until.event`".into(),
+                    ));
+                }
+                let Some(timeout) = &wait.timeout else {
+                    return Err(here(
+                        "`until` needs a `timeout` (how long to hold at most, like 3d)".into(),
+                    ));
+                };
+                if until.event.is_none() && until.when.is_none() {
+                    return Err(here("until: expected `event`, `when` or both".into()));
+                }
+                StepKind::WaitUntil {
+                    events: until
+                        .event
+                        .as_ref()
+                        .map(OneOrMany::to_vec)
+                        .unwrap_or_default(),
+                    condition: until
+                        .when
+                        .as_ref()
+                        .map(|w| condition(w, "until.when"))
+                        .transpose()?,
+                    timeout: span(timeout, "timeout")?,
+                    on_timeout: steps(wait.on_timeout.as_deref().unwrap_or_default(), false)?,
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(here("use `for` or `until`, not both".into()));
+            }
+            (None, None) => {
+                return Err(here(
+                    "expected `for` (a duration) or `until` (events or a condition)".into(),
+                ));
+            }
         }
     } else {
         unreachable!("kinds() found exactly one kind")
@@ -827,6 +957,7 @@ fn compile_step(
     Ok(Step {
         id: def.id.clone().unwrap_or_else(|| index.to_string()),
         on_error,
+        transactional: def.transactional,
         kind,
     })
 }

@@ -104,7 +104,57 @@ pub struct WorkflowFile {
     /// Only events for which this expression is true run the steps.
     #[serde(default)]
     pub when: Option<Located<String>>,
+    /// Whether a person may start this workflow again: `always` (the default), `once`, or
+    /// `after 7d` (only that long after their last start).
+    #[serde(default)]
+    pub reentry: Option<Located<String>>,
+    /// This workflow's own limit on messages per contact, on top of the workspace's
+    /// (`journeys.caps`).
+    #[serde(default)]
+    pub caps: Option<CapsDef>,
+    /// Hours in the contact's local time when this workflow's messages are held until the
+    /// window ends (instead of the workspace's `journeys.quiet_hours`).
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHoursDef>,
+    /// Transactional messages (receipts, password resets): exempt from caps and quiet hours.
+    #[serde(default)]
+    pub transactional: bool,
     pub steps: Vec<Located<StepDef>>,
+}
+
+/// Limits on how many messages a contact gets.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapsDef {
+    /// In-app and email messages and conversations Junction starts, per contact: `2 per 1d`
+    /// (calendar days in the contact's time zone) or `1 per 4h` (a rolling window). A capped
+    /// message is kept as `capped` (listed with `junction dlq list --capped`, sent with
+    /// `junction dlq release`).
+    pub messages: Located<String>,
+}
+
+/// A daily window in the contact's local time when messages wait.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursDef {
+    /// Start, `HH:MM` (`21:00`).
+    pub from: Located<String>,
+    /// End, `HH:MM` (`08:00`); before `from`, the window spans midnight.
+    pub to: Located<String>,
+}
+
+/// The configuration's `journeys:`: rules every workflow's messages follow.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JourneysDef {
+    /// The time zone of contacts whose own is unknown (their `timezone` trait, else the
+    /// `context.timezone` of their events); default UTC.
+    #[serde(default)]
+    pub timezone: Option<Located<String>>,
+    #[serde(default)]
+    pub caps: Option<CapsDef>,
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHoursDef>,
 }
 
 /// What happens when an event without a userId names an email no single contact has.
@@ -150,6 +200,9 @@ pub struct StepDef {
     pub id: Option<String>,
     #[serde(default)]
     pub on_error: Option<OnErrorDef>,
+    /// A transactional message: exempt from caps and quiet hours.
+    #[serde(default)]
+    pub transactional: bool,
 
     /// Create or update the event's contact (never twice: see contact resolution).
     #[serde(default, rename = "intercom.contact")]
@@ -215,8 +268,9 @@ pub struct StepDef {
     /// Count the user's events in this window and the one before (`profile.counts.NAME`).
     #[serde(default)]
     pub count: Option<CountDef>,
-    /// Pause the run (durably) and go on with the next steps later, unless a cancelling
-    /// event arrives first. Only at the top level of `steps`.
+    /// Pause the run (durably): `for` a time (unless a cancelling event arrives first), or
+    /// `until` an event arrives or a condition holds, with a `timeout`. Only at the top level
+    /// of `steps`.
     #[serde(default)]
     pub wait: Option<WaitDef>,
 }
@@ -402,8 +456,32 @@ pub struct UnlessDef {
 #[serde(deny_unknown_fields)]
 pub struct WaitDef {
     /// A duration (`7d`), or an expression giving one (`{{ vars.delay }}`).
-    #[serde(rename = "for")]
-    pub duration: Json,
+    #[serde(default, rename = "for")]
+    pub duration: Option<Json>,
+    /// With `for`: events that cancel the wait (the run ends).
     #[serde(default)]
     pub unless: Option<UnlessDef>,
+    /// Instead of `for`: hold the person here until one of these events arrives, or this
+    /// condition holds on a later event (or already holds: then there is no wait).
+    #[serde(default)]
+    pub until: Option<UntilDef>,
+    /// With `until`: how long to hold at most (a duration or an expression giving one).
+    #[serde(default)]
+    pub timeout: Option<Json>,
+    /// With `until`: the steps run when the timeout passes first (then the run ends).
+    #[serde(default)]
+    pub on_timeout: Option<Vec<Located<StepDef>>>,
+}
+
+/// What ends a `wait: {until: …}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UntilDef {
+    /// Event names (track) that end the wait.
+    #[serde(default)]
+    pub event: Option<OneOrMany<String>>,
+    /// A condition, tested when the wait starts and on each later event of the person
+    /// (`traits.plan == "pro"`); it sees that event, the profile and the workflow's `vars`.
+    #[serde(default)]
+    pub when: Option<Located<String>>,
 }

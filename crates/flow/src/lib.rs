@@ -13,6 +13,7 @@ pub mod compile;
 pub mod definition;
 pub mod duration;
 pub mod expr;
+pub mod journey;
 pub mod plan;
 pub mod profile;
 pub mod stored;

@@ -3,10 +3,12 @@
 //! Pure and deterministic: the clock is the event's own timestamp (or the timer's due time),
 //! so the same event and profile always give the same plan.
 
-use crate::action::{Action, MessageChannel, OnError, PlannedAction, TimerPlan, Who};
+use crate::action::{Action, HELD_SUFFIX, MessageChannel, OnError, PlannedAction, TimerPlan, Who};
 use crate::compile::{ErrorBranch, ScoreRule, Step, StepKind, WaitFor, Workflow};
+use crate::duration::Span;
 use crate::expr::{EvalError, ValueTemplate, from_json};
-use crate::profile::{PendingTimer, Profile, RECENT_EVENTS, RecentEvent, ScoreState};
+use crate::journey::{Cap, JourneyRules, LONGEST_CAP};
+use crate::profile::{PendingTimer, Profile, RECENT_EVENTS, RecentEvent, ScoreState, SentMessage};
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
@@ -45,6 +47,8 @@ pub struct Plan {
     pub actions: Vec<PlannedAction>,
     pub timers: Vec<TimerPlan>,
     pub cancelled_timers: Vec<String>,
+    /// Timers brought forward to a time (Unix ms): a `wait: {until: …}` whose event came.
+    pub rescheduled_timers: Vec<(String, i64)>,
     pub runs: Vec<RunSummary>,
     /// A deletion request: every id the user is stored under, whose stored payloads are to be
     /// redacted.
@@ -75,6 +79,7 @@ pub struct DuplicateWorkflow(pub String);
 #[derive(Debug, Default)]
 pub struct Planner {
     workflows: Vec<Workflow>,
+    rules: JourneyRules,
 }
 
 impl Planner {
@@ -85,11 +90,24 @@ impl Planner {
                 return Err(DuplicateWorkflow(workflow.name.clone()));
             }
         }
-        Ok(Planner { workflows })
+        Ok(Planner {
+            workflows,
+            rules: JourneyRules::default(),
+        })
+    }
+
+    /// The workspace's journey rules (caps, quiet hours, default time zone).
+    pub fn with_rules(mut self, rules: JourneyRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     pub fn workflows(&self) -> &[Workflow] {
         &self.workflows
+    }
+
+    pub fn rules(&self) -> &JourneyRules {
+        &self.rules
     }
 
     /// Plans one event, updating the user's profile.
@@ -124,6 +142,7 @@ impl Planner {
             }
             *seen = event.timestamp_ms;
         }
+        self.match_waits(event, name.as_deref(), profile, globals, &mut plan);
         let matching: Vec<&Workflow> = self
             .workflows
             .iter()
@@ -147,9 +166,9 @@ impl Planner {
                 event,
                 event_value.clone(),
                 workflow.vars.clone(),
-                event.timestamp_ms,
                 globals,
                 &mut plan,
+                &self.rules,
             );
             run.company = company.clone();
             if let Some(when) = &workflow.when {
@@ -162,6 +181,13 @@ impl Planner {
                     }
                 }
             }
+            let entered = profile.entered.get(&workflow.name).copied();
+            if !workflow.reentry.allows(entered, event.timestamp_ms) {
+                continue;
+            }
+            profile
+                .entered
+                .insert(workflow.name.clone(), event.timestamp_ms);
             let outcome = run.top_level(profile, 0);
             run.finish_with(outcome);
         }
@@ -185,9 +211,9 @@ impl Planner {
             event,
             from_json(event.body),
             workflow.vars.clone(),
-            event.timestamp_ms,
             globals,
             &mut plan,
+            &self.rules,
         );
         run.company = company;
         if let Some(when) = &workflow.when {
@@ -208,8 +234,10 @@ impl Planner {
         Some(plan)
     }
 
-    /// Resumes the run a due timer paused. A timer that was cancelled meanwhile (it is no
-    /// longer on the profile) plans nothing.
+    /// Resumes the run a due timer paused, or releases the message it held through quiet
+    /// hours. A timer that was cancelled meanwhile (it is no longer on the profile) plans
+    /// nothing. A `wait: {until: …}` whose event came goes on from that event's time; one that
+    /// timed out runs its `on_timeout` steps and ends.
     pub fn plan_timer(
         &self,
         timer: &TimerPlan,
@@ -217,11 +245,10 @@ impl Planner {
         globals: &mut Globals,
     ) -> Plan {
         let mut plan = Plan::default();
-        let before = profile.timers.len();
-        profile.timers.retain(|t| t.id != timer.id);
-        if profile.timers.len() == before {
+        let Some(position) = profile.timers.iter().position(|t| t.id == timer.id) else {
             return plan;
-        }
+        };
+        let pending = profile.timers.remove(position);
         let Some(workflow) = self.workflows.iter().find(|w| w.name == timer.workflow) else {
             plan.runs.push(RunSummary {
                 run: format!("{}/{}", timer.message_id, timer.workflow),
@@ -232,13 +259,18 @@ impl Planner {
             });
             return plan;
         };
+        if let Some(held) = &timer.release {
+            self.release_held(held, workflow, timer.fire_at_ms, profile, &mut plan);
+            return plan;
+        }
+        let now_ms = pending.matched_at.unwrap_or(timer.fire_at_ms);
         let kind = timer.event["type"].as_str().unwrap_or("track");
         let event = EventInput {
             message_id: &timer.message_id,
             kind,
             identity: &timer.identity,
             body: &timer.event,
-            timestamp_ms: timer.fire_at_ms,
+            timestamp_ms: now_ms,
             segment_profile: None,
         };
         let mut run = Run::new(
@@ -246,14 +278,161 @@ impl Planner {
             event,
             from_json(&timer.event),
             timer.vars.clone(),
-            timer.fire_at_ms,
             globals,
             &mut plan,
+            &self.rules,
         );
-        let outcome = run.top_level(profile, timer.resume_at);
+        let timed_out = pending.until.is_some() && pending.matched_at.is_none();
+        let outcome = if timed_out {
+            match timer
+                .resume_at
+                .checked_sub(1)
+                .and_then(|i| workflow.steps.get(i))
+            {
+                Some(
+                    step @ Step {
+                        kind: StepKind::WaitUntil { on_timeout, .. },
+                        ..
+                    },
+                ) => {
+                    let prefix = format!("{}.on_timeout", step.id);
+                    match run.steps(on_timeout, &prefix, None, profile) {
+                        Ok(()) => Outcome::Done,
+                        Err(error) => Outcome::Failed(error),
+                    }
+                }
+                // The workflow changed under the wait: nothing is known to run on its timeout.
+                _ => Outcome::Done,
+            }
+        } else {
+            run.top_level(profile, timer.resume_at)
+        };
         run.finish_with(outcome);
         plan
     }
+
+    /// A message held through quiet hours goes out now, unless a cap was reached meanwhile
+    /// (counted on the day it is sent).
+    fn release_held(
+        &self,
+        held: &PlannedAction,
+        workflow: &Workflow,
+        now_ms: i64,
+        profile: &mut Profile,
+        plan: &mut Plan,
+    ) {
+        let mut action = held.clone();
+        action.capped = cap_reached(&self.rules, workflow, now_ms, profile);
+        if action.capped.is_none() {
+            count_message(profile, &workflow.name, now_ms);
+        }
+        plan.runs.push(RunSummary {
+            run: action.run.clone(),
+            workflow: workflow.name.clone(),
+            actions: 1,
+            paused: false,
+            error: None,
+        });
+        plan.actions.push(action);
+    }
+
+    /// Ends the `wait: {until: …}` holds this event satisfies: its event name is awaited, or
+    /// the condition holds now (seeing this event, the profile and the workflow's `vars`). The
+    /// wait's timer is brought forward to the event's time; the run goes on when it fires.
+    fn match_waits(
+        &self,
+        event: EventInput<'_>,
+        name: Option<&str>,
+        profile: &mut Profile,
+        globals: &mut Globals,
+        plan: &mut Plan,
+    ) {
+        let waiting: Vec<(usize, String, usize)> = profile
+            .timers
+            .iter()
+            .enumerate()
+            .filter(|(_, timer)| timer.matched_at.is_none())
+            .filter_map(|(index, timer)| {
+                let (workflow, step) = timer.until.clone()?;
+                Some((index, workflow, step))
+            })
+            .collect();
+        for (index, workflow, step) in waiting {
+            let Some(workflow) = self.workflows.iter().find(|w| w.name == workflow) else {
+                continue;
+            };
+            let Some(StepKind::WaitUntil {
+                events, condition, ..
+            }) = workflow.steps.get(step).map(|s| &s.kind)
+            else {
+                continue;
+            };
+            let awaited =
+                event.kind == "track" && name.is_some_and(|n| events.iter().any(|e| e == n));
+            let mut holds = || {
+                let Some(condition) = condition else {
+                    return false;
+                };
+                let mut scratch = Plan::default();
+                let mut run = Run::new(
+                    workflow,
+                    event,
+                    from_json(event.body),
+                    workflow.vars.clone(),
+                    globals,
+                    &mut scratch,
+                    &self.rules,
+                );
+                let context = run.context(profile);
+                // A condition that fails to evaluate is not met; the timeout still ends the wait.
+                condition.test(&context).unwrap_or(false)
+            };
+            if awaited || holds() {
+                let timer = &mut profile.timers[index];
+                timer.matched_at = Some(event.timestamp_ms);
+                plan.rescheduled_timers
+                    .push((timer.id.clone(), event.timestamp_ms));
+            }
+        }
+    }
+}
+
+/// Which cap, if any, one more message of `workflow` to this person would go over at `now_ms`:
+/// the workspace's (all workflows' messages) or the workflow's own.
+fn cap_reached(
+    rules: &JourneyRules,
+    workflow: &Workflow,
+    now_ms: i64,
+    profile: &Profile,
+) -> Option<String> {
+    let zone = rules.zone_of(profile);
+    let over = |cap: Cap, only: Option<&str>| {
+        let sent = profile
+            .messages
+            .iter()
+            .filter(|m| only.is_none_or(|w| m.workflow == w))
+            .map(|m| m.at);
+        cap.counted(sent, now_ms, zone) >= cap.limit as usize
+    };
+    if let Some(cap) = rules.cap
+        && over(cap, None)
+    {
+        return Some(format!("workspace cap {cap} reached"));
+    }
+    if let Some(cap) = workflow.cap
+        && over(cap, Some(&workflow.name))
+    {
+        return Some(format!("workflow cap {cap} reached"));
+    }
+    None
+}
+
+/// Counts a message against the person's caps.
+fn count_message(profile: &mut Profile, workflow: &str, now_ms: i64) {
+    profile.messages.push(SentMessage {
+        at: now_ms,
+        workflow: workflow.to_owned(),
+    });
 }
 
 /// For a group call: the company's traits before and after it (merged into `globals`).
@@ -314,6 +493,15 @@ fn absorb(profile: &mut Profile, event: EventInput<'_>, name: Option<&str>, plan
     if let Some(email) = email.or_else(|| profile.traits.get("email").and_then(Json::as_str)) {
         profile.email = Some(email.to_owned());
     }
+    if let Some(zone) = body["context"]["timezone"]
+        .as_str()
+        .filter(|z| !z.is_empty())
+    {
+        profile.timezone = Some(zone.to_owned());
+    }
+    profile
+        .messages
+        .retain(|m| m.at > event.timestamp_ms - LONGEST_CAP.millis());
     profile.recent.push_back(RecentEvent {
         kind: event.kind.to_owned(),
         name: name.map(str::to_owned),
@@ -356,6 +544,9 @@ struct Run<'a> {
     globals: &'a mut Globals,
     plan: &'a mut Plan,
     first_action: usize,
+    rules: &'a JourneyRules,
+    /// Messages this run holds through quiet hours.
+    held: usize,
 }
 
 impl<'a> Run<'a> {
@@ -364,9 +555,9 @@ impl<'a> Run<'a> {
         event: EventInput<'a>,
         event_value: Value,
         vars: Map<String, Json>,
-        now_ms: i64,
         globals: &'a mut Globals,
         plan: &'a mut Plan,
+        rules: &'a JourneyRules,
     ) -> Self {
         let first_action = plan.actions.len();
         Run {
@@ -374,13 +565,16 @@ impl<'a> Run<'a> {
             event,
             event_value,
             vars,
-            now_ms,
+            // The event's own time is the planner's clock (a resumed run's: when it resumes).
+            now_ms: event.timestamp_ms,
             who: None,
             context: None,
             company: None,
             globals,
             plan,
             first_action,
+            rules,
+            held: 0,
         }
     }
 
@@ -393,7 +587,8 @@ impl<'a> Run<'a> {
             run: self.run_id(),
             workflow: self.workflow.name.clone(),
             actions: self.plan.actions.len() - self.first_action,
-            paused,
+            // A message held through quiet hours leaves the run waiting too.
+            paused: paused || self.held > 0,
             error,
         };
         self.plan.runs.push(summary);
@@ -484,49 +679,95 @@ impl<'a> Run<'a> {
     fn top_level(&mut self, profile: &mut Profile, from: usize) -> Outcome {
         let steps = &self.workflow.steps;
         for (index, step) in steps.iter().enumerate().skip(from) {
-            if let StepKind::Wait {
-                duration,
-                cancel_on,
-            } = &step.kind
-            {
-                let duration = match duration {
-                    WaitFor::Fixed(span) => *span,
-                    WaitFor::Computed(template) => {
-                        let text = match self.text(template, profile, &step.id, "for") {
-                            Ok(text) => text,
-                            Err(error) => return Outcome::Failed(error),
-                        };
-                        match text.parse::<crate::duration::Span>() {
-                            Ok(span) => span,
+            match &step.kind {
+                StepKind::Wait {
+                    duration,
+                    cancel_on,
+                } => {
+                    return match self.span(duration, profile, &step.id, "for") {
+                        Ok(span) => self.pause(step, index, span, cancel_on, false, profile),
+                        Err(error) => Outcome::Failed(error),
+                    };
+                }
+                StepKind::WaitUntil {
+                    condition, timeout, ..
+                } => {
+                    if let Some(condition) = condition {
+                        let context = self.context(profile);
+                        match condition.test(&context) {
+                            // Already so: nothing to wait for.
+                            Ok(true) => continue,
+                            Ok(false) => {}
                             Err(error) => {
-                                return Outcome::Failed(format!("step {} for: {error}", step.id));
+                                return Outcome::Failed(format!(
+                                    "step {} until.when: {error}",
+                                    step.id
+                                ));
                             }
                         }
                     }
-                };
-                let id = format!("{}/{}", self.run_id(), step.id);
-                profile.timers.push(PendingTimer {
-                    id: id.clone(),
-                    cancel_on: cancel_on.clone(),
-                });
-                self.plan.timers.push(TimerPlan {
-                    id,
-                    identity: self.event.identity.to_owned(),
-                    workflow: self.workflow.name.clone(),
-                    resume_at: index + 1,
-                    fire_at_ms: self.now_ms + duration.millis(),
-                    cancel_on: cancel_on.clone(),
-                    event: self.event.body.clone(),
-                    message_id: self.event.message_id.to_owned(),
-                    vars: self.vars.clone(),
-                });
-                return Outcome::Paused;
+                    return match self.span(timeout, profile, &step.id, "timeout") {
+                        Ok(span) => self.pause(step, index, span, &[], true, profile),
+                        Err(error) => Outcome::Failed(error),
+                    };
+                }
+                _ => {}
             }
             if let Err(error) = self.step(step, &step.id, None, profile) {
                 return Outcome::Failed(error);
             }
         }
         Outcome::Done
+    }
+
+    /// How long a wait lasts.
+    fn span(
+        &mut self,
+        wait: &WaitFor,
+        profile: &Profile,
+        path: &str,
+        field: &str,
+    ) -> Result<Span, String> {
+        match wait {
+            WaitFor::Fixed(span) => Ok(*span),
+            WaitFor::Computed(template) => self
+                .text(template, profile, path, field)?
+                .parse::<Span>()
+                .map_err(|error| format!("step {path} {field}: {error}")),
+        }
+    }
+
+    /// Pauses the run at top-level step `index` for `span`: a durable timer resumes it at the
+    /// next step (or, for a `wait: {until: …}` that times out, at its `on_timeout` steps).
+    fn pause(
+        &mut self,
+        step: &Step,
+        index: usize,
+        span: Span,
+        cancel_on: &[String],
+        until: bool,
+        profile: &mut Profile,
+    ) -> Outcome {
+        let id = format!("{}/{}", self.run_id(), step.id);
+        profile.timers.push(PendingTimer {
+            id: id.clone(),
+            cancel_on: cancel_on.to_vec(),
+            until: until.then(|| (self.workflow.name.clone(), index)),
+            matched_at: None,
+        });
+        self.plan.timers.push(TimerPlan {
+            id,
+            identity: self.event.identity.to_owned(),
+            workflow: self.workflow.name.clone(),
+            resume_at: index + 1,
+            fire_at_ms: self.now_ms + span.millis(),
+            cancel_on: cancel_on.to_vec(),
+            event: self.event.body.clone(),
+            message_id: self.event.message_id.to_owned(),
+            vars: self.vars.clone(),
+            release: None,
+        });
+        Outcome::Paused
     }
 
     fn steps(
@@ -658,7 +899,7 @@ impl<'a> Run<'a> {
             ErrorBranch::Steps(_) => OnError::Fallback,
         };
         let who = self.who(profile);
-        self.plan.actions.push(PlannedAction {
+        let mut planned = PlannedAction {
             id: id.clone(),
             run: self.run_id(),
             workflow: self.workflow.name.clone(),
@@ -668,8 +909,53 @@ impl<'a> Run<'a> {
             action,
             on_error,
             standby_for: standby_for.map(str::to_owned),
-        });
+            capped: None,
+        };
+        // Caps and quiet hours guard what reaches the person, except transactional messages
+        // and error branches (which stand in for an action already planned).
+        let considerate = planned.action.reaches_the_person()
+            && standby_for.is_none()
+            && !step.transactional
+            && !self.workflow.transactional;
+        if considerate {
+            let quiet = self.workflow.quiet_hours.or(self.rules.quiet_hours);
+            let zone = self.rules.zone_of(profile);
+            if let Some(release_at) = quiet.and_then(|q| q.release_at(self.now_ms, zone)) {
+                self.hold(planned, release_at, profile);
+                return id;
+            }
+            planned.capped = cap_reached(self.rules, self.workflow, self.now_ms, profile);
+            if planned.capped.is_none() {
+                count_message(profile, &self.workflow.name, self.now_ms);
+            }
+        }
+        self.plan.actions.push(planned);
         id
+    }
+
+    /// Holds a message through quiet hours: a durable timer releases it at `release_at`.
+    fn hold(&mut self, planned: PlannedAction, release_at: i64, profile: &mut Profile) {
+        let id = format!("{}{HELD_SUFFIX}", planned.id);
+        profile.timers.push(PendingTimer {
+            id: id.clone(),
+            cancel_on: Vec::new(),
+            until: None,
+            matched_at: None,
+        });
+        self.plan.timers.push(TimerPlan {
+            id,
+            identity: self.event.identity.to_owned(),
+            workflow: self.workflow.name.clone(),
+            resume_at: 0,
+            fire_at_ms: release_at,
+            cancel_on: Vec::new(),
+            // Everything the release needs is in the planned message.
+            event: Json::Null,
+            message_id: self.event.message_id.to_owned(),
+            vars: Map::new(),
+            release: Some(Box::new(planned)),
+        });
+        self.held += 1;
     }
 
     fn step(
@@ -1020,7 +1306,7 @@ impl<'a> Run<'a> {
                 self.context = None;
                 Ok(())
             }
-            StepKind::Wait { .. } => Err(format!(
+            StepKind::Wait { .. } | StepKind::WaitUntil { .. } => Err(format!(
                 "step {path}: `wait` is only allowed at the top level"
             )),
         }
@@ -1086,6 +1372,7 @@ fn plan_deletion(event: EventInput<'_>, profile: &mut Profile, plan: &mut Plan) 
         action: Action::DeleteContact,
         on_error: OnError::Stop,
         standby_for: None,
+        capped: None,
     });
     plan.runs.push(RunSummary {
         run,

@@ -41,6 +41,24 @@ pub struct Profile {
     /// newer one must not win.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub intercom_seen: BTreeMap<String, i64>,
+    /// The `context.timezone` the person's latest event carried (caps and quiet hours use it
+    /// when they have no `timezone` trait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// The messages planned for the person within the longest cap window, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<SentMessage>,
+    /// Per workflow, when the person last started a run of it (Unix ms): re-entry rules.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entered: BTreeMap<String, i64>,
+}
+
+/// A message counted against caps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentMessage {
+    /// Unix ms.
+    pub at: i64,
+    pub workflow: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +94,13 @@ pub struct RecentEvent {
 pub struct PendingTimer {
     pub id: String,
     pub cancel_on: Vec<String>,
+    /// A `wait: {until: …}`: the workflow and the index of its wait step, whose events or
+    /// condition end it early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<(String, usize)>,
+    /// When what the wait was waiting for happened (Unix ms): the run goes on from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_at: Option<i64>,
 }
 
 impl Profile {

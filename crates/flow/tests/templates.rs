@@ -161,22 +161,25 @@ fn lead_score_fires_once_per_crossing_and_rotates_reps() {
 }
 
 #[test]
-fn inactivity_waits_and_a_feature_use_cancels() {
+fn inactivity_waits_and_a_feature_use_ends_the_wait() {
     let mut h = Harness::new(&["inactivity"], json!({"delay": "2s"}));
     let started = h.track(0, "u1", "Signed Up", json!({}));
     assert!(started.actions.is_empty());
     assert_eq!(started.timers.len(), 1);
     let timer = started.timers[0].clone();
     assert_eq!(timer.fire_at_ms - h.clock_ms, 2_000);
-    // Fires: tag and message.
+    // Times out: the on_timeout steps, a tag and a message.
     let mut profile = h.profiles["u1"].clone();
     let fired = h.planner.plan_timer(&timer, &mut profile, &mut h.globals);
     assert_eq!(kinds(&fired), ["tag", "message"]);
-    assert_eq!(fired.actions[0].id, "m1/inactivity/1");
-    // Cancelled by use: the timer plans nothing when it comes due.
+    assert_eq!(fired.actions[0].id, "m1/inactivity/0.on_timeout.0");
+    // Ended by use: the wait comes due at once and the run ends with nothing to send.
     let other = h.track(0, "u2", "Signed Up", json!({}));
-    let cancel = h.track(500, "u2", "Feature Used", json!({}));
-    assert_eq!(cancel.cancelled_timers, [other.timers[0].id.clone()]);
+    let used = h.track(500, "u2", "Feature Used", json!({}));
+    assert_eq!(
+        used.rescheduled_timers,
+        [(other.timers[0].id.clone(), h.clock_ms)]
+    );
     let mut profile = h.profiles["u2"].clone();
     assert!(
         h.planner
@@ -184,6 +187,8 @@ fn inactivity_waits_and_a_feature_use_cancels() {
             .actions
             .is_empty()
     );
+    // A person enters once.
+    assert!(h.track(0, "u2", "Signed Up", json!({})).timers.is_empty());
 }
 
 #[test]

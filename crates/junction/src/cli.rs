@@ -169,6 +169,9 @@ pub struct DlqFilter {
     /// Failed before: a date-time or a span back from now.
     #[arg(long)]
     pub until: Option<String>,
+    /// The messages a frequency cap kept back, instead of the failed actions.
+    #[arg(long)]
+    pub capped: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +201,18 @@ pub enum DlqCommand {
         ids: Vec<String>,
         #[command(flatten)]
         filter: DlqFilter,
+    },
+    /// Send capped messages after all (`--capped` is implied): by id, or every one the filters
+    /// match with --all-matching.
+    Release {
+        #[command(flatten)]
+        config: ConfigArg,
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Needed to release by filter alone (without ids).
+        #[arg(long)]
+        all_matching: bool,
     },
     /// Take dead letters out of the queue without delivering them.
     Discard {

@@ -43,6 +43,10 @@
 //!   lease: 30s                          # a dead node's users move to others after this
 //!   partitions: 8                       # planning partitions (new store: 8 on PostgreSQL)
 //! shutdown_timeout: 10s                 # a stop never takes longer
+//! journeys:                            # what every workflow's messages respect
+//!   timezone: America/New_York          # contacts without a timezone trait or context.timezone
+//!   caps: { messages: 3 per 1d }        # per contact; calendar days in their time zone
+//!   quiet_hours: { from: "21:00", to: "08:00" }   # their local time; held, sent after
 //! workflows:                            # default: profile-sync, company-sync, track-events
 //!   - template: profile-sync
 //!   - template: lead-score
@@ -82,6 +86,13 @@ pub struct Config {
     /// destination (profile-sync, company-sync, track-events).
     #[serde(default)]
     pub workflows: Option<Vec<WorkflowEntry>>,
+    /// Rules every workflow's messages follow: a default time zone for contacts, a frequency
+    /// cap, quiet hours.
+    #[serde(default)]
+    pub journeys: junction_flow::definition::JourneysDef,
+    /// `journeys`, read (by `check`).
+    #[serde(skip)]
+    pub journey_rules: junction_flow::journey::JourneyRules,
     /// How long a stop (SIGTERM, Ctrl-C) may take: requests drain, calls in flight finish and
     /// are recorded; what is still waiting then is abandoned as a crash would abandon it.
     /// Below Kubernetes' 30-second grace period by default.
@@ -104,6 +115,8 @@ impl Default for Config {
             alerts: AlertsSection::default(),
             cluster: ClusterSection::default(),
             workflows: None,
+            journeys: Default::default(),
+            journey_rules: Default::default(),
             shutdown_timeout: default_shutdown_timeout(),
             base_dir: PathBuf::from("."),
         }
@@ -734,7 +747,14 @@ impl Config {
     }
 
     /// Rules serde cannot express; errors point at the offending key.
-    fn check(self, path: &Path, text: &str) -> Result<Config, ConfigError> {
+    fn check(mut self, path: &Path, text: &str) -> Result<Config, ConfigError> {
+        self.journey_rules = junction_flow::journey::JourneyRules::from_def(&self.journeys)
+            .map_err(|e| ConfigError {
+                file: path.to_path_buf(),
+                line: Some(e.line as u64),
+                column: Some(e.column as u64),
+                message: format!("journeys.{}", e.message),
+            })?;
         for (index, entry) in self.segment.write_keys.iter().enumerate() {
             let (key, source) = match entry {
                 WriteKeyEntry::Key(key) => (key, None),
@@ -980,6 +1000,16 @@ mod tests {
                 "segment:\n  write_keys:\n    - x\n    - \"${EMPTY}\"\n",
                 "junction.yaml:4",
                 "write key is empty",
+            ),
+            (
+                "journeys:\n  caps: { messages: lots }\n",
+                "junction.yaml:2:",
+                "journeys.caps.messages: `lots`: expected a cap like `2 per 1d`",
+            ),
+            (
+                "journeys:\n  timezone: Mars/Olympus\n",
+                "junction.yaml:2:13",
+                "journeys.timezone: `Mars/Olympus` is not a time zone",
             ),
         ];
         for (text, location, expected) in cases {

@@ -30,6 +30,7 @@ fn query(filter: &DlqFilter, limit: usize) -> Result<DeadLetterQuery, Failure> {
         since_ms: time("since", &filter.since)?,
         until_ms: time("until", &filter.until)?,
         limit,
+        capped: filter.capped,
     })
 }
 
@@ -90,7 +91,11 @@ pub async fn dlq(command: DlqCommand, load: Loader) -> Result<(), Failure> {
                     rows
                 )
             );
-            println!("{} dead letter(s)", items.len());
+            if filter.capped {
+                println!("{} capped message(s)", items.len());
+            } else {
+                println!("{} dead letter(s)", items.len());
+            }
             Ok(())
         }
         DlqCommand::Show { config, id } => {
@@ -143,6 +148,22 @@ pub async fn dlq(command: DlqCommand, load: Loader) -> Result<(), Failure> {
                     errors.len()
                 )))
             }
+        }
+        DlqCommand::Release {
+            config,
+            ids,
+            mut filter,
+            all_matching,
+        } => {
+            if ids.is_empty() && !all_matching {
+                return Err(Failure::Input("name capped messages by id, or pass --all-matching to release every one the filters match".into()));
+            }
+            filter.capped = true;
+            let store = open(&config, load).await?;
+            let ids = selected(store.as_ref(), ids, &filter).await?;
+            let released = store.release_capped(ids).await.map_err(query_failure)?;
+            println!("released {released} capped message(s); delivery sends them");
+            Ok(())
         }
         DlqCommand::Discard {
             config,

@@ -127,7 +127,9 @@ pub async fn try_event(
     event: &[u8],
 ) -> Result<String, String> {
     let workflow = crate::workflows::load_named(config, name)?;
-    let planner = Planner::new(vec![workflow]).map_err(|e| e.to_string())?;
+    let planner = Planner::new(vec![workflow])
+        .map_err(|e| e.to_string())?
+        .with_rules(config.journey_rules.clone());
     let event = parse_event("event", event)?;
     dry_run(&planner, &[event])
         .await

@@ -101,5 +101,7 @@ pub fn planner(config: &Config) -> Result<Planner, String> {
         .iter()
         .map(|entry| load_entry(entry, &config.base_dir))
         .collect::<Result<Vec<_>, _>>()?;
-    Planner::new(workflows).map_err(|e| format!("workflows: {e}"))
+    Ok(Planner::new(workflows)
+        .map_err(|e| format!("workflows: {e}"))?
+        .with_rules(config.journey_rules.clone()))
 }

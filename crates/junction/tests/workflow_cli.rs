@@ -34,6 +34,10 @@ fn validate_points_at_the_file_line_and_rule() {
         "workflows/nested-wait.yaml",
         "workflows/bad-duration.yaml",
         "workflows/not-yaml.yaml",
+        "workflows/until-without-timeout.yaml",
+        "workflows/bad-cap.yaml",
+        "workflows/bad-quiet-hours.yaml",
+        "workflows/bad-reentry.yaml",
     ];
     let mut report = String::new();
     for file in broken {
@@ -138,7 +142,7 @@ fn templates_schema_and_init() {
         );
     }
     let show = junction(&["templates", "show", "inactivity"], dir.path());
-    assert!(text(&show.stdout).contains("unless: { event: [Feature Used] }"));
+    assert!(text(&show.stdout).contains("until: { event: Feature Used }"));
     assert_eq!(
         junction(&["templates", "show", "nope"], dir.path())
             .status
@@ -155,6 +159,18 @@ fn templates_schema_and_init() {
             .unwrap()
             .contains(&"steps".into())
     );
+    for key in ["reentry", "caps", "quiet_hours", "transactional"] {
+        assert!(
+            schema["properties"][key]["description"].is_string(),
+            "the schema documents `{key}`"
+        );
+    }
+    for key in ["until", "timeout", "on_timeout"] {
+        assert!(
+            schema["$defs"]["WaitDef"]["properties"][key].is_object(),
+            "the schema has wait.{key}"
+        );
+    }
 
     let init = junction(
         &["init", "--templates", "profile-sync,lead-score"],

@@ -683,6 +683,142 @@ async fn each_users_calls_keep_their_events_order(backend: Backend) {
     }
 }
 
+/// `wait: {until: …}`: the awaited event ends the wait at once (the stored timer is brought
+/// forward) and the run goes on; a person who never does it is still waiting.
+async fn a_wait_until_goes_on_when_the_awaited_event_arrives(backend: Backend) {
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("activation.yaml");
+    std::fs::write(&file, ACTIVATION).unwrap();
+    let s = Scenario::start_on(backend, &format!("  - file: {}\n", file.display())).await;
+    s.track("u1", "Signed Up", json!({})).await;
+    s.track("u2", "Signed Up", json!({})).await;
+    s.track("u1", "Project Created", json!({})).await;
+    let u1 = s.created_contact("u1").await;
+    let tagged = format!("/contacts/{u1}/tags");
+    s.until("u1 tagged", |s| !s.calls_at("POST", &tagged).is_empty())
+        .await;
+    assert_eq!(s.calls_at("POST", "/tags")[0].body["name"], "activated");
+    assert_eq!(s.contacts().await.len(), 1, "u2 is still waiting");
+    let delivery = s.admin("/api/delivery").await;
+    assert_eq!(delivery["timersPending"], 1, "u2 still waits: {delivery}");
+}
+
+const ACTIVATION: &str = "name: activation
+trigger: { on: segment.track, event: Signed Up }
+steps:
+  - wait:
+      until: { event: Project Created }
+      timeout: 1d
+  - intercom.tag: activated
+";
+
+/// A workspace cap: the message over it is kept as `capped` (listed, its run too, counted by a
+/// metric), not sent, until an operator releases it.
+async fn a_capped_message_is_kept_listed_and_released(backend: Backend) {
+    let s = Scenario::start_config_on(
+        backend,
+        "journeys:\n  caps: { messages: 1 per 1d }\nworkflows:\n  - template: event-message\n",
+        Some(common::scenario::TOKEN),
+    )
+    .await;
+    s.track("u1", "Feature Abandoned", json!({"feature": "Reports"}))
+        .await;
+    s.track("u1", "Feature Abandoned", json!({"feature": "Exports"}))
+        .await;
+    s.until("one message", |s| {
+        s.calls_to("POST", "/messages").len() == 1
+    })
+    .await;
+    let capped = wait_for_items(&s, "/api/dlq?capped=true", 1).await;
+    assert_eq!(capped[0]["code"], "capped");
+    assert_eq!(capped[0]["error"], "workspace cap 1 per 1d reached");
+    assert_eq!(capped[0]["kind"], "message");
+    let runs = s.admin("/api/runs?status=capped").await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), 1, "{runs}");
+    assert!(
+        s.admin("/api/dlq").await["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let metrics = s.server.metrics().await;
+    assert!(
+        metrics.contains("junction_messages_capped_total 1"),
+        "{metrics}"
+    );
+    let released = s.admin_post("/api/dlq/release", json!({})).await;
+    assert_eq!(released["released"], 1);
+    s.until("the released message", |s| {
+        s.calls_to("POST", "/messages").len() == 2
+    })
+    .await;
+    let bodies: Vec<String> = s
+        .calls_to("POST", "/messages")
+        .iter()
+        .map(|m| m.body["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(bodies[1].contains("Exports"), "{bodies:?}");
+}
+
+/// Polls an admin listing until it holds `n` items.
+async fn wait_for_items(s: &Scenario, path: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let items = s.admin(path).await["items"].as_array().unwrap().clone();
+        if items.len() == n {
+            return items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path}: {items:?}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Quiet hours in the contact's time: a message planned inside the window waits (its run
+/// paused, a timer pending); one whose window has ended (yesterday's, here) goes out.
+async fn quiet_hours_hold_a_message_until_the_window_ends(backend: Backend) {
+    let now = chrono::Utc::now();
+    let clock = |at: chrono::DateTime<chrono::Utc>| at.format("%H:%M").to_string();
+    let window = format!(
+        "journeys:\n  quiet_hours: {{ from: \"{}\", to: \"{}\" }}\nworkflows:\n  - template: event-message\n",
+        clock(now - chrono::Duration::hours(1)),
+        clock(now + chrono::Duration::hours(2)),
+    );
+    let s = Scenario::start_config_on(backend, &window, Some(common::scenario::TOKEN)).await;
+    s.track(
+        "tonight",
+        "Feature Abandoned",
+        json!({"feature": "Reports"}),
+    )
+    .await;
+    let yesterday = (now - chrono::Duration::days(1)).to_rfc3339();
+    s.send(
+        "track",
+        json!({"userId": "last-night", "event": "Feature Abandoned", "timestamp": yesterday, "properties": {"feature": "Exports"}}),
+    )
+    .await;
+    s.until("last night's message, released", |s| {
+        s.calls_to("POST", "/messages").len() == 1
+    })
+    .await;
+    let runs = wait_for_items(&s, "/api/runs?status=paused", 1).await;
+    assert_eq!(runs[0]["user"], "tonight");
+    let delivery = s.admin("/api/delivery").await;
+    assert_eq!(delivery["timersPending"], 1, "{delivery}");
+    let sent = s.calls_to("POST", "/messages");
+    assert!(
+        sent[0].body["body"].as_str().unwrap().contains("Exports"),
+        "only last night's message went out"
+    );
+    let metrics = s.server.metrics().await;
+    assert!(
+        metrics.contains("junction_messages_held_total 2"),
+        "{metrics}"
+    );
+}
+
 /// Instantiates each test for each store.
 macro_rules! on_each_store {
     ($($test:ident,)*) => {
@@ -719,4 +855,7 @@ on_each_store! {
     a_deletion_request_can_archive_instead,
     an_unmatched_email_is_dead_lettered_when_the_workflow_says_so,
     each_users_calls_keep_their_events_order,
+    a_wait_until_goes_on_when_the_awaited_event_arrives,
+    a_capped_message_is_kept_listed_and_released,
+    quiet_hours_hold_a_message_until_the_window_ends,
 }

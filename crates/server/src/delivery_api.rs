@@ -30,6 +30,9 @@ pub struct DeadLetterFilter {
     /// Explicit ids (replay and discard).
     #[serde(default)]
     pub ids: Vec<String>,
+    /// The messages a frequency cap kept back instead of the failed actions.
+    #[serde(default)]
+    pub capped: bool,
 }
 
 impl DeadLetterFilter {
@@ -44,6 +47,7 @@ impl DeadLetterFilter {
             since_ms: time("since", &self.since)?,
             until_ms: time("until", &self.until)?,
             limit,
+            capped: self.capped,
         })
     }
 }
@@ -163,6 +167,21 @@ pub async fn replay(
     ))
 }
 
+/// Sends capped messages after all: those named, else every capped one the filter matches.
+pub async fn release(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<DeadLetterFilter>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(state.inner.admin_token.as_deref(), &headers)?;
+    let Json(mut filter) = body.map_err(bad_body)?;
+    filter.capped = true;
+    let ids = selected(&state, &filter).await?;
+    let released = state.store().release_capped(ids).await?;
+    state.events_committed();
+    Ok(Json(json!({ "released": released })))
+}
+
 pub async fn discard(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -235,6 +254,7 @@ pub async fn status(
             "skipped": counts.skipped,
             "discarded": counts.discarded,
             "replayed": counts.replayed,
+            "capped": counts.capped,
         },
         "timersPending": counts.timers_pending,
         "oldestPendingSeconds": {

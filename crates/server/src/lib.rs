@@ -221,6 +221,7 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
         .route("/api/dlq", get(delivery_api::list_dead_letters))
         .route("/api/dlq/replay", post(delivery_api::replay))
         .route("/api/dlq/discard", post(delivery_api::discard))
+        .route("/api/dlq/release", post(delivery_api::release))
         .route("/api/actions/{*id}", get(delivery_api::show_action))
         .route("/api/quarantine", get(delivery_api::list_quarantine))
         .route(

@@ -10,6 +10,8 @@
 //!   scan that many at most);
 //! - `intercom_responses_total{status}`: Intercom's answers by class (`2xx`, `429`, `4xx`,
 //!   `5xx`), counted by the client.
+//! - `messages_capped_total`, `messages_held_total`: messages a frequency cap kept back, and
+//!   messages quiet hours held (counted by the planner when they are committed).
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};

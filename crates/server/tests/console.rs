@@ -250,6 +250,7 @@ async fn dead_letters_are_discarded_only_with_the_sessions_csrf_token() {
                 seq: 1,
                 lane: 1,
                 standby_for: None,
+                capped: None,
                 body: json!({"id": "m-9/notify/0", "workflow": "notify", "step": "0", "action": {"kind": "note"}}).to_string(),
             }],
             ..EngineCommit::default()

@@ -569,6 +569,9 @@ pub trait Inspection: Send + Sync + 'static {
     /// Takes dead letters out of the queue without delivering them. Returns how many.
     async fn discard(&self, ids: Vec<String>) -> Result<usize, StoreError>;
 
+    /// Sends capped messages after all: `capped` becomes `pending`. Returns how many.
+    async fn release_capped(&self, ids: Vec<String>) -> Result<usize, StoreError>;
+
     /// Replaces a dead letter with freshly planned actions (pending). False when `id` is not
     /// in the dead-letter queue (any more).
     async fn replay(&self, id: &str, actions: Vec<NewAction>) -> Result<bool, StoreError>;

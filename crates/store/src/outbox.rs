@@ -24,6 +24,8 @@ pub struct EngineCommit {
     pub timers: Vec<NewTimer>,
     /// Timers cancelled by an event, or fired (their steps are in `actions`).
     pub timers_done: Vec<String>,
+    /// Pending timers brought forward to a time (Unix ms): a wait whose event came.
+    pub timers_rescheduled: Vec<(String, i64)>,
     pub runs: Vec<NewRun>,
     /// Events and timers of users whose stored profile could not be read: held aside, not
     /// planned against an empty profile, until an operator releases them.
@@ -201,7 +203,22 @@ pub struct NewAction {
     pub lane: i64,
     /// The action it stands by for (an error branch), if any: it waits as `standby`.
     pub standby_for: Option<String>,
+    /// A message over a frequency cap: kept as `capped` with this reason, not delivered.
+    pub capped: Option<String>,
     pub body: String,
+}
+
+impl NewAction {
+    /// The status it is stored with.
+    pub fn initial_status(&self) -> ActionStatus {
+        if self.standby_for.is_some() {
+            ActionStatus::Standby
+        } else if self.capped.is_some() {
+            ActionStatus::Capped
+        } else {
+            ActionStatus::Pending
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -241,13 +258,15 @@ pub enum ActionStatus {
     Discarded,
     /// Taken out of the dead-letter queue by a replay (the new actions carry on).
     Replayed,
+    /// A message over a frequency cap: kept, not delivered unless released by hand.
+    Capped,
     /// The stored status is not one Junction knows (a damaged or newer database): never
     /// delivered, shown as it is, and not mistaken for any other state.
     Unreadable,
 }
 
 impl ActionStatus {
-    pub const ALL: [ActionStatus; 7] = [
+    pub const ALL: [ActionStatus; 8] = [
         ActionStatus::Pending,
         ActionStatus::Standby,
         ActionStatus::Done,
@@ -255,6 +274,7 @@ impl ActionStatus {
         ActionStatus::Skipped,
         ActionStatus::Discarded,
         ActionStatus::Replayed,
+        ActionStatus::Capped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -266,6 +286,7 @@ impl ActionStatus {
             ActionStatus::Skipped => "skipped",
             ActionStatus::Discarded => "discarded",
             ActionStatus::Replayed => "replayed",
+            ActionStatus::Capped => "capped",
             ActionStatus::Unreadable => "unreadable",
         }
     }
@@ -400,6 +421,7 @@ pub struct OutboxCounts {
     pub skipped: i64,
     pub discarded: i64,
     pub replayed: i64,
+    pub capped: i64,
     /// Actions whose stored status Junction cannot read (never delivered).
     pub unreadable: i64,
     pub timers_pending: i64,
@@ -418,6 +440,7 @@ impl OutboxCounts {
             Some(ActionStatus::Skipped) => self.skipped = n,
             Some(ActionStatus::Discarded) => self.discarded = n,
             Some(ActionStatus::Replayed) => self.replayed = n,
+            Some(ActionStatus::Capped) => self.capped = n,
             Some(ActionStatus::Unreadable) | None => self.unreadable += n,
         }
     }
@@ -436,6 +459,7 @@ pub(crate) const RUN_STATUS: &str = "CASE
                   THEN 'partial' ELSE 'failed' END
     WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'pending') THEN 'delivering'
     WHEN r.paused THEN 'paused'
+    WHEN EXISTS (SELECT 1 FROM actions x WHERE x.run = r.run AND x.status = 'capped') THEN 'capped'
     WHEN r.actions = 0 THEN 'empty'
     ELSE 'done' END";
 
@@ -450,6 +474,8 @@ pub struct DeadLetterQuery {
     /// Failed before (Unix ms).
     pub until_ms: Option<i64>,
     pub limit: usize,
+    /// List the capped messages (held back by a frequency cap) instead of the failed actions.
+    pub capped: bool,
 }
 
 /// One run of the execution log.
@@ -464,7 +490,8 @@ pub struct RunRecord {
     pub paused: bool,
     /// Why planning stopped early.
     pub error: Option<String>,
-    /// Derived from its actions: planned | delivering | done | failed | partial | paused | empty
+    /// Derived from its actions: planned | delivering | done | failed | partial | paused |
+    /// capped | empty
     pub status: String,
 }
 

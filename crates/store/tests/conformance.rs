@@ -37,6 +37,7 @@ fn action(id: &str, identity: &str, seq: i64, lane: i64) -> NewAction {
         seq,
         lane,
         standby_for: None,
+        capped: None,
         body: json!({"id": id, "workflow": "w"}).to_string(),
     }
 }
@@ -202,6 +203,88 @@ async fn engine_commits_are_idempotent(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(store.next_timer_ms(0).await.unwrap(), None);
+}
+
+/// Journeys: a wait whose event came is brought forward (only while pending), and a capped
+/// message is kept out of delivery, listed apart from dead letters, and released by hand.
+async fn capped_messages_wait_for_release_and_timers_move(store: Arc<dyn Store>) {
+    let timer = |id: &str, at: i64| NewTimer {
+        id: id.into(),
+        identity: "u1".into(),
+        fire_at_ms: at,
+        body: "{}".into(),
+    };
+    let mut capped = action("m2", "u1", 3, 0);
+    capped.capped = Some("workspace cap 2 per 1d reached".into());
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![action("m1", "u1", 3, 0), capped],
+            timers: vec![timer("wait", 10_000), timer("done", 20_000)],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    store
+        .engine_commit(EngineCommit {
+            timers_done: vec!["done".into()],
+            timers_rescheduled: vec![("wait".into(), 700), ("done".into(), 600)],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_timer_ms(0).await.unwrap(),
+        Some(700),
+        "the pending wait moved; the finished timer did not come back"
+    );
+    let pending: Vec<String> = store
+        .pending_of("u1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(pending, ["m1"], "a capped message is not delivered");
+    let listed = |capped: bool| {
+        let store = store.clone();
+        async move {
+            store
+                .dead_letters(DeadLetterQuery {
+                    capped,
+                    limit: 10,
+                    ..DeadLetterQuery::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert!(listed(false).await.is_empty(), "capped is not failed");
+    let held = listed(true).await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].status, ActionStatus::Capped);
+    assert_eq!(held[0].error_code.as_deref(), Some("capped"));
+    assert_eq!(
+        held[0].result.as_deref(),
+        Some("workspace cap 2 per 1d reached")
+    );
+    assert_eq!(store.outbox_counts().await.unwrap().capped, 1);
+    assert_eq!(
+        store
+            .release_capped(vec!["m2".into(), "m1".into(), "nope".into()])
+            .await
+            .unwrap(),
+        1,
+        "only capped messages are released"
+    );
+    let pending: Vec<String> = store
+        .pending_of("u1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(pending, ["m1", "m2"]);
+    assert!(listed(true).await.is_empty());
 }
 
 /// Planning partitions: each identity's events, timers and released entries belong to one
@@ -1075,6 +1158,7 @@ macro_rules! backends {
                 appends_are_ordered_and_deduplicated_per_source,
                 events_are_read_per_identity_and_after_a_cursor,
                 engine_commits_are_idempotent,
+                capped_messages_wait_for_release_and_timers_move,
                 partitions_split_planning_and_share_state_safely,
                 the_queue_serves_heads_and_records_outcomes,
                 heads_follow_error_branches_and_urgency,

@@ -384,6 +384,7 @@ pub async fn dead_letters(
         since_ms: None,
         until_ms: None,
         limit: PAGE_ROWS,
+        capped: false,
     };
     match inspect::dead_letters(state.store().as_ref(), query).await {
         Ok(letters) => render(

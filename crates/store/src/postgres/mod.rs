@@ -1061,6 +1061,33 @@ impl Inspection for PostgresStore {
         Ok(n as usize)
     }
 
+    async fn release_capped(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        let released = in_transaction!(self, |tx| {
+            let identities: Vec<String> = tx
+                .query(
+                    "SELECT DISTINCT identity FROM actions WHERE id = ANY($1) AND status = 'capped'",
+                    &[&ids],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            outbox::lock_users(&tx, &identities).await?;
+            let n = tx
+                .execute(
+                    "UPDATE actions SET status = 'pending', updated_ms = $2
+                     WHERE id = ANY($1) AND status = 'capped'",
+                    &[&ids, &Utc::now().timestamp_millis()],
+                )
+                .await?;
+            outbox::refresh_heads(&tx, &identities).await?;
+            tx.batch_execute(&format!("NOTIFY {}", notify::ACTIONS))
+                .await?;
+            n as usize
+        });
+        Ok(released)
+    }
+
     async fn replay(&self, id: &str, actions: Vec<NewAction>) -> Result<bool, StoreError> {
         let replayed = in_transaction!(self, |tx| {
             let identities: Vec<String> = actions.iter().map(|a| a.identity.clone()).collect();

@@ -97,6 +97,7 @@ pub(super) async fn insert_actions(
     let mut standby_for = Vec::with_capacity(actions.len());
     let mut statuses = Vec::with_capacity(actions.len());
     let mut bodies = Vec::with_capacity(actions.len());
+    let mut capped = Vec::with_capacity(actions.len());
     for a in actions {
         ids.push(a.id.as_str());
         identities.push(a.identity.clone());
@@ -104,12 +105,9 @@ pub(super) async fn insert_actions(
         seqs.push(a.seq);
         lanes.push(a.lane);
         standby_for.push(a.standby_for.as_deref());
-        statuses.push(if a.standby_for.is_some() {
-            "standby"
-        } else {
-            "pending"
-        });
+        statuses.push(a.initial_status().as_str());
         bodies.push(a.body.as_str());
+        capped.push(a.capped.as_deref());
     }
     // Wakes every node's delivery once this commits.
     tx.batch_execute(&format!("NOTIFY {}", super::notify::ACTIONS))
@@ -118,11 +116,13 @@ pub(super) async fn insert_actions(
     // the plan's order. A re-planned event makes the same ids: those already there are kept.
     tx.execute(
         "INSERT INTO actions (id, identity, run, seq, lane, standby_for, status, body,
-                              created_ms, updated_ms)
-         SELECT id, identity, run, seq, lane, standby_for, status, body, $9, $9
+                              created_ms, updated_ms, result, error_code)
+         SELECT id, identity, run, seq, lane, standby_for, status, body, $9, $9,
+                capped, CASE WHEN capped IS NOT NULL THEN 'capped' END
          FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                     $6::text[], $7::text[], $8::text[])
-              WITH ORDINALITY AS t(id, identity, run, seq, lane, standby_for, status, body, ord)
+                     $6::text[], $7::text[], $8::text[], $10::text[])
+              WITH ORDINALITY
+              AS t(id, identity, run, seq, lane, standby_for, status, body, capped, ord)
          ORDER BY ord
          ON CONFLICT (id) DO NOTHING",
         &[
@@ -135,6 +135,7 @@ pub(super) async fn insert_actions(
             &statuses,
             &bodies,
             &now,
+            &capped,
         ],
     )
     .await?;
@@ -364,6 +365,20 @@ pub(super) async fn engine_commit(
         tx.execute(
             "UPDATE timers SET status = 'done' WHERE id = ANY($1)",
             &[&commit.timers_done],
+        )
+        .await?;
+    }
+    if !commit.timers_rescheduled.is_empty() {
+        let (ids, at): (Vec<&str>, Vec<i64>) = commit
+            .timers_rescheduled
+            .iter()
+            .map(|(id, at)| (id.as_str(), *at))
+            .unzip();
+        tx.execute(
+            "UPDATE timers SET fire_at_ms = t.at
+             FROM unnest($1::text[], $2::bigint[]) AS t(id, at)
+             WHERE timers.id = t.id AND timers.status = 'pending'",
+            &[&ids, &at],
         )
         .await?;
     }
@@ -715,7 +730,7 @@ pub(super) async fn dead_letters(
 ) -> Result<Vec<ActionRecord>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT {ACTION_COLUMNS} FROM actions
-         WHERE status = 'failed'
+         WHERE status = $7
            AND ($1::text IS NULL OR (body::jsonb) ->> 'workflow' = $1)
            AND ($2::text IS NULL OR error_code = $2)
            AND ($3::text IS NULL OR identity = $3)
@@ -733,6 +748,7 @@ pub(super) async fn dead_letters(
                 &query.since_ms,
                 &query.until_ms,
                 &(query.limit as i64),
+                &(if query.capped { "capped" } else { "failed" }),
             ],
         )
         .await?

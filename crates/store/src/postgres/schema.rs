@@ -247,6 +247,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX runs_by_workflow ON runs (workflow, planned_ms);
     "#,
+    // 4: messages held back by a frequency cap, listed like dead letters.
+    r#"
+    CREATE INDEX actions_capped ON actions (updated_ms) WHERE status = 'capped';
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1000,6 +1000,30 @@ impl Inspection for SqliteStore {
         count.await.map_err(|_| StoreError::Closed)
     }
 
+    async fn release_capped(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        let (reply, count) = tokio::sync::oneshot::channel();
+        self.write(Box::new(move |tx| {
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut released = Vec::new();
+            for id in &ids {
+                let identity: Option<String> = tx
+                    .query_row(
+                        "UPDATE actions SET status = 'pending', updated_ms = ?2
+                         WHERE id = ?1 AND status = 'capped' RETURNING identity",
+                        params![id, now],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                released.extend(identity);
+            }
+            outbox::refresh_heads(tx, released.iter().map(String::as_str))?;
+            let _ = reply.send(released.len());
+            Ok(())
+        }))
+        .await?;
+        count.await.map_err(|_| StoreError::Closed)
+    }
+
     async fn replay(&self, id: &str, actions: Vec<NewAction>) -> Result<bool, StoreError> {
         let id = id.to_owned();
         let (reply, replayed) = tokio::sync::oneshot::channel();

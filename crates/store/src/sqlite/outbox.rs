@@ -46,15 +46,11 @@ pub(super) fn insert_actions(
     // the actions already there are kept as they are.
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO actions
-             (id, identity, run, seq, lane, standby_for, status, body, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+             (id, identity, run, seq, lane, standby_for, status, body, created_ms, updated_ms,
+              result, error_code)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
     )?;
     for a in actions {
-        let status = if a.standby_for.is_some() {
-            "standby"
-        } else {
-            "pending"
-        };
         insert.execute(params![
             a.id,
             a.identity,
@@ -62,9 +58,11 @@ pub(super) fn insert_actions(
             a.seq,
             a.lane,
             a.standby_for,
-            status,
+            a.initial_status().as_str(),
             a.body,
-            now
+            now,
+            a.capped,
+            a.capped.as_ref().map(|_| "capped"),
         ])?;
     }
     refresh_heads(tx, actions.iter().map(|a| a.identity.as_str()))
@@ -207,6 +205,11 @@ pub(super) fn engine_commit(tx: &Transaction<'_>, commit: &EngineCommit) -> rusq
     let mut done = tx.prepare_cached("UPDATE timers SET status = 'done' WHERE id = ?1")?;
     for id in &commit.timers_done {
         done.execute(params![id])?;
+    }
+    let mut forward = tx
+        .prepare_cached("UPDATE timers SET fire_at_ms = ?2 WHERE id = ?1 AND status = 'pending'")?;
+    for (id, at) in &commit.timers_rescheduled {
+        forward.execute(params![id, at])?;
     }
     let mut run = tx.prepare_cached(
         "INSERT INTO runs (run, seq, workflow, identity, planned_ms, actions, paused, error)
@@ -637,9 +640,15 @@ pub(super) fn dead_letters(
     conn: &Connection,
     query: &DeadLetterQuery,
 ) -> rusqlite::Result<Vec<ActionRecord>> {
+    // Each status listed here has its own partial index.
+    let (index, status) = if query.capped {
+        ("actions_capped", "capped")
+    } else {
+        ("actions_failed", "failed")
+    };
     let sql = format!(
-        "SELECT {ACTION_COLUMNS} FROM actions INDEXED BY actions_failed
-         WHERE status = 'failed'
+        "SELECT {ACTION_COLUMNS} FROM actions INDEXED BY {index}
+         WHERE status = '{status}'
            AND (?1 IS NULL OR json_extract(body, '$.workflow') = ?1)
            AND (?2 IS NULL OR error_code = ?2)
            AND (?3 IS NULL OR identity = ?3)

@@ -265,6 +265,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX runs_by_workflow ON runs (workflow, planned_ms);
     "#,
+    // 11: messages held back by a frequency cap, listed like dead letters.
+    r#"
+    CREATE INDEX actions_capped ON actions (updated_ms) WHERE status = 'capped';
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.
