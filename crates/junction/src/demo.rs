@@ -1,7 +1,8 @@
 //! `junction demo`: Junction end to end on one machine in a few seconds. It starts the Intercom
 //! emulator and Junction (embedded SQLite store, every template loaded), sends a realistic day
 //! of Segment events through Junction's own HTTP API, waits until everything planned has been
-//! delivered, and prints what happened in Intercom.
+//! delivered, and prints what happened in Intercom — and what the journey rules kept back: a
+//! message over the daily cap, and one held for a contact for whom it is the middle of the night.
 
 use crate::Failure;
 use crate::config::{Config, StoreUrl, WorkflowEntry};
@@ -35,6 +36,36 @@ fn workflows() -> Vec<WorkflowEntry> {
         entry("inactivity", json!({"delay": "3s"})),
         entry("intercom-lead-to-segment", json!({})),
     ]
+}
+
+/// The journey rules the demo runs with: two messages per contact per day, none between 22:00
+/// and 07:00 in the contact's time. Contacts without a time zone are placed where it is the
+/// afternoon, so that whenever the demo runs only Eve's message waits.
+fn journeys() -> junction_flow::journey::JourneyRules {
+    let afternoon = zone_at_hour(chrono::Utc::now(), 14);
+    junction_flow::journey::JourneyRules {
+        timezone: Some(afternoon.parse().expect("an Etc/GMT zone")),
+        cap: Some("2 per 1d".parse().expect("a cap")),
+        quiet_hours: Some(junction_flow::journey::QuietHours {
+            from: chrono::NaiveTime::from_hms_opt(22, 0, 0).expect("a time"),
+            to: chrono::NaiveTime::from_hms_opt(7, 0, 0).expect("a time"),
+        }),
+    }
+}
+
+/// A time zone where the hour is `hour` now (an `Etc/GMT` zone: their signs are inverted, and
+/// they run from UTC−12 to UTC+14).
+fn zone_at_hour(now: chrono::DateTime<chrono::Utc>, hour: i32) -> String {
+    use chrono::Timelike;
+    let mut offset = (hour - now.hour() as i32).rem_euclid(24);
+    if offset > 14 {
+        offset -= 24;
+    }
+    match offset {
+        0 => "Etc/GMT".into(),
+        east if east > 0 => format!("Etc/GMT-{east}"),
+        west => format!("Etc/GMT+{}", -west),
+    }
 }
 
 /// A morning of product usage, in order.
@@ -77,6 +108,20 @@ fn stream() -> Vec<(&'static str, Value)> {
         (
             "track",
             json!({"userId": "ann", "event": "Teammate Invited", "properties": {"invitee": "bo@acme.test"}}),
+        ),
+        // Ann's third message today: over the workspace's daily cap of two.
+        (
+            "track",
+            json!({"userId": "ann", "event": "Integration Connected", "properties": {"integration": "Slack"}}),
+        ),
+        // A user for whom it is the middle of the night: her message waits for the morning.
+        (
+            "identify",
+            json!({"userId": "eve", "traits": {"email": "eve@umbrella.test", "name": "Eve Ito", "timezone": zone_at_hour(chrono::Utc::now(), 2)}}),
+        ),
+        (
+            "track",
+            json!({"userId": "eve", "event": "Feature Abandoned", "properties": {"feature": "Dashboards"}}),
         ),
         // A second user who signs up and never comes back (the inactivity nudge fires).
         (
@@ -131,6 +176,7 @@ async fn demo(data: Option<PathBuf>, keep_running: bool) -> anyhow::Result<()> {
     let mut config = Config {
         store: StoreUrl(format!("sqlite://{}", data.join("junction.db").display())),
         workflows: Some(workflows()),
+        journey_rules: journeys(),
         ..Config::default()
     };
     config.segment.write_keys = vec![crate::config::WriteKeyEntry::Key(WRITE_KEY.into())];
@@ -211,7 +257,13 @@ async fn demo(data: Option<PathBuf>, keep_running: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let counts = store.outbox_counts().await?;
-        if counts.pending == 0 && counts.timers_pending == 0 && counts.done > 0 {
+        // Done when nothing waits but Eve's held message, Ann's capped one is kept, and the
+        // inactivity nudge (a 3-second wait-until) has gone out.
+        let nudged = emulator
+            .journal_entries()
+            .iter()
+            .any(|e| e.path == "/messages" && e.body.to_string().contains("two-minute tour"));
+        if counts.pending == 0 && counts.timers_pending == 1 && counts.capped == 1 && nudged {
             println!(
                 "all {} planned actions delivered in {:.1?} ({} failed)\n",
                 counts.done + counts.failed,
@@ -227,6 +279,7 @@ async fn demo(data: Option<PathBuf>, keep_running: bool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     print_intercom(&http, &format!("http://{emulator_addr}"), &emulator).await?;
+    print_kept_back(store.as_ref()).await?;
     print_segment(store.as_ref()).await?;
 
     if keep_running {
@@ -355,6 +408,43 @@ async fn print_intercom(
     let calls = journal.len();
     let refused = journal.iter().filter(|e| e.status == 429).count();
     println!("\n{calls} requests to Intercom, {refused} refused for rate limiting.");
+    Ok(())
+}
+
+/// What the journey rules kept back: capped messages and runs waiting (quiet hours).
+async fn print_kept_back(store: &dyn junction_store::Store) -> anyhow::Result<()> {
+    println!(
+        "\nKept back by the journey rules (2 messages per contact per day; quiet 22:00–07:00 their time)"
+    );
+    let capped = store
+        .dead_letters(junction_store::DeadLetterQuery {
+            capped: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await?;
+    for message in &capped {
+        println!(
+            "  capped  {:<5} {:<14} {}  (send it anyway: junction dlq release {})",
+            message.identity,
+            message.body["workflow"].as_str().unwrap_or(""),
+            message.result.as_deref().unwrap_or(""),
+            message.id
+        );
+    }
+    let waiting = store
+        .runs(junction_store::RunQuery {
+            status: Some("paused".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await?;
+    for run in &waiting {
+        println!(
+            "  held    {:<5} {:<14} a message waits for the end of the contact's quiet hours",
+            run.identity, run.workflow
+        );
+    }
     Ok(())
 }
 

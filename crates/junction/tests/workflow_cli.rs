@@ -190,3 +190,24 @@ fn templates_schema_and_init() {
         "no overwrite without --force"
     );
 }
+
+/// The README's first command: `junction demo` delivers a day of events and shows what the
+/// journey rules kept back — Ann's third message of the day capped, Eve's held through her
+/// night — with everything else delivered.
+#[test]
+fn the_demo_delivers_and_shows_a_capped_and_a_held_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = junction(&["demo"], dir.path());
+    let out = text(&demo.stdout);
+    assert!(demo.status.success(), "{out}\n{}", text(&demo.stderr));
+    assert!(out.contains("(0 failed)"), "{out}");
+    assert!(
+        out.contains("capped  ann   onboarding     workspace cap 2 per 1d reached"),
+        "{out}"
+    );
+    assert!(out.contains("held    eve   event-message"), "{out}");
+    assert!(
+        out.contains("two-minute tour"),
+        "the wait-until timed out: {out}"
+    );
+}
