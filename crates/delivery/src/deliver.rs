@@ -1,9 +1,8 @@
 //! Carrying out one planned action: the Intercom calls (or HTTP request) it stands for, and
 //! the verdict delivery acts on — done, try again later, or failed for good.
 
-use junction_flow::action::{Action, MessageChannel, PlannedAction, Who};
+use junction_flow::action::{Action, PlannedAction, Who};
 use junction_intercom::attributes::{AttributeCatalog, AttributePolicy};
-use junction_intercom::operations::{Assignee, MessageKind};
 use junction_intercom::recorder::{self, CallRecord};
 use junction_intercom::{ContactResolver, Identity, IntercomClient, IntercomError, ResolveError};
 use serde_json::{Value, json};
@@ -311,220 +310,30 @@ impl Deliverer {
         action: &Action,
         earlier_attempt_ms: Option<i64>,
     ) -> Result<String, Failure> {
-        let client = &target.client;
-        let role = if identity.user_id.is_some() {
-            "user"
-        } else {
-            "lead"
+        let call = crate::actions::Call {
+            deliverer: self,
+            target,
+            identity,
+            earlier_attempt_ms,
         };
-        match action {
-            Action::Contact { traits, fields } => {
-                let prepared = target.catalog.prepare(traits, target.policy).await?;
-                for (name, reason) in &prepared.dropped {
-                    tracing::warn!(attribute = %name, %reason, "trait not written to Intercom");
-                }
-                let mut body = prepared.fields;
-                for (name, value) in fields {
-                    body.insert(name.clone(), value.clone());
-                }
-                let resolution = target.resolver.upsert(identity, &body).await?;
-                Ok(format!(
-                    "contact {} ({:?})",
-                    resolution.contact.id, resolution.resolved_by
-                ))
-            }
-            Action::Company {
-                company_id,
-                fields,
-                attach,
-            } => {
-                let mut body = fields.clone();
-                body.insert("company_id".into(), Value::String(company_id.clone()));
-                let company = client.upsert_company(&Value::Object(body)).await?;
-                if *attach {
-                    let contact = target.resolver.contact_id(identity).await?;
-                    // The identity map remembers attachments Junction made: a second group call
-                    // for the same pair costs the upsert only.
-                    if target.resolver.is_attached(&contact, &company.id).await? {
-                        return Ok(format!(
-                            "company {} (contact {contact} already attached)",
-                            company.id
-                        ));
-                    }
-                    client
-                        .attach_contact_to_company(&contact, &company.id)
-                        .await?;
-                    target
-                        .resolver
-                        .remember_attachment(&contact, &company.id, true)
-                        .await?;
-                    return Ok(format!("company {} with contact {contact}", company.id));
-                }
-                Ok(format!("company {}", company.id))
-            }
-            Action::DeleteContact => {
-                let Some(contact) = target.resolver.existing_contact_id(identity).await? else {
-                    return Ok("no Intercom contact for this user: nothing to delete".into());
-                };
-                let done = match target.deletion {
-                    Deletion::Delete => client.delete_contact(&contact).await,
-                    Deletion::Archive => client.archive_contact(&contact).await,
-                };
-                match done {
-                    // Already gone (deleted, or merged away): the request is met.
-                    Ok(())
-                    | Err(IntercomError::Permanent { status: 404, .. })
-                    | Err(IntercomError::Gone { .. }) => {}
-                    Err(error) => return Err(error.into()),
-                }
-                target.resolver.forget(&contact).await?;
-                Ok(match target.deletion {
-                    Deletion::Delete => format!("contact {contact} deleted"),
-                    Deletion::Archive => format!("contact {contact} archived"),
-                })
-            }
-            Action::Detach { company_id } => {
-                let contact = target.resolver.contact_id(identity).await?;
-                let Some(company) = client.find_company(company_id).await? else {
-                    return Ok(format!("no company {company_id}: nothing to detach"));
-                };
-                client
-                    .detach_contact_from_company(&contact, &company.id)
-                    .await?;
-                target
-                    .resolver
-                    .remember_attachment(&contact, &company.id, false)
-                    .await?;
-                Ok(format!(
-                    "contact {contact} detached from company {}",
-                    company.id
-                ))
-            }
-            Action::Tag { name } | Action::Untag { name } => {
-                let tag = self.tag_id(client, name).await?;
-                let contact = target.resolver.contact_id(identity).await?;
-                if matches!(action, Action::Tag { .. }) {
-                    client.tag_contact(&contact, &tag).await?;
-                } else {
-                    client.untag_contact(&contact, &tag).await?;
-                }
-                Ok(format!("tag {name} on contact {contact}"))
-            }
-            Action::Event {
-                name,
-                created_at,
-                metadata,
-            } => {
-                let contact = target.resolver.contact_id(identity).await?;
-                // As Segment's destination: an event found by email carries the email too.
-                let email = identity
-                    .email
-                    .as_deref()
-                    .filter(|_| identity.user_id.is_none());
-                client
-                    .submit_event(&contact, email, name, *created_at, metadata)
-                    .await?;
-                Ok(format!("event {name:?} for contact {contact}"))
-            }
-            Action::Message {
-                from,
-                channel,
-                subject,
-                body,
-                open_conversation,
-            } => {
-                let contact = target.resolver.contact_id(identity).await?;
-                let kind = match channel {
-                    MessageChannel::Inapp => MessageKind::InApp,
-                    MessageChannel::Email => MessageKind::Email {
-                        subject: subject.clone().unwrap_or_default(),
-                    },
-                };
-                let message = client
-                    .send_message(from, &contact, role, &kind, body, *open_conversation)
-                    .await?;
-                Ok(format!(
-                    "message {} to contact {contact}",
-                    message["id"].as_str().unwrap_or("?")
-                ))
-            }
-            Action::Conversation {
-                body,
-                assign_admin,
-                assign_team,
-                admin,
-                note,
-            } => {
-                let contact = target.resolver.contact_id(identity).await?;
-                let started_before = match earlier_attempt_ms {
-                    Some(since) => client
-                        .conversations_of_contact(&contact, since / 1000 - 1)
-                        .await?
-                        .into_iter()
-                        .find(|c| {
-                            c["source"]["body"]
-                                .as_str()
-                                .is_some_and(|b| b.contains(body.as_str()))
-                        })
-                        .and_then(|c| c["id"].as_str().map(str::to_owned)),
-                    None => None,
-                };
-                let conversation = match started_before {
-                    Some(id) => {
-                        metrics::counter!("junction_duplicates_avoided_total").increment(1);
-                        id
-                    }
-                    None => {
-                        let id = client.start_conversation(&contact, role, body).await?;
-                        if let Some(store) = &self.made
-                            && let Err(error) = store.remember_made("conversation", &id).await
-                        {
-                            tracing::warn!(%error, "cannot remember a conversation Junction started");
-                        }
-                        id
-                    }
-                };
-                let acting = admin.clone().or_else(|| assign_admin.clone());
-                let assignee = match (assign_admin, assign_team) {
-                    (Some(admin), _) => Some(Assignee::Admin(admin.clone())),
-                    (None, Some(team)) => Some(Assignee::Team(team.clone())),
-                    _ => None,
-                };
-                if let (Some(assignee), Some(acting)) = (&assignee, &acting) {
-                    client
-                        .assign_conversation(&conversation, acting, assignee)
-                        .await?;
-                }
-                if let (Some(note), Some(acting)) = (note, &acting) {
-                    client
-                        .reply_as_admin(&conversation, acting, note, true)
-                        .await?;
-                }
-                Ok(format!("conversation {conversation} for contact {contact}"))
-            }
-            Action::Note { admin, body } => {
-                let contact = target.resolver.contact_id(identity).await?;
-                let note = client.add_note(&contact, admin, body).await?;
-                Ok(format!(
-                    "note {} on contact {contact}",
-                    note["id"].as_str().unwrap_or("?")
-                ))
-            }
-            Action::Owner { admin } => {
-                let contact = target.resolver.contact_id(identity).await?;
-                let owner: Value = admin
-                    .parse::<i64>()
-                    .map_or_else(|_| Value::String(admin.clone()), Value::from);
-                client
-                    .update_contact(&contact, &json!({ "owner_id": owner }))
-                    .await?;
-                Ok(format!("owner {admin} of contact {contact}"))
-            }
-            Action::Http { .. } | Action::Segment { .. } => unreachable!("handled before"),
+        crate::actions::deliver(&call, action).await
+    }
+
+    /// Remembers a conversation (or another thing) Junction made, so that Intercom's webhook
+    /// about it triggers nothing; a failure to remember is logged, not fatal.
+    pub(crate) async fn remember_made(&self, kind: &str, id: &str) {
+        if let Some(store) = &self.made
+            && let Err(error) = store.remember_made(kind, id).await
+        {
+            tracing::warn!(%error, kind, "cannot remember what Junction made");
         }
     }
 
-    async fn tag_id(&self, client: &IntercomClient, name: &str) -> Result<String, Failure> {
+    pub(crate) async fn tag_id(
+        &self,
+        client: &IntercomClient,
+        name: &str,
+    ) -> Result<String, Failure> {
         if let Some(id) = self.tag_ids.lock().expect("tag cache").get(name) {
             return Ok(id.clone());
         }

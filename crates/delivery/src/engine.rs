@@ -741,15 +741,7 @@ fn with_timestamp(event: &StoredEvent) -> std::borrow::Cow<'_, serde_json::Value
 /// 0 for what a person is waiting on (messages, conversations, notes, owners, alerts), 1 for
 /// bulk syncs.
 pub fn lane(action: &Action) -> i64 {
-    match action {
-        Action::Message { .. }
-        | Action::Conversation { .. }
-        | Action::Note { .. }
-        | Action::Owner { .. }
-        | Action::Http { .. }
-        | Action::Segment { .. } => 0,
-        _ => 1,
-    }
+    if action.urgent() { 0 } else { 1 }
 }
 
 /// The outbox row of a planned action.

@@ -5,6 +5,7 @@
 //!
 //! [`Pipeline::start`] wires both to a store and runs them until shutdown.
 
+mod actions;
 pub mod alerts;
 pub mod deliver;
 pub mod engine;

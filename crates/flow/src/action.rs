@@ -127,6 +127,20 @@ impl Action {
         }
     }
 
+    /// Whether it goes in the urgent lane: what a person or a team is waiting for (messages,
+    /// conversations, notes, owners, alerts, Segment calls), delivered before bulk syncs.
+    pub fn urgent(&self) -> bool {
+        matches!(
+            self,
+            Action::Message { .. }
+                | Action::Conversation { .. }
+                | Action::Note { .. }
+                | Action::Owner { .. }
+                | Action::Http { .. }
+                | Action::Segment { .. }
+        )
+    }
+
     /// What frequency caps and quiet hours apply to: messages and the conversations Junction
     /// starts.
     pub fn reaches_the_person(&self) -> bool {

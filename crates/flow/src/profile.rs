@@ -3,6 +3,7 @@
 //! written only by the planner (so it needs no locking), read by expressions as `traits` and
 //! `profile`.
 
+use crate::duration::Span;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 use std::collections::{BTreeMap, VecDeque};
@@ -144,7 +145,83 @@ impl Profile {
     }
 }
 
+impl Profile {
+    /// Marks a milestone reached; true the first time.
+    pub fn reach_milestone(&mut self, name: String) -> bool {
+        let new = !self.milestones.contains(&name);
+        if new {
+            self.milestones.push(name);
+        }
+        new
+    }
+}
+
+/// How a score forgets its points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decay {
+    /// Points add up for good.
+    Never,
+    /// Only the points earned within this window count.
+    Window(Span),
+    /// Points fade, halving over this span.
+    HalfLife(Span),
+}
+
+impl ScoreState {
+    pub fn new(now_ms: i64) -> ScoreState {
+        ScoreState {
+            value: 0.0,
+            armed: true,
+            at_ms: now_ms,
+            points: Vec::new(),
+        }
+    }
+
+    /// Adds `points` earned at `now_ms`, forgetting as `decay` says. True when the score
+    /// crosses `threshold` upwards while armed; it is then disarmed until it falls below
+    /// `threshold − hysteresis`.
+    pub fn add(
+        &mut self,
+        points: f64,
+        now_ms: i64,
+        decay: Decay,
+        threshold: f64,
+        hysteresis: f64,
+    ) -> bool {
+        match decay {
+            Decay::Window(window) => {
+                if points != 0.0 {
+                    self.points.push((now_ms, points));
+                }
+                self.points.retain(|(at, _)| *at > now_ms - window.millis());
+                self.value = self.points.iter().map(|(_, p)| p).sum();
+            }
+            Decay::HalfLife(half_life) => {
+                let elapsed = (now_ms - self.at_ms).max(0) as f64;
+                self.value =
+                    self.value * 0.5_f64.powf(elapsed / half_life.millis() as f64) + points;
+            }
+            Decay::Never => self.value += points,
+        }
+        self.at_ms = now_ms.max(self.at_ms);
+        let fire = self.armed && self.value >= threshold;
+        if fire {
+            self.armed = false;
+        } else if !self.armed && self.value < threshold - hysteresis {
+            self.armed = true;
+        }
+        fire
+    }
+}
+
 impl CountState {
+    /// Records an event at `now_ms`, keeping the times of the last two windows.
+    pub fn record(&mut self, now_ms: i64, window: Span) {
+        self.window_ms = window.millis();
+        self.times.push(now_ms);
+        self.times.retain(|t| *t > now_ms - 2 * window.millis());
+    }
+
     /// Events in the window ending now, and in the window before it.
     pub fn windows(&self, now_ms: i64) -> (usize, usize) {
         let current_from = now_ms - self.window_ms;
