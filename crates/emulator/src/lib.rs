@@ -210,6 +210,12 @@ impl Emulator {
     }
 
     /// Replaces the injected faults of a running emulator.
+    /// Rate-limit windows of this many seconds instead of Intercom's 10 (tests that need many
+    /// windows).
+    pub fn set_rate_window(&self, seconds: u64) {
+        self.limiter.set_window_seconds(seconds);
+    }
+
     pub fn set_faults(&self, faults: faults::Faults) {
         self.faults.set(faults);
     }

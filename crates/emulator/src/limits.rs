@@ -20,6 +20,8 @@ pub struct WindowLimiter {
 
 struct Window {
     limit: u32,
+    /// The window's length (Intercom's: [`WINDOW_SECONDS`]).
+    seconds: u64,
     /// Start of the current window, Unix seconds.
     started: u64,
     used: u32,
@@ -33,6 +35,8 @@ pub struct Admission {
     pub remaining: u32,
     /// Unix seconds at which the window resets.
     pub reset: u64,
+    /// The window's length.
+    pub seconds: u64,
 }
 
 impl WindowLimiter {
@@ -40,6 +44,7 @@ impl WindowLimiter {
         WindowLimiter {
             state: Mutex::new(Window {
                 limit,
+                seconds: WINDOW_SECONDS,
                 started: 0,
                 used: 0,
             }),
@@ -50,10 +55,16 @@ impl WindowLimiter {
         self.state.lock().expect("limiter lock").limit = limit;
     }
 
+    /// Shorter windows than Intercom's, for tests that exercise many windows in seconds.
+    pub fn set_window_seconds(&self, seconds: u64) {
+        self.state.lock().expect("limiter lock").seconds = seconds.max(1);
+    }
+
     /// Counts a request made at `now` (Unix seconds).
     pub fn admit(&self, now: u64) -> Admission {
         let mut window = self.state.lock().expect("limiter lock");
-        let started = now - now % WINDOW_SECONDS;
+        let seconds = window.seconds;
+        let started = now - now % seconds;
         if started != window.started {
             window.started = started;
             window.used = 0;
@@ -66,7 +77,8 @@ impl WindowLimiter {
             allowed,
             limit: window.limit,
             remaining: window.limit - window.used,
-            reset: started + WINDOW_SECONDS,
+            reset: started + seconds,
+            seconds,
         }
     }
 }
@@ -90,8 +102,8 @@ pub async fn rate_limit(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_exceeded",
             format!(
-                "Exceeded rate limit of {} in {WINDOW_SECONDS}_seconds",
-                admission.limit
+                "Exceeded rate limit of {} in {}_seconds",
+                admission.limit, admission.seconds
             ),
         )
         .into_response()
@@ -121,7 +133,8 @@ mod tests {
                 allowed: true,
                 limit: 2,
                 remaining: 1,
-                reset: 1_000_010
+                reset: 1_000_010,
+                seconds: 10,
             }
         );
         assert!(limiter.admit(1_000_009).allowed);
@@ -137,5 +150,7 @@ mod tests {
             ),
             (true, 1, 1_000_020)
         );
+        limiter.set_window_seconds(1);
+        assert_eq!(limiter.admit(1_000_021).reset, 1_000_022);
     }
 }

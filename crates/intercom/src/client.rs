@@ -27,6 +27,9 @@ pub struct IntercomConfig {
     pub retry: RetryPolicy,
     /// How many requests may be in flight at once (adapted to latency within these bounds).
     pub concurrency: ConcurrencySettings,
+    /// The rate-limit window's length in seconds: Intercom's 10; tests set an emulator's
+    /// shorter windows here to run in seconds.
+    pub rate_window_seconds: u64,
 }
 
 /// Short, in-process retries of one call (with exponential back-off and full jitter), for
@@ -88,6 +91,7 @@ impl IntercomConfig {
             timeout: Duration::from_secs(15),
             retry: RetryPolicy::default(),
             concurrency: ConcurrencySettings::default(),
+            rate_window_seconds: crate::rate::INTERCOM_WINDOW_SECONDS,
         }
     }
 }
@@ -133,12 +137,16 @@ impl IntercomClient {
             .timeout(config.timeout)
             .user_agent(concat!("junction/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let gate = RateGate::new(
+            Arc::new(junction_store::SystemClock),
+            config.rate_window_seconds,
+        );
         Ok(IntercomClient {
             http,
             base,
             slots: AdaptiveConcurrency::new(config.concurrency),
             config: Arc::new(config),
-            gate: Arc::new(RateGate::default()),
+            gate: Arc::new(gate),
         })
     }
 

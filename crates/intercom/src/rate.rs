@@ -18,18 +18,27 @@
 //! ([`RESET_MARGIN`]), so that requests still in flight from the last one land first; a window
 //! after a quiet one opens at once (no added latency at low rates).
 
-use junction_store::RateBudget;
+use junction_store::{Clock, RateBudget, SystemClock};
 use reqwest::header::HeaderMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Slack added after the announced reset, since the server's second and ours may differ.
 const RESET_MARGIN: Duration = Duration::from_millis(100);
 
-#[derive(Default)]
 pub struct RateGate {
     window: Mutex<Window>,
     shared: OnceLock<SharedBudget>,
+    /// Unix time, for windows aligned to it (the system's; a test's own in tests).
+    clock: Arc<dyn Clock>,
+    /// The window's length (Intercom's is 10 seconds).
+    window_seconds: u64,
+}
+
+impl Default for RateGate {
+    fn default() -> Self {
+        RateGate::new(Arc::new(SystemClock), INTERCOM_WINDOW_SECONDS)
+    }
 }
 
 impl std::fmt::Debug for RateGate {
@@ -91,9 +100,9 @@ struct Window {
 impl Window {
     /// With a shared budget: counts a request against this node's slice of the current window
     /// (None: it may go), or says what to do first.
-    fn spend_slice(&mut self, remaining: u32, now_ms: u64) -> Option<Next> {
-        let bucket = now_ms / 1000 / WINDOW_SECONDS;
-        let into_window = now_ms % (WINDOW_SECONDS * 1000);
+    fn spend_slice(&mut self, remaining: u32, now_ms: u64, window_seconds: u64) -> Option<Next> {
+        let bucket = now_ms / 1000 / window_seconds;
+        let into_window = now_ms % (window_seconds * 1000);
         let margin = RESET_MARGIN.as_millis() as u64;
         let previous_was_tight =
             self.hold_bucket == Some(bucket) || self.spent_bucket == Some(bucket.saturating_sub(1));
@@ -114,7 +123,7 @@ impl Window {
             return None;
         }
         if self.spent_bucket == Some(bucket) {
-            let next_window = (bucket + 1) * WINDOW_SECONDS * 1000;
+            let next_window = (bucket + 1) * window_seconds * 1000;
             return Some(Next::Wait(
                 Duration::from_millis(next_window.saturating_sub(now_ms)) + RESET_MARGIN,
             ));
@@ -128,18 +137,27 @@ impl Window {
 }
 
 /// Intercom's rate-limit window.
-const WINDOW_SECONDS: u64 = 10;
+pub const INTERCOM_WINDOW_SECONDS: u64 = 10;
 
 /// How often waiting callers look again while the first request probes the window.
 const PROBE_POLL: Duration = Duration::from_millis(10);
 
-fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl RateGate {
+    /// A gate reading Unix time from `clock`, for windows of `window_seconds` (Intercom's are
+    /// [`INTERCOM_WINDOW_SECONDS`]; an emulator may be set to shorter ones for tests).
+    pub fn new(clock: Arc<dyn Clock>, window_seconds: u64) -> RateGate {
+        RateGate {
+            window: Mutex::new(Window::default()),
+            shared: OnceLock::new(),
+            clock,
+            window_seconds: window_seconds.max(1),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms().max(0) as u64
+    }
+
     /// From now on, spends only what it takes from `budget` for `workspace` (shared with every
     /// node calling that workspace). Set once; later calls change nothing.
     pub fn share_budget(&self, budget: Arc<dyn RateBudget>, workspace: impl Into<String>) {
@@ -154,7 +172,8 @@ impl RateGate {
         loop {
             let next = {
                 let mut window = self.window.lock().expect("rate gate lock");
-                let now_ms = unix_now_ms();
+                let now_ms = self.now_ms();
+                let window_seconds = self.window_seconds;
                 if let Some(reset) = window.reset
                     && now_ms >= reset * 1000
                 {
@@ -165,7 +184,7 @@ impl RateGate {
                             (Some(remaining), Some(limit)) => remaining <= limit / 10,
                             _ => true,
                         };
-                    window.hold_bucket = tight.then_some(now_ms / 1000 / WINDOW_SECONDS);
+                    window.hold_bucket = tight.then_some(now_ms / 1000 / window_seconds);
                     window.remaining = if window.refused { None } else { window.limit };
                     window.reset = None;
                 }
@@ -177,7 +196,7 @@ impl RateGate {
                     // for the answers.
                     (Some(0), None) => Next::Wait(PROBE_POLL),
                     (Some(remaining), _) if self.shared.get().is_some() => {
-                        match window.spend_slice(remaining, now_ms) {
+                        match window.spend_slice(remaining, now_ms, window_seconds) {
                             Some(next) => next,
                             None => return,
                         }
@@ -192,7 +211,7 @@ impl RateGate {
                         if self.shared.get().is_none() {
                             return;
                         }
-                        Next::Probe(now_ms / 1000 / WINDOW_SECONDS)
+                        Next::Probe(now_ms / 1000 / window_seconds)
                     }
                     (None, _) => Next::Wait(PROBE_POLL),
                 }
@@ -285,7 +304,7 @@ impl RateGate {
         // moved on) says nothing about the current one: taking it would hand out the current
         // window's budget a second time.
         if let Some(reset) = number("x-ratelimit-reset")
-            && (reset * 1000 <= unix_now_ms() || window.reset.is_some_and(|known| reset < known))
+            && (reset * 1000 <= self.now_ms() || window.reset.is_some_and(|known| reset < known))
         {
             return;
         }
@@ -308,8 +327,8 @@ impl RateGate {
         if window.refused {
             window.remaining = Some(0);
             if window.reset.is_none() {
-                // A 429 that names no reset: assume Intercom's 10-second window.
-                window.reset = Some(unix_now_ms() / 1000 + WINDOW_SECONDS);
+                // A 429 that names no reset: assume a whole window.
+                window.reset = Some(self.now_ms() / 1000 + self.window_seconds);
             }
         }
     }
@@ -332,31 +351,39 @@ mod tests {
     #[test]
     fn a_window_start_is_held_only_after_a_tight_window() {
         let bucket = 1_000_000u64;
-        let start_ms = bucket * WINDOW_SECONDS * 1000;
+        let start_ms = bucket * INTERCOM_WINDOW_SECONDS * 1000;
         let mut quiet = Window {
             limit: Some(1666),
             slice: 5,
             slice_bucket: bucket,
             ..Window::default()
         };
-        assert!(quiet.spend_slice(1600, start_ms + 5).is_none());
+        assert!(
+            quiet
+                .spend_slice(1600, start_ms + 5, INTERCOM_WINDOW_SECONDS)
+                .is_none()
+        );
 
         let mut after_tight = Window {
             hold_bucket: Some(bucket),
             ..quiet
         };
         assert!(matches!(
-            after_tight.spend_slice(1600, start_ms + 5),
+            after_tight.spend_slice(1600, start_ms + 5, INTERCOM_WINDOW_SECONDS),
             Some(Next::Wait(wait)) if wait == Duration::from_millis(95)
         ));
-        assert!(after_tight.spend_slice(1600, start_ms + 100).is_none());
+        assert!(
+            after_tight
+                .spend_slice(1600, start_ms + 100, INTERCOM_WINDOW_SECONDS)
+                .is_none()
+        );
 
         let mut after_spent = Window {
             spent_bucket: Some(bucket - 1),
             ..quiet
         };
         assert!(matches!(
-            after_spent.spend_slice(1600, start_ms),
+            after_spent.spend_slice(1600, start_ms, INTERCOM_WINDOW_SECONDS),
             Some(Next::Wait(_))
         ));
     }
@@ -365,8 +392,9 @@ mod tests {
     /// back (found by CI: one 429 in 1,000 calls when an answer crossed a window boundary).
     #[tokio::test]
     async fn a_late_answer_from_an_ended_window_is_ignored() {
-        let gate = RateGate::default();
-        let now = unix_now_ms() / 1000;
+        let clock = Arc::new(junction_store::ManualClock::new(1_790_000_003_000));
+        let gate = RateGate::new(clock.clone(), INTERCOM_WINDOW_SECONDS);
+        let now = gate.now_ms() / 1000;
         gate.acquire().await;
         gate.observe(200, &headers(1, now + 10));
         gate.acquire().await;
@@ -379,5 +407,53 @@ mod tests {
         // The current window's own answers still count.
         gate.observe(200, &headers(0, now + 10));
         assert_eq!(gate.window.lock().unwrap().remaining, Some(0));
+    }
+
+    /// A queue of requests against a workspace allowing 50 per 10-second window, in tokio's
+    /// paused time with the gate's clock following it: every window gets at most 50, the
+    /// queue drains at the allowed rate, and the test takes no wall-clock time.
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_drains_at_the_allowed_rate_in_paused_time() {
+        let limit = 50u64;
+        let clock = Arc::new(junction_store::TokioClock::starting_at(1_790_000_003_000));
+        let gate = Arc::new(RateGate::new(clock.clone(), INTERCOM_WINDOW_SECONDS));
+        // Intercom's side: what each window has served.
+        let served = Arc::new(Mutex::new(std::collections::BTreeMap::<u64, u64>::new()));
+        let tasks: Vec<_> = (0..230)
+            .map(|_| {
+                let (gate, clock, served) = (gate.clone(), clock.clone(), served.clone());
+                tokio::spawn(async move {
+                    gate.acquire().await;
+                    // A request takes 20 ms, then Intercom counts it and answers.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let now = clock.now_ms() as u64 / 1000;
+                    let window = now / INTERCOM_WINDOW_SECONDS;
+                    let used = {
+                        let mut served = served.lock().unwrap();
+                        let used = served.entry(window).or_default();
+                        *used += 1;
+                        *used
+                    };
+                    let reset = (window + 1) * INTERCOM_WINDOW_SECONDS;
+                    let status = if used > limit { 429 } else { 200 };
+                    gate.observe(status, &headers(limit.saturating_sub(used) as u32, reset));
+                    status
+                })
+            })
+            .collect();
+        let started = tokio::time::Instant::now();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 200, "no request met a spent window");
+        }
+        let served = served.lock().unwrap().clone();
+        assert!(served.values().all(|&n| n <= limit), "{served:?}");
+        assert_eq!(served.values().sum::<u64>(), 230);
+        // 230 requests at 50 per window need five windows (the first one partly over).
+        assert!(served.len() <= 6, "{served:?}");
+        assert!(
+            started.elapsed() <= Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

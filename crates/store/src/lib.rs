@@ -10,6 +10,7 @@
 //! group commit per node, numbering under one row lock, per-user locks). Every call is async,
 //! sequence numbers are assigned by the store, and nothing assumes a single process.
 
+pub mod clock;
 mod copy;
 pub mod outbox;
 mod partition;
@@ -635,6 +636,7 @@ pub async fn migrate(url: &str) -> Result<(i64, i64), StoreError> {
     }
 }
 
+pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use copy::copy;
 
 /// Where a store URL points.
