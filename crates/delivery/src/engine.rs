@@ -23,8 +23,8 @@ use crate::shared::SharedState;
 use junction_flow::action::{Action, HELD_SUFFIX, PlannedAction};
 use junction_flow::{EventInput, Plan, Planner, Profile, TimerPlan, stored};
 use junction_store::{
-    EngineCommit, Lease, NewAction, NewQuarantine, NewRun, NewTimer, ReleasedEntry, Store,
-    StoreError, StoredEvent, partition_of,
+    Clock, EngineCommit, Lease, NewAction, NewQuarantine, NewRun, NewTimer, ReleasedEntry, Store,
+    StoreError, StoredEvent, SystemClock, partition_of,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -66,6 +66,8 @@ pub struct Engine {
     /// The planner's lease this engine plans under, and how long each renewal lasts: every
     /// commit carries it, and the store refuses commits once another node has taken it over.
     lease: Option<(Lease, Duration)>,
+    /// The clock timers fall due by (the lease goes by the system's).
+    clock: Arc<dyn Clock>,
 }
 
 /// The name of the lease a partition's engine plans under.
@@ -100,7 +102,14 @@ impl Engine {
             unreadable: HashMap::new(),
             alerts: None,
             lease: None,
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Timers fall due by this clock (a test's, to move time).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Plans under this lease (renewed every third of `duration` while the engine runs).
@@ -167,7 +176,7 @@ impl Engine {
                 );
                 return Ok(());
             }
-            match self.step(now_ms()).await {
+            match self.step(self.clock.now_ms()).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(StoreError::Fenced { .. }) => {
@@ -199,7 +208,7 @@ impl Engine {
             }
             let wait = match self.store.next_timer_ms(self.partition).await {
                 Ok(Some(at)) => Duration::from_millis(
-                    (at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64,
+                    (at - self.clock.now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64,
                 ),
                 _ => IDLE_POLL,
             };

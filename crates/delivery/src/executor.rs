@@ -26,10 +26,11 @@
 
 use crate::alerts::{AlertKind, Alerter};
 use crate::deliver::{Deliverer, Failure, FailureClass};
-use crate::engine::now_ms;
 use junction_flow::action::{Action, OnError, PlannedAction};
 use junction_intercom::recorder;
-use junction_store::{ActionOutcome, ActionRecord, Attempt, Claim, Store, StoreError};
+use junction_store::{
+    ActionOutcome, ActionRecord, Attempt, Claim, Clock, Store, StoreError, SystemClock,
+};
 use serde_json::Map;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,9 @@ pub struct DeliverySettings {
     /// How long a claim on a user lasts unless renewed: how soon another node takes over the
     /// users of a node that died. Renewed every third of it.
     pub lease: Duration,
+    /// The clock timers and retries fall due by: the system's, or a test's own to move time
+    /// (leases and claims between nodes always go by the system clock).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for DeliverySettings {
@@ -74,6 +78,7 @@ impl Default for DeliverySettings {
             health_every: Duration::from_secs(15),
             node: default_node_name(0),
             lease: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -186,7 +191,12 @@ impl Executor {
                 if free > 0 {
                     match self
                         .store
-                        .claim_users(&self.settings.node, now_ms(), lease_ms, free)
+                        .claim_users(
+                            &self.settings.node,
+                            self.settings.clock.now_ms(),
+                            lease_ms,
+                            free,
+                        )
                         .await
                     {
                         Ok(claims) => {
@@ -205,7 +215,9 @@ impl Executor {
                     }
                 }
                 if let Ok(Some(due)) = self.store.next_due_ms().await {
-                    wait = wait.min(Duration::from_millis((due - now_ms()).max(0) as u64));
+                    wait = wait.min(Duration::from_millis(
+                        (due - self.settings.clock.now_ms()).max(0) as u64,
+                    ));
                 }
             }
             if Instant::now() >= next_health {
@@ -214,7 +226,8 @@ impl Executor {
             }
             if Instant::now() >= next_cleanup {
                 next_cleanup = Instant::now() + CLEANUP_EVERY;
-                let before = now_ms() - self.settings.retention.as_millis() as i64;
+                let before =
+                    self.settings.clock.now_ms() - self.settings.retention.as_millis() as i64;
                 match self.store.cleanup(before).await {
                     Ok(0) => {}
                     Ok(n) => {
@@ -248,7 +261,7 @@ impl Executor {
         }
         match self
             .store
-            .renew_claims(claims.clone(), now_ms(), lease_ms)
+            .renew_claims(claims.clone(), self.settings.clock.now_ms(), lease_ms)
             .await
         {
             Ok(renewed) => {
@@ -368,8 +381,9 @@ impl Worker {
     /// Whether this worker's claim is still this node's and lasts more than `margin_ms`.
     fn holds_for(&self, claim: &Claim, margin_ms: i64) -> bool {
         let held = self.held.lock().expect("held claims");
-        held.get(&claim.identity)
-            .is_some_and(|c| c.token == claim.token && c.expires_ms - now_ms() > margin_ms)
+        held.get(&claim.identity).is_some_and(|c| {
+            c.token == claim.token && c.expires_ms - self.settings.clock.now_ms() > margin_ms
+        })
     }
 
     /// Whether a call may start: the claim lasts at least until the next renewal is due.
@@ -428,21 +442,29 @@ impl Worker {
         }
         let mut index = 0;
         while index < actions.len() {
-            if actions[index].next_at_ms > now_ms()
+            if actions[index].next_at_ms > self.settings.clock.now_ms()
                 || self.paused.load(Ordering::SeqCst)
                 || *self.stopping.borrow()
                 || !self.may_start_a_call(claim)
             {
                 break;
             }
-            let (planned, merged) = match coalesce(&actions[index..]) {
+            let (planned, merged) = match coalesce(&actions[index..], self.settings.clock.now_ms())
+            {
                 Ok(found) => found,
                 Err(error) => {
                     let outcome = ActionOutcome::Failed {
                         id: actions[index].id.clone(),
                         error: format!("unreadable action: {error}"),
                         code: "unreadable".into(),
-                        attempt: attempt(1, now_ms(), 0, "failed", Some("unreadable".into()), &[]),
+                        attempt: attempt(
+                            1,
+                            self.settings.clock.now_ms(),
+                            0,
+                            "failed",
+                            Some("unreadable".into()),
+                            &[],
+                        ),
                         skip_rest_of_run: false,
                     };
                     let _ = self.store.action_outcomes(claim, vec![outcome]).await;
@@ -456,7 +478,10 @@ impl Worker {
                     .increment(merged.len() as u64);
             }
             if planned.action.creates_something()
-                && let Err(error) = self.store.mark_started(claim, &record.id, now_ms()).await
+                && let Err(error) = self
+                    .store
+                    .mark_started(claim, &record.id, self.settings.clock.now_ms())
+                    .await
             {
                 self.store_refused(&error, &record.id, "mark an action in flight");
                 break;
@@ -497,7 +522,7 @@ impl Worker {
         planned: &PlannedAction,
         merged: Vec<String>,
     ) -> ActionOutcome {
-        let started_at = now_ms();
+        let started_at = self.settings.clock.now_ms();
         let started = Instant::now();
         // A message or note whose last attempt lost its connection may have been sent anyway:
         // sending it again may duplicate it, and Intercom offers no way to check.
@@ -547,7 +572,8 @@ impl Worker {
                 }
                 ActionOutcome::Retry {
                     id,
-                    next_at_ms: now_ms() + self.settings.probe_every.as_millis() as i64,
+                    next_at_ms: self.settings.clock.now_ms()
+                        + self.settings.probe_every.as_millis() as i64,
                     error: message.clone(),
                     code,
                     attempt: this_attempt("paused", Some(message)),
@@ -560,11 +586,12 @@ impl Worker {
                 message,
             }) => {
                 let first = record.first_attempt_ms.unwrap_or(started_at);
-                let window_over = now_ms() - first >= self.settings.retry_window.as_millis() as i64;
+                let window_over = self.settings.clock.now_ms() - first
+                    >= self.settings.retry_window.as_millis() as i64;
                 if window_over && number >= self.settings.min_attempts {
                     let error = format!(
                         "gave up after {number} attempts over {}: {message}",
-                        human(now_ms() - first)
+                        human(self.settings.clock.now_ms() - first)
                     );
                     self.dead_letter(&id, &error);
                     ActionOutcome::Failed {
@@ -579,7 +606,7 @@ impl Worker {
                     tracing::info!(action = %id, error = %message, ?delay, "delivery will retry");
                     ActionOutcome::Retry {
                         id,
-                        next_at_ms: now_ms() + delay.as_millis() as i64,
+                        next_at_ms: self.settings.clock.now_ms() + delay.as_millis() as i64,
                         error: message.clone(),
                         code,
                         attempt: this_attempt("retry", Some(message)),
@@ -623,10 +650,12 @@ impl Worker {
 /// The action to deliver for the head of `actions`: the head itself, or — when it is a contact
 /// update followed by more of them — one update carrying them all (later values win), with the
 /// ids of the ones folded in.
-fn coalesce(actions: &[ActionRecord]) -> Result<(PlannedAction, Vec<String>), serde_json::Error> {
+fn coalesce(
+    actions: &[ActionRecord],
+    now: i64,
+) -> Result<(PlannedAction, Vec<String>), serde_json::Error> {
     let mut planned: PlannedAction = serde_json::from_value(actions[0].body.clone())?;
     let mut merged = Vec::new();
-    let now = now_ms();
     if let Action::Contact { traits, fields } = &mut planned.action {
         for next in &actions[1..] {
             if next.next_at_ms > now {

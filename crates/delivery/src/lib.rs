@@ -105,6 +105,7 @@ impl Pipeline {
                     (Arc::clone(&events_arrived), Arc::clone(&actions_planned));
                 let (stop, alerts) = (stop.clone(), alerts.clone());
                 let (node, lease) = (settings.node.clone(), settings.lease);
+                let clock = Arc::clone(&settings.clock);
                 move || {
                     // This node plans its share of the partitions (see planning.rs).
                     let planning = planning::Planning {
@@ -116,6 +117,7 @@ impl Pipeline {
                         alerts: alerts.clone(),
                         node: node.clone(),
                         lease,
+                        clock: Arc::clone(&clock),
                     };
                     let stop = stop.clone();
                     async move { Ok(planning.run(stop)) }

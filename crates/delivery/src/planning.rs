@@ -32,6 +32,8 @@ pub struct Planning {
     /// This node's name and the lease length.
     pub node: String,
     pub lease: Duration,
+    /// The clock timers fall due by.
+    pub clock: Arc<dyn junction_store::Clock>,
 }
 
 /// Stops every engine (each gives its lease up) and waits for them.
@@ -200,7 +202,8 @@ impl Planning {
             .map_err(|e| Trouble::Engine(format!("partition {partition}: cannot start: {e}")))?
             .with_profile_api(self.profile_api.clone())
             .with_alerts(self.alerts.clone())
-            .with_lease(lease.clone(), self.lease);
+            .with_lease(lease.clone(), self.lease)
+            .with_clock(Arc::clone(&self.clock));
             tracing::info!(
                 partition,
                 token = lease.token,
