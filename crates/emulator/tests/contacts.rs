@@ -146,9 +146,19 @@ async fn search_lags_behind_creation_but_direct_reads_do_not() {
     assert_eq!(api.search_external_id("lagging").await["total_count"], 0);
     let (status, found) = api.get("/contacts/find_by_external_id/lagging").await;
     assert_eq!((status, &found["id"]), (StatusCode::OK, &created["id"]));
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let result = api.search_external_id("lagging").await;
-    assert_eq!(result["total_count"], 1);
+    // Found once the lag has passed: wait for that state, not for a guessed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let result = loop {
+        let result = api.search_external_id("lagging").await;
+        if result["total_count"] == 1 {
+            break result;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never found: {result}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(result["data"][0]["id"], created["id"]);
 }
 

@@ -193,15 +193,24 @@ async fn refused_credentials_pause_delivery_alert_once_and_lose_nothing() {
         )
         .await;
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let refused = s
-        .emulator
-        .journal_entries()
-        .iter()
-        .filter(|e| e.status == 401)
-        .count();
+    // Paused: the calls already under way are refused, then one probe a second (probe_every).
+    let refused = |s: &Scenario| {
+        s.emulator
+            .journal_entries()
+            .iter()
+            .filter(|e| e.status == 401)
+            .count()
+    };
+    s.until("two probes after the pause", |s| refused(s) >= 3)
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while alerts.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no alert");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused(&s);
     assert!(
-        (1..=8).contains(&refused),
+        (3..=8).contains(&refused),
         "{refused} refused calls: delivery must pause and probe, not retry everything"
     );
     assert_eq!(

@@ -192,7 +192,7 @@ async fn a_new_lead_reaches_segment_once() {
     // Intercom delivers the same notification again: no second identify.
     let (body, signature) = s.emulator.webhooks_sent()[0].clone();
     assert_eq!(post_hook(&s, &body, Some(&signature)).await, 200);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    s.notifications_settled().await;
     assert_eq!(stored(&receiver.url(""), "identify").await.len(), 1);
 }
 
@@ -220,7 +220,7 @@ async fn junction_sending_to_itself_does_not_loop() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    s.notifications_settled().await;
     assert_eq!(
         stored(&own, "identify").await.len(),
         1,
@@ -383,7 +383,7 @@ async fn what_junction_created_in_intercom_is_not_echoed_to_segment() {
         assert!(Instant::now() < deadline, "{}", s.server.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    s.notifications_settled().await;
     let tracks = stored(&receiver.url(""), "track").await;
     assert_eq!(
         tracks.len(),

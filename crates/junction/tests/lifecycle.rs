@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn junction(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_junction"))
@@ -361,10 +361,31 @@ async fn intercom_credentials_are_checked_at_start_up() {
             ),
         )
         .unwrap();
-        let (child, _) = common::spawn_json_logged(&config, "info").await;
-        tokio::time::sleep(Duration::from_millis(300)).await; // the check runs beside start-up
-        let logs = common::stop_and_collect_logs(child);
-        assert!(logs.contains(expected), "{logs}");
+        let (mut child, _) = common::spawn_json_logged(&config, "info").await;
+        // The check runs beside start-up: read the log as it is written until it says so.
+        let lines = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (sender, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in lines.lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut logs = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !logs.contains(expected) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match received.recv_timeout(left) {
+                Ok(line) => logs.push_str(&(line + "\n")),
+                Err(_) => panic!("`{expected}` never logged:\n{logs}"),
+            }
+        }
+        // SAFETY: kill(2) with a pid we own.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        child.wait().unwrap();
+        logs.extend(received.try_iter().map(|line| line + "\n"));
         assert!(!logs.contains(token), "the token appears in the logs");
     }
 }

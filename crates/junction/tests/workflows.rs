@@ -333,7 +333,9 @@ async fn inactivity_timer_fires_unless_the_feature_is_used(backend: Backend) {
     s.track("idle", "Signed Up", json!({})).await;
     s.track("busy", "Signed Up", json!({})).await;
     s.track("busy", "Feature Used", json!({})).await;
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // The busy user's wait has ended; the idle user's still runs (its timer has not fired, so
+    // its message cannot have been planned yet).
+    s.timers_pending(1).await;
     assert!(s.calls_to("POST", "/messages").is_empty(), "too early");
     s.until("the nudge", |s| s.calls_to("POST", "/messages").len() == 1)
         .await;
@@ -351,14 +353,15 @@ async fn inactivity_timer_fires_unless_the_feature_is_used(backend: Backend) {
 async fn a_pending_wait_fires_after_a_restart(backend: Backend) {
     let mut s = Scenario::start_on(
         backend,
-        "  - template: inactivity\n    vars: { delay: 3s }\n",
+        "  - template: inactivity\n    vars: { delay: 1s }\n",
     )
     .await;
+    let signed_up = std::time::Instant::now();
     s.track("u1", "Signed Up", json!({})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.timers_pending(1).await;
     s.server.kill();
-    // Down past the due time.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Down past the due time: the downtime is the scenario, not a guess at a state.
+    tokio::time::sleep(Duration::from_millis(1_200).saturating_sub(signed_up.elapsed())).await;
     assert!(s.calls_to("POST", "/messages").is_empty());
     s.server.spawn().await;
     s.until("the nudge after the restart", |s| {
