@@ -190,7 +190,7 @@ async fn dry_run(planner: &Planner, events: &[Event]) -> anyhow::Result<String> 
         for run in &plan.runs {
             let status = match (&run.error, run.paused) {
                 (Some(error), _) => format!("stopped: {error}"),
-                (None, true) => "paused at a wait".into(),
+                (None, true) => "paused (a wait, or a message held through quiet hours)".into(),
                 (None, false) => "done".into(),
             };
             let _ = writeln!(
@@ -203,10 +203,32 @@ async fn dry_run(planner: &Planner, events: &[Event]) -> anyhow::Result<String> 
             let at = chrono::DateTime::from_timestamp_millis(timer.fire_at_ms)
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default();
+            let _ = match &timer.release {
+                Some(held) => writeln!(
+                    out,
+                    "  {} [{}] held through the contact's quiet hours until {at} (not sent now)",
+                    held.action.kind(),
+                    held.id
+                ),
+                None if timer.cancel_on.is_empty() => writeln!(
+                    out,
+                    "  timer {} fires at {at}; then resumes at step {}",
+                    timer.id, timer.resume_at
+                ),
+                None => writeln!(
+                    out,
+                    "  timer {} fires at {at} unless {:?}; then resumes at step {}",
+                    timer.id, timer.cancel_on, timer.resume_at
+                ),
+            };
+        }
+        for (id, at) in &plan.rescheduled_timers {
+            let at = chrono::DateTime::from_timestamp_millis(*at)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  timer {} fires at {at} unless {:?}; then resumes at step {}",
-                timer.id, timer.cancel_on, timer.resume_at
+                "  timer {id} brought forward to {at}: the wait is over"
             );
         }
         for id in &plan.cancelled_timers {
@@ -225,6 +247,10 @@ async fn dry_run(planner: &Planner, events: &[Event]) -> anyhow::Result<String> 
                 action.action.kind(),
                 action.id
             );
+            if let Some(reason) = &action.capped {
+                let _ = writeln!(out, "     capped ({reason}): kept, not sent");
+                continue;
+            }
             if let Action::Http {
                 method, url, body, ..
             } = &action.action
