@@ -43,7 +43,7 @@ pub struct EngineCommit {
 /// of theirs before the deletion keeps its place, type, messageId and times, but its body
 /// becomes `{"type", "messageId", "redacted"}`; finished actions keep their workflow, step
 /// and kind but lose what they sent and who to (`action`, `who`), and their attempts lose the
-/// calls' bodies; pending timers are dropped. The deletion message itself is kept whole.
+/// calls' bodies; their timers (which carry events and held messages) are deleted. The deletion message itself is kept whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Erasure {
     /// Every id the user's events and actions are stored under (userId, anonymousId).

@@ -432,11 +432,9 @@ async fn erase(tx: &Transaction<'_>, erasure: &crate::Erasure) -> Result<(), Sto
         &[ids, &crate::REDACTED],
     )
     .await?;
-    tx.execute(
-        "UPDATE timers SET status = 'done' WHERE identity = ANY($1) AND status = 'pending'",
-        &[ids],
-    )
-    .await?;
+    // Timers carry the event that started their run (and a held message): gone, pending or not.
+    tx.execute("DELETE FROM timers WHERE identity = ANY($1)", &[ids])
+        .await?;
     Ok(())
 }
 

@@ -280,9 +280,9 @@ fn erase(tx: &Transaction<'_>, erasure: &crate::Erasure) -> rusqlite::Result<()>
            AND status NOT IN ('pending', 'standby')",
         params![ids, crate::REDACTED],
     )?;
+    // Timers carry the event that started their run (and a held message): gone, pending or not.
     tx.execute(
-        "UPDATE timers SET status = 'done'
-         WHERE identity IN (SELECT value FROM json_each(?1)) AND status = 'pending'",
+        "DELETE FROM timers WHERE identity IN (SELECT value FROM json_each(?1))",
         params![ids],
     )?;
     Ok(())
