@@ -121,6 +121,13 @@ try {
   await visit('dead-letters-replaying')
   await visit('dead-letters-replayed', '/console/dlq')
 
+  // Messages a frequency cap kept back: listed apart, sent anyway on request.
+  await visit('capped', '/console/dlq?capped=1')
+  await page.locator('tbody input[type=checkbox]').first().check()
+  await page.getByRole('button', { name: 'Send selected anyway' }).click()
+  await page.waitForURL(/\/console\/dlq\?capped=1&notice=/)
+  report.releaseNotice = (await page.getByRole('status').textContent()).trim()
+
   await page.getByRole('button', { name: 'Sign out' }).click()
   await page.waitForURL(base + '/console/login')
   await page.goto(base + '/console')

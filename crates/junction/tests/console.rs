@@ -1,8 +1,8 @@
 //! The console in a real browser: Debian's chromium, driven by playwright-core
 //! (`tests/clients/console.mjs`), against the real `junction` binary after a short run of
 //! events delivered to the emulator, twelve of them dead-lettered. Signs in, reads every page,
-//! watches a new event arrive in the live tail, replays the dead letter, is refused without
-//! the CSRF token, signs out. Screenshots of each
+//! watches a new event arrive in the live tail, replays the dead letter, releases a message a
+//! frequency cap kept back, is refused without the CSRF token, signs out. Screenshots of each
 //! page land in `$CARGO_TARGET_TMPDIR/console-screenshots`.
 
 mod common;
@@ -51,18 +51,24 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
         ),
     )
     .unwrap();
-    let s = Scenario::start_on(
+    // One message per contact a day: Ann's second nudge is capped (and released below).
+    let s = Scenario::start_config_on(
         common::Backend::Sqlite,
         &format!(
-            "  - template: profile-sync\n  - template: track-events\n  - template: churn-risk\n  - file: {}\n",
+            "journeys:\n  caps: {{ messages: 1 per 1d }}\nworkflows:\n  - template: profile-sync\n  - template: track-events\n  - template: churn-risk\n  - template: event-message\n  - file: {}\n",
             notify.display()
         ),
+        Some(common::scenario::TOKEN),
     )
     .await;
     s.identify("ann", json!({"email": "ann@example.com", "plan": "pro"}))
         .await;
     s.track("ann", "Order Completed", json!({"revenue": 19.99}))
         .await;
+    for feature in ["Reports", "Exports"] {
+        s.track("ann", "Feature Abandoned", json!({"feature": feature}))
+            .await;
+    }
     // Twelve trials end while the hook is broken: twelve dead letters, replayed together.
     for n in 0..12 {
         s.track(&format!("trial-{n}"), "Trial Ending", json!({}))
@@ -146,6 +152,17 @@ async fn the_console_in_a_browser_shows_real_data_replays_and_signs_out() {
         "{report:#}"
     );
     assert!(text("dead-letters-replayed").contains("The dead-letter queue is empty."));
+    // Ann's capped nudge was listed apart, and sent when released.
+    assert!(
+        text("capped").contains("workspace cap 1 per 1d reached"),
+        "{}",
+        text("capped")
+    );
+    assert_eq!(report["releaseNotice"], "Released 1 capped message(s).");
+    s.until("the released nudge", |s| {
+        s.calls_to("POST", "/messages").len() == 2
+    })
+    .await;
     // Bo's page says what happened to them and why: the churn-risk run, the event that caused
     // it, and the conversation it opened.
     let bo = text("people");

@@ -384,13 +384,15 @@ pub async fn dead_letters(
         since_ms: None,
         until_ms: None,
         limit: PAGE_ROWS,
-        capped: false,
+        // The messages a frequency cap kept back are listed the same way, and released.
+        capped: given(&filter, "capped").is_some(),
     };
+    let capped = query.capped;
     match inspect::dead_letters(state.store().as_ref(), query).await {
         Ok(letters) => render(
             "dlq.html",
             json!({
-                "signed_in": true, "csrf": session.csrf, "page": "dlq",
+                "signed_in": true, "csrf": session.csrf, "page": "dlq", "capped": capped,
                 "letters": letters, "filter": filter, "notice": given(&filter, "notice"),
                 "job": given(&filter, "job")
                     .and_then(|id| id.parse().ok())
@@ -432,6 +434,17 @@ pub async fn dead_letter_action(
             Ok(n) => format!("Discarded {n} dead letter(s)."),
             Err(error) => return store_failed(error, &session.csrf),
         },
+        (Some("release"), false) => match state.store().release_capped(ids).await {
+            Ok(n) => {
+                state.events_committed();
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("capped", "1")
+                    .append_pair("notice", &format!("Released {n} capped message(s)."))
+                    .finish();
+                return Redirect::to(&format!("/console/dlq?{query}")).into_response();
+            }
+            Err(error) => return store_failed(error, &session.csrf),
+        },
         (Some("replay" | "replay-shown"), false) => {
             let Some(planner) = state.inner.planner.clone() else {
                 return error_page(
@@ -467,7 +480,7 @@ pub async fn dead_letter_action(
                 StatusCode::BAD_REQUEST,
                 "Unknown action",
                 &format!(
-                    "`do` must be replay, replay-shown or discard, not {:?}",
+                    "`do` must be replay, replay-shown, discard or release, not {:?}",
                     other.unwrap_or("")
                 ),
                 Some(&session.csrf),
