@@ -7,7 +7,7 @@ use crate::action::{Action, OnError, PlannedAction, TimerPlan, Who};
 use crate::compile::Workflow;
 use crate::error::PlanError;
 use crate::expr::from_json;
-use crate::journey::{JourneyRules, LONGEST_CAP};
+use crate::journey::{JourneyRules, LONGEST_CAP, Reentry};
 use crate::profile::{Profile, RECENT_EVENTS, RecentEvent};
 use crate::run::{Outcome, Run, cap_reached, count_message};
 use crate::steps::StepKind;
@@ -186,13 +186,17 @@ impl Planner {
                     }
                 }
             }
-            let entered = profile.entered.get(&workflow.name).copied();
-            if !workflow.reentry.allows(entered, event.timestamp_ms) {
-                continue;
+            // Entries are kept for workflows with a re-entry rule only: the rest (most) cost
+            // nothing per event.
+            if workflow.reentry != Reentry::Always {
+                let entered = profile.entered.get(&workflow.name).copied();
+                if !workflow.reentry.allows(entered, event.timestamp_ms) {
+                    continue;
+                }
+                profile
+                    .entered
+                    .insert(workflow.name.clone(), event.timestamp_ms);
             }
-            profile
-                .entered
-                .insert(workflow.name.clone(), event.timestamp_ms);
             let outcome = run.top_level(profile, 0);
             run.finish_with(outcome);
         }

@@ -49,7 +49,7 @@ pub struct Profile {
     /// The messages planned for the person within the longest cap window, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<SentMessage>,
-    /// Per workflow, when the person last started a run of it (Unix ms): re-entry rules.
+    /// Per workflow with a `reentry` rule, when the person last started a run of it (Unix ms).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub entered: BTreeMap<String, i64>,
 }
