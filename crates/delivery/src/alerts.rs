@@ -20,6 +20,8 @@ pub enum AlertKind {
     TaskStopped,
     /// Stored state could not be read; what depends on it is held.
     UnreadableState,
+    /// A reloaded configuration or workflow was refused; the one in force stays.
+    ConfigRefused,
 }
 
 impl AlertKind {
@@ -31,6 +33,7 @@ impl AlertKind {
             AlertKind::Backlog => "backlog",
             AlertKind::TaskStopped => "task_stopped",
             AlertKind::UnreadableState => "unreadable_state",
+            AlertKind::ConfigRefused => "config_refused",
         }
     }
 
@@ -41,6 +44,9 @@ impl AlertKind {
             AlertKind::ErrorRate => "a sustained share of Intercom calls is failing",
             AlertKind::Backlog => "the delivery backlog is getting old",
             AlertKind::TaskStopped => "a pipeline task stopped and is being restarted",
+            AlertKind::ConfigRefused => {
+                "a configuration reload was refused; the configuration in force stays"
+            }
             AlertKind::UnreadableState => {
                 "stored state could not be read; what depends on it is held"
             }

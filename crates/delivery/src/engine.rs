@@ -68,6 +68,9 @@ pub struct Engine {
     lease: Option<(Lease, Duration)>,
     /// The clock timers fall due by (the lease goes by the system's).
     clock: Arc<dyn Clock>,
+    /// Where the workflows in force are taken from at the start of each batch (a reload
+    /// replaces them); without it, `planner` stays.
+    live: Option<Arc<crate::LivePlanner>>,
 }
 
 /// The name of the lease a partition's engine plans under.
@@ -103,7 +106,14 @@ impl Engine {
             alerts: None,
             lease: None,
             clock: Arc::new(SystemClock),
+            live: None,
         })
+    }
+
+    /// Takes the workflows in force from `live` at the start of each batch.
+    pub fn with_live_planner(mut self, live: Arc<crate::LivePlanner>) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// Timers fall due by this clock (a test's, to move time).
@@ -234,6 +244,10 @@ impl Engine {
 
     /// Plans one batch of events, or else one batch of due timers. True when it did work.
     pub async fn step(&mut self, now_ms: i64) -> Result<bool, StoreError> {
+        // A batch boundary: the workflows in force now plan the whole batch.
+        if let Some(live) = &self.live {
+            self.planner = live.current();
+        }
         let released = self
             .store
             .quarantine_released(self.partition, BATCH)

@@ -11,6 +11,7 @@ pub mod deliver;
 pub mod engine;
 pub mod executor;
 pub mod inspect;
+pub mod live;
 pub mod planning;
 pub mod profiles;
 pub mod replay;
@@ -18,7 +19,6 @@ pub mod segment;
 mod shared;
 pub mod supervise;
 
-use junction_flow::Planner;
 use junction_store::Store;
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 pub use alerts::{AlertSettings, Alerter, Sink, SinkFormat};
 pub use deliver::{Deletion, Deliverer, Failure, FailureClass, IntercomTarget};
 pub use executor::DeliverySettings;
+pub use live::LivePlanner;
 pub use segment::{SegmentClient, SegmentSettings};
 
 /// Where the pipeline reports on itself: alerts, and the health of its supervised parts.
@@ -75,10 +76,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts planning at once, and delivery once `deliverer` resolves to somewhere to deliver
     /// to (it may wait for Intercom to accept the credentials; without a deliverer, actions wait
-    /// in the outbox). `events_arrived` is rung by ingest after each commit.
+    /// in the outbox). `events_arrived` is rung by ingest after each commit. The workflows are
+    /// `planner`'s at the start of each batch (a reload replaces them).
     pub fn start(
         store: Arc<dyn Store>,
-        planner: Arc<Planner>,
+        planner: Arc<LivePlanner>,
         deliverer: impl Future<Output = Option<Deliverer>> + Send + 'static,
         events_arrived: Arc<Notify>,
         settings: DeliverySettings,

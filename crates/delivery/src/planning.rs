@@ -12,7 +12,6 @@
 use crate::alerts::Alerter;
 use crate::engine::{Engine, now_ms, partition_lease};
 use crate::profiles::ProfileApiClient;
-use junction_flow::Planner;
 use junction_store::Store;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use tokio::task::JoinSet;
 /// What the keeper needs to start engines.
 pub struct Planning {
     pub store: Arc<dyn Store>,
-    pub planner: Arc<Planner>,
+    pub planner: Arc<crate::LivePlanner>,
     /// Rung by ingest (this node's, and others' through the store) after a commit.
     pub events_arrived: Arc<Notify>,
     pub actions_planned: Arc<Notify>,
@@ -193,7 +192,7 @@ impl Planning {
             };
             let engine = Engine::new(
                 Arc::clone(&self.store),
-                Arc::clone(&self.planner),
+                self.planner.current(),
                 partition,
                 bell.subscribe(),
                 Arc::clone(&self.actions_planned),
@@ -203,7 +202,8 @@ impl Planning {
             .with_profile_api(self.profile_api.clone())
             .with_alerts(self.alerts.clone())
             .with_lease(lease.clone(), self.lease)
-            .with_clock(Arc::clone(&self.clock));
+            .with_clock(Arc::clone(&self.clock))
+            .with_live_planner(Arc::clone(&self.planner));
             tracing::info!(
                 partition,
                 token = lease.token,

@@ -41,7 +41,9 @@ async fn a_seven_day_wait_fires_when_the_clock_says_seven_days_have_passed() {
     // The inactivity template as shipped: a 7-day wait-until.
     let workflow =
         junction_flow::load(templates::find("inactivity").unwrap().source, &Map::new()).unwrap();
-    let planner = Arc::new(Planner::new(vec![workflow]).unwrap());
+    let planner = Arc::new(junction_delivery::LivePlanner::new(Arc::new(
+        Planner::new(vec![workflow]).unwrap(),
+    )));
     let client = IntercomClient::new(IntercomConfig::new(format!("http://{addr}"), "t")).unwrap();
     let deliverer = Deliverer::new(Some(IntercomTarget {
         resolver: ContactResolver::new(client.clone(), Arc::clone(&store), "w"),

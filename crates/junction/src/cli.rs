@@ -94,6 +94,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running server (at the configuration's address, with its admin token) which
+    /// configuration is in force: its version, when it was loaded, its workflows, and the last
+    /// reload that was refused.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The server's base URL (default: the configuration's admin.listen, else listen).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an emulator of a service Junction talks to, for tests and demos.
     #[command(subcommand)]
     Emulate(EmulateCommand),
@@ -328,6 +340,10 @@ pub struct ServeArgs {
     /// Use this store instead of the configured one (sqlite://PATH).
     #[arg(long)]
     pub store: Option<String>,
+    /// Reload the configuration when it or a workflow file it names changes (SIGHUP always
+    /// reloads).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -101,6 +101,9 @@ pub struct Config {
     /// The folder relative workflow paths start from (the configuration file's own).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file it was read from, if any (a reload reads it again).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -119,6 +122,7 @@ impl Default for Config {
             journey_rules: Default::default(),
             shutdown_timeout: default_shutdown_timeout(),
             base_dir: PathBuf::from("."),
+            path: None,
         }
     }
 }
@@ -695,7 +699,9 @@ impl Config {
             column: None,
             message: format!("cannot read the configuration file: {e}"),
         })?;
-        Config::parse(path, &text, |name| std::env::var(name).ok())
+        let mut config = Config::parse(path, &text, |name| std::env::var(name).ok())?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses configuration text; `env` looks up variables (injected for tests).

@@ -200,9 +200,14 @@ async fn demo(data: Option<PathBuf>, keep_running: bool) -> anyhow::Result<()> {
         secret: client_secret,
     }));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve::run_on(config, listener, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(crate::serve::run_on(
+        config,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        None,
+    ));
     println!("Junction demo");
     println!("  Intercom emulator  http://{emulator_addr}  (token {TOKEN})");
     println!("  Junction           http://{junction}  (write key {WRITE_KEY}, store {store_url})");

@@ -10,6 +10,7 @@ mod dry_run;
 mod emulate;
 mod logs;
 mod read;
+mod reload;
 mod serve;
 mod tools;
 mod workflows;
@@ -40,14 +41,26 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {
-                let mut config = load(args.config.config.as_deref())?;
-                if let Some(listen) = args.listen {
-                    config.listen = listen;
-                }
-                if let Some(store) = args.store {
-                    config.store = config::StoreUrl::parse(&store).map_err(Failure::Input)?;
-                }
-                serve::run(config).await.map_err(Failure::Runtime)
+                let (path, listen, store) = (args.config.config.clone(), args.listen, args.store);
+                // The file, then the command line's overrides: at start-up and on each reload.
+                let read = move || -> Result<config::Config, Failure> {
+                    let mut config = load(path.as_deref())?;
+                    if let Some(listen) = listen {
+                        config.listen = listen;
+                    }
+                    if let Some(store) = &store {
+                        config.store = config::StoreUrl::parse(store).map_err(Failure::Input)?;
+                    }
+                    Ok(config)
+                };
+                let config = read()?;
+                let reload = reload::ReloadSource {
+                    load: Box::new(move || read().map_err(|failure| failure.to_string())),
+                    watch: args.watch,
+                };
+                serve::run(config, Some(reload))
+                    .await
+                    .map_err(Failure::Runtime)
             }
             Command::Demo(args) => demo::run(args.data, args.keep_running).await,
             Command::Validate(args) => tools::validate(&args.files, args.config.as_deref()),
@@ -62,6 +75,10 @@ fn main() -> ExitCode {
             Command::Runs(command) => delivery_cli::runs(command, load).await,
             Command::Quarantine(command) => delivery_cli::quarantine(command, load).await,
             Command::Cluster { config, json } => delivery_cli::cluster(config, json, load).await,
+            Command::Status { config, url, json } => {
+                let settings = load(config.config.as_deref())?;
+                reload::status(&settings, url.as_deref(), json).await
+            }
             Command::Migrate {
                 from: Some(from),
                 to: Some(to),
@@ -165,6 +182,15 @@ pub enum Failure {
     Input(String),
     /// Something failed while running (exit 1).
     Runtime(anyhow::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Input(message) => f.write_str(message),
+            Failure::Runtime(error) => write!(f, "{error:#}"),
+        }
+    }
 }
 
 /// The configuration from `--config` (or `JUNCTION_CONFIG`), else the defaults.

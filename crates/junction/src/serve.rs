@@ -7,7 +7,8 @@ use anyhow::Context;
 use junction_delivery::alerts::AlertKind;
 use junction_delivery::profiles::{ProfileApiClient, ProfileApiSettings};
 use junction_delivery::{
-    Alerter, Deliverer, IntercomTarget, Oversight, Pipeline, SegmentClient, SegmentSettings,
+    Alerter, Deliverer, IntercomTarget, LivePlanner, Oversight, Pipeline, SegmentClient,
+    SegmentSettings,
 };
 use junction_intercom::attributes::AttributeCatalog;
 use junction_intercom::{ContactResolver, IntercomClient};
@@ -16,11 +17,14 @@ use junction_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    reload: Option<crate::reload::ReloadSource>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    run_on(config, listener, shutdown_signal()).await
+    run_on(config, listener, shutdown_signal(), reload).await
 }
 
 /// Splits a new store into the configured number of planning partitions, or when the
@@ -65,11 +69,13 @@ async fn settle_partitions(
     }
 }
 
-/// Serves on `listener` until `shutdown` resolves (the demo runs it this way, in-process).
+/// Serves on `listener` until `shutdown` resolves (the demo runs it this way, in-process),
+/// reloading from `reload` on SIGHUP (and with `--watch`) when given.
 pub async fn run_on(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Option<crate::reload::ReloadSource>,
 ) -> anyhow::Result<()> {
     let planner = crate::workflows::planner(&config).map_err(anyhow::Error::msg)?;
     let settings = config.server_settings();
@@ -97,14 +103,31 @@ pub async fn run_on(
         .node_name(listener.local_addr().unwrap_or(config.listen));
     let default = junction_store::default_partitions(&config.store.0);
     settle_partitions(store.as_ref(), config.cluster.partitions, default, &node).await?;
+    let status: junction_server::config_api::SharedConfigStatus = Arc::new(std::sync::RwLock::new(
+        crate::reload::status_of(&config, &planner, 0),
+    ));
     let planner = Arc::new(planner);
+    let live = Arc::new(LivePlanner::new(Arc::clone(&planner)));
+    let current: crate::reload::CurrentConfig =
+        Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
     let health = Arc::new(junction_delivery::supervise::Health::default());
     let alerts = Alerter::start(config.alerts.settings());
     let state = AppState::new(Arc::clone(&store), settings)
-        .with_planner(Arc::clone(&planner))
-        .with_try_it(try_it(&config))
+        .with_planner(Arc::clone(&live))
+        .with_config_status(Arc::clone(&status))
+        .with_try_it(try_it(Arc::clone(&current)))
         .with_alerts(alerts.clone())
         .with_health(Arc::clone(&health));
+    if let Some(source) = reload {
+        crate::reload::Reloader {
+            source,
+            live: Arc::clone(&live),
+            status,
+            current,
+            alerts: alerts.clone(),
+        }
+        .spawn();
+    }
     let client = match config.intercom.client_config() {
         Some(client_config) => {
             Some(IntercomClient::new(client_config).context("configuring the Intercom client")?)
@@ -157,7 +180,7 @@ pub async fn run_on(
     tracing::info!(workflows = ?planner.workflows().iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), "workflows loaded");
     let pipeline = Pipeline::start(
         Arc::clone(&store) as Arc<dyn Store>,
-        planner,
+        live,
         deliverer,
         state.commit_bell(),
         junction_delivery::DeliverySettings {
@@ -273,11 +296,10 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// The console's "try it": the dry run of `junction test`, on this configuration's workflows.
-fn try_it(config: &Config) -> junction_server::TryIt {
-    let config = Arc::new(config.clone());
+/// The console's "try it": the dry run of `junction test`, on the workflows in force.
+fn try_it(current: crate::reload::CurrentConfig) -> junction_server::TryIt {
     Arc::new(move |name: String, event: Vec<u8>| {
-        let config = Arc::clone(&config);
+        let config = Arc::clone(&current.read().expect("config lock"));
         Box::pin(async move { crate::dry_run::try_event(&config, &name, &event).await })
     })
 }

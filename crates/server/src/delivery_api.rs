@@ -143,7 +143,7 @@ pub async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(state.inner.admin_token.as_deref(), &headers)?;
     let Json(filter) = body.map_err(bad_body)?;
-    let Some(planner) = state.inner.planner.clone() else {
+    let Some(planner) = state.inner.planner.as_ref().map(|live| live.current()) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_workflows",

@@ -12,6 +12,7 @@
 mod admin;
 mod auth;
 mod body;
+pub mod config_api;
 mod console;
 pub use console::redact as console_redact;
 mod delivery_api;
@@ -66,8 +67,10 @@ struct Inner {
     draining: AtomicBool,
     /// Rung after each commit that stored events, so the engine plans them at once.
     committed: Arc<tokio::sync::Notify>,
-    /// The loaded workflows, for replaying dead letters.
-    planner: Option<Arc<junction_flow::Planner>>,
+    /// The workflows in force, for replaying dead letters.
+    planner: Option<Arc<junction_delivery::LivePlanner>>,
+    /// The configuration in force and the last refused reload (`/api/config`).
+    config_status: Option<config_api::SharedConfigStatus>,
     /// The supervised pipeline parts, for `/readyz`.
     health: Option<Arc<junction_delivery::supervise::Health>>,
     /// Who is signed in to the console on this node.
@@ -108,6 +111,7 @@ impl AppState {
                 draining: AtomicBool::new(false),
                 committed: Arc::new(tokio::sync::Notify::new()),
                 planner: None,
+                config_status: None,
                 health: None,
                 console_sessions: console::session::Sessions::default(),
                 commits: tokio::sync::watch::Sender::new(0),
@@ -119,8 +123,18 @@ impl AppState {
         }
     }
 
+    /// What `/api/config` reports (the binary updates it as it loads and reloads).
+    pub fn with_config_status(self, status: config_api::SharedConfigStatus) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_config_status before the state is shared"));
+        inner.config_status = Some(status);
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// The workflows dead letters are replayed with (`POST /api/dlq/replay`).
-    pub fn with_planner(self, planner: Arc<junction_flow::Planner>) -> Self {
+    pub fn with_planner(self, planner: Arc<junction_delivery::LivePlanner>) -> Self {
         let mut inner = Arc::try_unwrap(self.inner)
             .unwrap_or_else(|_| panic!("with_planner before the state is shared"));
         inner.planner = Some(planner);
@@ -228,6 +242,7 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
             "/api/quarantine/release",
             post(delivery_api::release_quarantine),
         )
+        .route("/api/config", get(config_api::show))
         .route("/api/runs", get(delivery_api::list_runs))
         .route("/api/runs/{*id}", get(delivery_api::show_run))
         .merge(console::routes());

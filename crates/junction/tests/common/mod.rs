@@ -177,6 +177,14 @@ impl Server {
     }
 
     /// SIGTERM, then waits for the process to exit.
+    /// SIGHUP: reload the configuration.
+    pub fn hangup(&self) {
+        let child = self.child.as_ref().expect("running");
+        // SAFETY: kill(2) with a pid we own; no memory is touched.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(sent, 0);
+    }
+
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         // SAFETY: kill(2) with a pid we own; no memory is touched.

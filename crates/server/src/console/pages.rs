@@ -446,7 +446,7 @@ pub async fn dead_letter_action(
             Err(error) => return store_failed(error, &session.csrf),
         },
         (Some("replay" | "replay-shown"), false) => {
-            let Some(planner) = state.inner.planner.clone() else {
+            let Some(planner) = state.inner.planner.as_ref().map(|live| live.current()) else {
                 return error_page(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Cannot replay",

@@ -26,7 +26,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
         .inner
         .planner
         .as_ref()
-        .map(|planner| planner.workflows().iter().map(summary).collect())
+        .map(|live| live.current().workflows().iter().map(summary).collect())
         .unwrap_or_default();
     render(
         "workflows.html",
@@ -108,9 +108,8 @@ fn workflow_page(
     event: Option<&str>,
     outcome: Option<Result<String, String>>,
 ) -> Response {
-    let Some(workflow) = state
-        .inner
-        .planner
+    let planner = state.inner.planner.as_ref().map(|live| live.current());
+    let Some(workflow) = planner
         .as_ref()
         .and_then(|planner| planner.workflows().iter().find(|w| w.name == name))
     else {
