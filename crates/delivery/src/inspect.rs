@@ -1,8 +1,12 @@
 //! Read views of delivery for people: dead letters and runs as the admin API serves them and
 //! the CLI prints them (one shape for both), and the time filters both accept.
 
-use junction_store::{ActionRecord, Attempt, DeadLetterQuery, RunQuery, Store, StoreError};
+use junction_store::{
+    ActionRecord, Attempt, DeadLetterQuery, EventQuery, IdentityKey, IdentitySearch, RunQuery,
+    Store, StoreError,
+};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 /// `2026-11-29T10:00:00Z`, or a span back from now: `90s`, `30m`, `2h`, `7d`.
 pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
@@ -212,4 +216,121 @@ pub async fn cluster(store: &dyn Store, now_ms: i64) -> Result<Value, StoreError
         "partitions": planning,
         "lagEvents": partitions.iter().map(|p| p.behind).sum::<i64>(),
     }))
+}
+
+/// Everything known of the person `q` names (any id: userId, anonymousId, email, Intercom
+/// contact id): their identity map entries, profiles, the `runs` newest runs with each action's
+/// attempts and calls and the event that caused it, and the `events` newest events per id.
+/// The console's People page and `junction audit` show it.
+pub async fn person(
+    store: &dyn Store,
+    q: &str,
+    runs_shown: usize,
+    events_shown: usize,
+) -> Result<serde_json::Map<String, Value>, StoreError> {
+    // Their identity map entries, whichever id `q` is.
+    let mut entries = Vec::new();
+    for search in [
+        IdentitySearch::Key(IdentityKey::UserId(q.to_owned())),
+        IdentitySearch::Key(IdentityKey::AnonymousId(q.to_owned())),
+        IdentitySearch::Key(IdentityKey::Email(q.to_owned())),
+        IdentitySearch::Contact(q.to_owned()),
+    ] {
+        for entry in store.identity_entries(&search).await? {
+            if !entries.contains(&entry) {
+                entries.push(entry);
+            }
+        }
+    }
+    entries.retain(|e| e.kind != "company_attachment");
+    // The Segment ids their events and runs are filed under: those entries', and `q` itself.
+    let mut ids: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| e.kind == "user_id" || e.kind == "anonymous_id")
+        .map(|e| e.value.clone())
+        .collect();
+    ids.insert(q.to_owned());
+
+    let mut events = Vec::new();
+    for id in &ids {
+        for query in [
+            EventQuery {
+                user_id: Some(id.clone()),
+                limit: Some(events_shown),
+                ..EventQuery::default()
+            },
+            EventQuery {
+                anonymous_id: Some(id.clone()),
+                limit: Some(events_shown),
+                ..EventQuery::default()
+            },
+        ] {
+            events.extend(store.events(query).await?.items);
+        }
+    }
+    events.sort_by_key(|e| std::cmp::Reverse(e.seq));
+    events.dedup_by_key(|e| e.seq);
+
+    let mut listed = Vec::new();
+    for id in &ids {
+        let query = RunQuery {
+            identity: Some(id.clone()),
+            limit: runs_shown,
+            ..RunQuery::default()
+        };
+        listed.extend(runs(store, query).await?);
+    }
+    // Newest first: by the event that caused them, then by when they were planned.
+    listed.sort_by(|a, b| {
+        (b["event"].as_i64(), b["plannedAt"].as_str())
+            .cmp(&(a["event"].as_i64(), a["plannedAt"].as_str()))
+    });
+    listed.truncate(runs_shown);
+    let mut detailed = Vec::new();
+    for run in &listed {
+        let Some(id) = run["run"].as_str() else {
+            continue;
+        };
+        let Some(mut detail) = run_detail(store, id).await? else {
+            continue;
+        };
+        if let Some(seq) = detail["event"].as_i64()
+            && let Some(event) = store.event(seq).await?
+        {
+            detail["cause"] = json!({
+                "type": event.kind,
+                "event": event.event,
+                "timestamp": event.timestamp,
+            });
+        }
+        detailed.push(detail);
+    }
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let stored = store.profiles(ids.iter().cloned().collect()).await?;
+    let mut profiles = Vec::new();
+    for (identity, body) in stored {
+        // An unreadable profile is shown as such (the quarantine page says more).
+        let view = match junction_flow::stored::decode::<junction_flow::Profile>(&body) {
+            Ok(profile) => {
+                let mut view = profile.view(now);
+                view["traits"] = Value::Object(profile.traits.clone());
+                view["timers"] = serde_json::to_value(&profile.timers).unwrap_or_default();
+                view
+            }
+            Err(error) => json!({"traits": {"(unreadable)": error.to_string()}}),
+        };
+        let mut view = view;
+        view["identity"] = json!(identity);
+        profiles.push(view);
+    }
+
+    let found = !entries.is_empty() || !events.is_empty() || !detailed.is_empty();
+    let mut context = serde_json::Map::new();
+    context.insert("found".into(), json!(found));
+    context.insert("entries".into(), json!(entries));
+    context.insert("profiles".into(), json!(profiles));
+    context.insert("runs".into(), json!(detailed));
+    context.insert("events".into(), json!(events));
+    Ok(context)
 }

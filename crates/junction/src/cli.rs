@@ -94,6 +94,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One person's timeline: their Intercom contact and ids, their profile, and, oldest
+    /// first, each event with the workflow runs it caused, each action's outcome and its
+    /// Intercom calls (the console's People page as text).
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A userId, anonymousId, email or Intercom contact id.
+        who: String,
+        /// How many of their newest runs to show.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// How many of their newest events to show (per id).
+        #[arg(long, default_value_t = 100)]
+        events: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running server (at the configuration's address, with its admin token) which
     /// configuration is in force: its version, when it was loaded, its workflows, and the last
     /// reload that was refused.

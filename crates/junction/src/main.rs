@@ -2,6 +2,7 @@
 //! chosen command. Exit codes: 0 success, 1 runtime failure, 2 bad input (command line or
 //! configuration file, reported with the file, line and what was expected).
 
+mod audit;
 mod cli;
 mod config;
 mod delivery_cli;
@@ -75,6 +76,13 @@ fn main() -> ExitCode {
             Command::Runs(command) => delivery_cli::runs(command, load).await,
             Command::Quarantine(command) => delivery_cli::quarantine(command, load).await,
             Command::Cluster { config, json } => delivery_cli::cluster(config, json, load).await,
+            Command::Audit {
+                config,
+                who,
+                runs,
+                events,
+                json,
+            } => audit::run(config, &who, runs, events, json, load).await,
             Command::Status { config, url, json } => {
                 let settings = load(config.config.as_deref())?;
                 reload::status(&settings, url.as_deref(), json).await

@@ -761,6 +761,30 @@ async fn a_capped_message_is_kept_listed_and_released(backend: Backend) {
         .map(|m| m.body["body"].as_str().unwrap().to_owned())
         .collect();
     assert!(bodies[1].contains("Exports"), "{bodies:?}");
+
+    // `junction audit` tells u1's story: both events, their runs, each message's calls.
+    s.quiet().await;
+    let audit = s.cli(&["audit", "u1"]);
+    let out = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let contact = s.created_contact("u1").await;
+    assert!(
+        out.contains(&format!("Intercom contact {contact} (user_id u1)")),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("track \"Feature Abandoned\"").count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(out.matches("run event-message: done").count(), 2, "{out}");
+    assert_eq!(out.matches("POST /messages 200").count(), 2, "{out}");
+    let nobody = s.cli(&["audit", "nobody-at-all"]);
+    assert_eq!(nobody.status.code(), Some(2));
 }
 
 /// Polls an admin listing until it holds `n` items.

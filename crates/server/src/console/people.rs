@@ -10,9 +10,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use junction_delivery::inspect;
-use junction_store::{EventQuery, IdentityKey, IdentitySearch, RunQuery, Store, StoreError};
-use serde_json::{Value, json};
-use std::collections::{BTreeSet, HashMap};
+use serde_json::json;
+use std::collections::HashMap;
 
 /// Runs shown with their actions, newest first.
 const RUNS_SHOWN: usize = 25;
@@ -33,7 +32,7 @@ pub async fn page(
         .filter(|q| !q.is_empty());
     let mut context = json!({"signed_in": true, "csrf": session.csrf, "page": "people", "q": q});
     if let Some(q) = &q {
-        match person(state.store().as_ref(), q).await {
+        match inspect::person(state.store().as_ref(), q, RUNS_SHOWN, EVENTS_SHOWN).await {
             Ok(found) => {
                 for (key, value) in found {
                     context[key] = value;
@@ -51,113 +50,4 @@ pub async fn page(
         }
     }
     render("people.html", context)
-}
-
-/// Everything known of the person `q` names.
-async fn person(store: &dyn Store, q: &str) -> Result<serde_json::Map<String, Value>, StoreError> {
-    // Their identity map entries, whichever id `q` is.
-    let mut entries = Vec::new();
-    for search in [
-        IdentitySearch::Key(IdentityKey::UserId(q.to_owned())),
-        IdentitySearch::Key(IdentityKey::AnonymousId(q.to_owned())),
-        IdentitySearch::Key(IdentityKey::Email(q.to_owned())),
-        IdentitySearch::Contact(q.to_owned()),
-    ] {
-        for entry in store.identity_entries(&search).await? {
-            if !entries.contains(&entry) {
-                entries.push(entry);
-            }
-        }
-    }
-    entries.retain(|e| e.kind != "company_attachment");
-    // The Segment ids their events and runs are filed under: those entries', and `q` itself.
-    let mut ids: BTreeSet<String> = entries
-        .iter()
-        .filter(|e| e.kind == "user_id" || e.kind == "anonymous_id")
-        .map(|e| e.value.clone())
-        .collect();
-    ids.insert(q.to_owned());
-
-    let mut events = Vec::new();
-    for id in &ids {
-        for query in [
-            EventQuery {
-                user_id: Some(id.clone()),
-                limit: Some(EVENTS_SHOWN),
-                ..EventQuery::default()
-            },
-            EventQuery {
-                anonymous_id: Some(id.clone()),
-                limit: Some(EVENTS_SHOWN),
-                ..EventQuery::default()
-            },
-        ] {
-            events.extend(store.events(query).await?.items);
-        }
-    }
-    events.sort_by_key(|e| std::cmp::Reverse(e.seq));
-    events.dedup_by_key(|e| e.seq);
-
-    let mut runs = Vec::new();
-    for id in &ids {
-        let query = RunQuery {
-            identity: Some(id.clone()),
-            limit: RUNS_SHOWN,
-            ..RunQuery::default()
-        };
-        runs.extend(inspect::runs(store, query).await?);
-    }
-    // Newest first: by the event that caused them, then by when they were planned.
-    runs.sort_by(|a, b| {
-        (b["event"].as_i64(), b["plannedAt"].as_str())
-            .cmp(&(a["event"].as_i64(), a["plannedAt"].as_str()))
-    });
-    runs.truncate(RUNS_SHOWN);
-    let mut detailed = Vec::new();
-    for run in &runs {
-        let Some(id) = run["run"].as_str() else {
-            continue;
-        };
-        let Some(mut detail) = inspect::run_detail(store, id).await? else {
-            continue;
-        };
-        if let Some(seq) = detail["event"].as_i64()
-            && let Some(event) = store.event(seq).await?
-        {
-            detail["cause"] = json!({
-                "type": event.kind,
-                "event": event.event,
-                "timestamp": event.timestamp,
-            });
-        }
-        detailed.push(detail);
-    }
-
-    let now = chrono::Utc::now().timestamp_millis();
-    let stored = store.profiles(ids.iter().cloned().collect()).await?;
-    let mut profiles = Vec::new();
-    for (identity, body) in stored {
-        // An unreadable profile is shown as such (the quarantine page says more).
-        let view = match junction_flow::stored::decode::<junction_flow::Profile>(&body) {
-            Ok(profile) => {
-                let mut view = profile.view(now);
-                view["traits"] = Value::Object(profile.traits.clone());
-                view["timers"] = serde_json::to_value(&profile.timers).unwrap_or_default();
-                view
-            }
-            Err(error) => json!({"traits": {"(unreadable)": error.to_string()}}),
-        };
-        let mut view = view;
-        view["identity"] = json!(identity);
-        profiles.push(view);
-    }
-
-    let found = !entries.is_empty() || !events.is_empty() || !detailed.is_empty();
-    let mut context = serde_json::Map::new();
-    context.insert("found".into(), json!(found));
-    context.insert("entries".into(), json!(entries));
-    context.insert("profiles".into(), json!(profiles));
-    context.insert("runs".into(), json!(detailed));
-    context.insert("events".into(), json!(events));
-    Ok(context)
 }
