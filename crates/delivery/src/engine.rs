@@ -71,6 +71,9 @@ pub struct Engine {
     /// Where the workflows in force are taken from at the start of each batch (a reload
     /// replaces them); without it, `planner` stays.
     live: Option<Arc<crate::LivePlanner>>,
+    /// The live tail, and what this step planned for it (shown once committed).
+    tap: crate::Tap,
+    tapped: Vec<crate::TapEntry>,
 }
 
 /// The name of the lease a partition's engine plans under.
@@ -107,7 +110,15 @@ impl Engine {
             lease: None,
             clock: Arc::new(SystemClock),
             live: None,
+            tap: crate::Tap::default(),
+            tapped: Vec::new(),
         })
+    }
+
+    /// Shows what this engine plans on `tap` (`junction tap`).
+    pub fn with_tap(mut self, tap: crate::Tap) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// Takes the workflows in force from `live` at the start of each batch.
@@ -623,6 +634,17 @@ impl Engine {
                 &mut shared.globals,
             );
             touched.insert(event.identity.clone());
+            if self.tap.listening() {
+                self.tapped
+                    .extend(plan.actions.iter().map(|action| crate::TapEntry::Planned {
+                        at: crate::tap::now(),
+                        action: action.id.clone(),
+                        workflow: action.workflow.clone(),
+                        kind: action.action.kind().to_owned(),
+                        user: action.identity.clone(),
+                        event_type: event.kind.clone(),
+                    }));
+            }
             add_plan(&mut commit, plan, event.seq, &event.identity);
         }
         self.finish(commit, touched, shared, events.len()).await
@@ -697,10 +719,14 @@ impl Engine {
             .count();
         let cursor = commit.cursor;
         commit.lease = self.lease.as_ref().map(|(lease, _)| lease.clone());
+        let tapped = std::mem::take(&mut self.tapped);
         if let Err(error) = self.store.engine_commit(commit).await {
             // The cache ran ahead of the store: forget it, and plan the batch again.
             self.profiles.clear();
             return Err(error);
+        }
+        for entry in tapped {
+            self.tap.publish(entry);
         }
         if let Some(cursor) = cursor {
             self.cursor = cursor;

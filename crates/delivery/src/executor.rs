@@ -64,6 +64,8 @@ pub struct DeliverySettings {
     /// The clock timers and retries fall due by: the system's, or a test's own to move time
     /// (leases and claims between nodes always go by the system clock).
     pub clock: Arc<dyn Clock>,
+    /// Where this node's planned actions and calls are shown as they happen (`junction tap`).
+    pub tap: crate::Tap,
 }
 
 impl Default for DeliverySettings {
@@ -79,6 +81,7 @@ impl Default for DeliverySettings {
             node: default_node_name(0),
             lease: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
+            tap: crate::Tap::default(),
         }
     }
 }
@@ -546,6 +549,20 @@ impl Worker {
         metrics::histogram!("junction_action_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("junction_api_calls_total").increment(calls.len() as u64);
+        if self.settings.tap.listening() {
+            for call in &calls {
+                self.settings.tap.publish(crate::TapEntry::Call {
+                    at: crate::tap::now(),
+                    action: record.id.clone(),
+                    workflow: planned.workflow.clone(),
+                    user: record.identity.clone(),
+                    method: call.method.clone(),
+                    path: call.path.clone(),
+                    status: call.status,
+                    ms: call.ms,
+                });
+            }
+        }
         self.attempts
             .lock()
             .expect("attempt window")

@@ -18,6 +18,7 @@ pub mod replay;
 pub mod segment;
 mod shared;
 pub mod supervise;
+pub mod tap;
 
 use junction_store::Store;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use deliver::{Deletion, Deliverer, Failure, FailureClass, IntercomTarget};
 pub use executor::DeliverySettings;
 pub use live::LivePlanner;
 pub use segment::{SegmentClient, SegmentSettings};
+pub use tap::{Tap, TapEntry, TapFilter};
 
 /// Where the pipeline reports on itself: alerts, and the health of its supervised parts.
 pub struct Oversight {
@@ -108,6 +110,7 @@ impl Pipeline {
                 let (stop, alerts) = (stop.clone(), alerts.clone());
                 let (node, lease) = (settings.node.clone(), settings.lease);
                 let clock = Arc::clone(&settings.clock);
+                let tap = settings.tap.clone();
                 move || {
                     // This node plans its share of the partitions (see planning.rs).
                     let planning = planning::Planning {
@@ -120,6 +123,7 @@ impl Pipeline {
                         node: node.clone(),
                         lease,
                         clock: Arc::clone(&clock),
+                        tap: tap.clone(),
                     };
                     let stop = stop.clone();
                     async move { Ok(planning.run(stop)) }

@@ -33,6 +33,8 @@ pub struct Planning {
     pub lease: Duration,
     /// The clock timers fall due by.
     pub clock: Arc<dyn junction_store::Clock>,
+    /// This node's live tail.
+    pub tap: crate::Tap,
 }
 
 /// Stops every engine (each gives its lease up) and waits for them.
@@ -203,7 +205,8 @@ impl Planning {
             .with_alerts(self.alerts.clone())
             .with_lease(lease.clone(), self.lease)
             .with_clock(Arc::clone(&self.clock))
-            .with_live_planner(Arc::clone(&self.planner));
+            .with_live_planner(Arc::clone(&self.planner))
+            .with_tap(self.tap.clone());
             tracing::info!(
                 partition,
                 token = lease.token,

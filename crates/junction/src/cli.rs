@@ -111,6 +111,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A running server's live tail: events as they arrive, the actions planned for them,
+    /// and with --calls the calls delivery makes, until Ctrl-C.
+    Tap {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this user (userId, else anonymousId).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this workflow's planned actions and calls.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only events of this type (and what is planned for them).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Also the calls delivery makes (method, path, status, time).
+        #[arg(long)]
+        calls: bool,
+        /// The server's base URL (default: the configuration's admin.listen, else listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running server (at the configuration's address, with its admin token) which
     /// configuration is in force: its version, when it was loaded, its workflows, and the last
     /// reload that was refused.

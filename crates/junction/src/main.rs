@@ -13,6 +13,7 @@ mod logs;
 mod read;
 mod reload;
 mod serve;
+mod tap;
 mod tools;
 mod workflows;
 
@@ -83,6 +84,26 @@ fn main() -> ExitCode {
                 events,
                 json,
             } => audit::run(config, &who, runs, events, json, load).await,
+            Command::Tap {
+                config,
+                user,
+                workflow,
+                kind,
+                calls,
+                url,
+                json,
+            } => {
+                let settings = load(config.config.as_deref())?;
+                let args = tap::TapArgs {
+                    user,
+                    workflow,
+                    kind,
+                    calls,
+                    json,
+                    url,
+                };
+                tap::run(&settings, args).await
+            }
             Command::Status { config, url, json } => {
                 let settings = load(config.config.as_deref())?;
                 reload::status(&settings, url.as_deref(), json).await

@@ -212,20 +212,8 @@ impl Reloader {
 /// `junction status`: the running server's `/api/config`, asked at the configuration's address
 /// (the admin listener when there is one) with its admin token.
 pub async fn status(config: &Config, url: Option<&str>, json: bool) -> Result<(), crate::Failure> {
-    let address = match url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let mut address = config.admin.listen.unwrap_or(config.listen);
-            if address.ip().is_unspecified() {
-                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{address}")
-        }
-    };
-    let mut request = reqwest::Client::new().get(format!("{address}/api/config"));
-    if let Some(token) = config.admin.token.as_deref().filter(|t| !t.is_empty()) {
-        request = request.bearer_auth(token);
-    }
+    let address = server_url(config, url);
+    let request = admin_request(config, &format!("{address}/api/config"));
     let response = request.send().await.map_err(|e| {
         crate::Failure::Runtime(anyhow::anyhow!(
             "no server answers at {address} ({}); is `junction serve` running with this configuration?",
@@ -270,4 +258,28 @@ pub async fn status(config: &Config, url: Option<&str>, json: bool) -> Result<()
         );
     }
     Ok(())
+}
+
+/// The running server's base URL: `url` when given, else the configuration's admin listener
+/// (or its listener), on loopback when it listens on every address.
+pub fn server_url(config: &Config, url: Option<&str>) -> String {
+    match url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let mut address = config.admin.listen.unwrap_or(config.listen);
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{address}")
+        }
+    }
+}
+
+/// A GET on the admin API with the configuration's admin token.
+pub fn admin_request(config: &Config, url: &str) -> reqwest::RequestBuilder {
+    let request = reqwest::Client::new().get(url);
+    match config.admin.token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
 }

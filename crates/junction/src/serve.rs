@@ -112,7 +112,9 @@ pub async fn run_on(
         Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
     let health = Arc::new(junction_delivery::supervise::Health::default());
     let alerts = Alerter::start(config.alerts.settings());
+    let tap = junction_delivery::Tap::default();
     let state = AppState::new(Arc::clone(&store), settings)
+        .with_tap(tap.clone())
         .with_planner(Arc::clone(&live))
         .with_config_status(Arc::clone(&status))
         .with_try_it(try_it(Arc::clone(&current)))
@@ -186,6 +188,7 @@ pub async fn run_on(
         junction_delivery::DeliverySettings {
             node,
             lease: config.cluster.lease(),
+            tap,
             ..config.delivery.settings()
         },
         config

@@ -144,6 +144,21 @@ pub(crate) async fn commit(
     metrics::histogram!("junction_ingest_request_messages")
         .record((envelope.messages.len() + envelope.rejected.len()) as f64);
     let kinds: Vec<MessageType> = envelope.messages.iter().map(|m| m.kind).collect();
+    // The live tail's view of what is about to be stored, built only while someone taps.
+    let tapped: Vec<junction_delivery::TapEntry> = match &state.inner.tap {
+        Some(tap) if tap.listening() => envelope
+            .messages
+            .iter()
+            .map(|m| junction_delivery::TapEntry::Event {
+                at: junction_delivery::tap::now(),
+                message_id: m.message_id.clone(),
+                kind: m.kind.as_str().to_owned(),
+                user: m.identity().to_owned(),
+                name: m.event.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let rejected_kinds: Vec<Option<String>> =
         envelope.rejected.iter().map(|r| r.kind.clone()).collect();
     let receipt = state
@@ -163,6 +178,13 @@ pub(crate) async fn commit(
             .record_events(received_at.timestamp_millis(), receipt.stored());
     }
     count_outcomes(&kinds, &receipt, &rejected_kinds);
+    if let Some(tap) = &state.inner.tap {
+        for (entry, outcome) in tapped.into_iter().zip(&receipt.events) {
+            if *outcome != Appended::Duplicate {
+                tap.publish(entry);
+            }
+        }
+    }
     Ok(receipt)
 }
 

@@ -22,6 +22,7 @@ mod ingest;
 mod ops;
 mod refusals;
 pub mod signature;
+mod tap_api;
 pub mod telemetry;
 
 pub use auth::WriteKey;
@@ -71,6 +72,8 @@ struct Inner {
     planner: Option<Arc<junction_delivery::LivePlanner>>,
     /// The configuration in force and the last refused reload (`/api/config`).
     config_status: Option<config_api::SharedConfigStatus>,
+    /// This node's live tail (`/api/tap`): ingest publishes the events it stores.
+    tap: Option<junction_delivery::Tap>,
     /// The supervised pipeline parts, for `/readyz`.
     health: Option<Arc<junction_delivery::supervise::Health>>,
     /// Who is signed in to the console on this node.
@@ -112,6 +115,7 @@ impl AppState {
                 committed: Arc::new(tokio::sync::Notify::new()),
                 planner: None,
                 config_status: None,
+                tap: None,
                 health: None,
                 console_sessions: console::session::Sessions::default(),
                 commits: tokio::sync::watch::Sender::new(0),
@@ -120,6 +124,16 @@ impl AppState {
                 alerts: None,
                 replays: console::jobs::Jobs::default(),
             }),
+        }
+    }
+
+    /// The live tail ingest publishes to and `/api/tap` reads.
+    pub fn with_tap(self, tap: junction_delivery::Tap) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_tap before the state is shared"));
+        inner.tap = Some(tap);
+        AppState {
+            inner: Arc::new(inner),
         }
     }
 
@@ -243,6 +257,7 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
             post(delivery_api::release_quarantine),
         )
         .route("/api/config", get(config_api::show))
+        .route("/api/tap", get(tap_api::stream))
         .route("/api/runs", get(delivery_api::list_runs))
         .route("/api/runs/{*id}", get(delivery_api::show_run))
         .merge(console::routes());
