@@ -128,8 +128,25 @@ impl From<ResolveError> for Failure {
     }
 }
 
+/// Shadow delivery (`delivery.mode: shadow`, or a workflow's `mode: shadow`): the actions of
+/// these workflows (all, when `workflows` is `None`) go to a stand-in workspace — an in-process
+/// emulator — instead of Intercom, and their HTTP requests and Segment calls are not sent at
+/// all. Each attempt records the requests that would have been sent, and the action's result
+/// says shadow, so the run log and `junction shadow report` show them.
+pub struct Shadow {
+    pub target: IntercomTarget,
+    pub workflows: Option<std::collections::HashSet<String>>,
+}
+
+impl Shadow {
+    fn covers(&self, workflow: &str) -> bool {
+        self.workflows.as_ref().is_none_or(|w| w.contains(workflow))
+    }
+}
+
 pub struct Deliverer {
     intercom: Option<IntercomTarget>,
+    shadow: Option<Shadow>,
     /// Where conversations Junction starts are remembered (so their webhooks are known).
     made: Option<std::sync::Arc<dyn junction_store::Store>>,
     segment: Option<crate::segment::SegmentClient>,
@@ -147,6 +164,7 @@ impl Deliverer {
             .expect("an HTTP client with the process TLS provider");
         Deliverer {
             intercom,
+            shadow: None,
             made: None,
             segment: None,
             http,
@@ -159,6 +177,58 @@ impl Deliverer {
     pub fn remembering_made(mut self, store: std::sync::Arc<dyn junction_store::Store>) -> Self {
         self.made = Some(store);
         self
+    }
+
+    /// Delivers these workflows' actions in shadow (see [`Shadow`]).
+    pub fn with_shadow(mut self, shadow: Shadow) -> Self {
+        self.shadow = Some(shadow);
+        self
+    }
+
+    /// In shadow: the action's requests go to the stand-in workspace (Intercom's) or nowhere
+    /// (webhooks, Segment), recorded as the attempt's calls.
+    async fn shadow(
+        &self,
+        shadow: &Shadow,
+        planned: &PlannedAction,
+        earlier_attempt_ms: Option<i64>,
+    ) -> Result<String, Failure> {
+        let not_sent = |method: &str, path: String, body: Option<&Value>| {
+            recorder::note(CallRecord {
+                method: method.to_owned(),
+                path,
+                status: None,
+                request: body.and_then(|b| recorder::excerpt(b.to_string().as_bytes())),
+                response: Some("not sent (shadow)".into()),
+                ms: 0,
+            });
+        };
+        match &planned.action {
+            Action::Http {
+                method, url, body, ..
+            } => {
+                // The host only: a webhook's path is its secret.
+                let host = reqwest::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_else(|| "?".into());
+                not_sent(method, format!("https://{host}/…"), body.as_ref());
+                Ok(format!("{method} to {host} not sent"))
+            }
+            Action::Segment { call, message } => {
+                not_sent(
+                    "POST",
+                    "segment /v1/batch".into(),
+                    Some(&Value::Object(message.clone())),
+                );
+                Ok(format!("Segment {call} not sent"))
+            }
+            action => {
+                let identity = identity_of(&planned.who);
+                self.intercom_action(&shadow.target, &identity, action, earlier_attempt_ms)
+                    .await
+            }
+        }
     }
 
     /// Segment calls (the Intercom → Segment direction) go through this client.
@@ -210,6 +280,12 @@ impl Deliverer {
         planned: &PlannedAction,
         earlier_attempt_ms: Option<i64>,
     ) -> Result<String, Failure> {
+        if let Some(shadow) = &self.shadow
+            && shadow.covers(&planned.workflow)
+        {
+            let summary = self.shadow(shadow, planned, earlier_attempt_ms).await?;
+            return Ok(format!("{}{summary}", junction_store::SHADOW_RESULT_PREFIX));
+        }
         if let Action::Http {
             method,
             url,

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use alerts::{AlertSettings, Alerter, Sink, SinkFormat};
-pub use deliver::{Deletion, Deliverer, Failure, FailureClass, IntercomTarget};
+pub use deliver::{Deletion, Deliverer, Failure, FailureClass, IntercomTarget, Shadow};
 pub use executor::DeliverySettings;
 pub use live::LivePlanner;
 pub use segment::{SegmentClient, SegmentSettings};

@@ -135,6 +135,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What shadow delivery recorded instead of sending.
+    #[command(subcommand)]
+    Shadow(ShadowCommand),
     /// Ask the running server (at the configuration's address, with its admin token) which
     /// configuration is in force: its version, when it was loaded, its workflows, and the last
     /// reload that was refused.
@@ -443,4 +446,19 @@ pub struct RejectedListArgs {
     pub cursor: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// The requests shadow delivery recorded: counts by route and by workflow, with a sample
+    /// request per route.
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How many of the newest shadow actions to read.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -32,6 +32,7 @@
 //!   retry_window: 4h                    # retried this long (and at least min_attempts times)
 //!   min_attempts: 3
 //!   retention: 30d                      # finished actions, attempts and runs kept this long
+//!   mode: live                          # or shadow: record what would be sent, send nothing
 //! alerts:
 //!   sinks:
 //!     - { url: "${SLACK_WEBHOOK_URL}", format: slack }   # or format: webhook (JSON)
@@ -211,6 +212,19 @@ pub struct DeliverySection {
     /// How often the error rate and the backlog's age are checked for metrics and alerts.
     #[serde(default = "default_health_every")]
     pub health_every: Window,
+    /// `live` (the default), or `shadow`: plan and record the exact requests Junction would
+    /// send, without sending them (`junction shadow report`).
+    #[serde(default)]
+    pub mode: DeliveryMode,
+}
+
+/// Whether delivery sends (live) or only records what it would send (shadow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    #[default]
+    Live,
+    Shadow,
 }
 
 fn default_shutdown_timeout() -> Window {
@@ -243,6 +257,7 @@ impl Default for DeliverySection {
             retry_window: default_retry_window(),
             min_attempts: default_min_attempts(),
             users_in_parallel: default_users_in_parallel(),
+            mode: DeliveryMode::Live,
             retention: default_retention(),
             probe_every: default_probe_every(),
             health_every: default_health_every(),
@@ -358,6 +373,9 @@ pub struct WorkflowEntry {
     /// `dead_letter`).
     #[serde(default)]
     pub unmatched: Option<junction_flow::definition::Unmatched>,
+    /// `shadow`: this workflow's requests are recorded, not sent (whatever `delivery.mode`).
+    #[serde(default)]
+    pub mode: Option<DeliveryMode>,
 }
 
 /// The Intercom workspace Junction writes to.

@@ -24,6 +24,7 @@ fn workflows() -> Vec<WorkflowEntry> {
         file: None,
         vars: vars.as_object().cloned().unwrap_or_default(),
         unmatched: None,
+        mode: None,
     };
     vec![
         entry("profile-sync", json!({})),

@@ -13,6 +13,7 @@ mod logs;
 mod read;
 mod reload;
 mod serve;
+mod shadow;
 mod tap;
 mod tools;
 mod workflows;
@@ -104,6 +105,11 @@ fn main() -> ExitCode {
                 };
                 tap::run(&settings, args).await
             }
+            Command::Shadow(cli::ShadowCommand::Report {
+                config,
+                limit,
+                json,
+            }) => shadow::report(config, limit, json, load).await,
             Command::Status { config, url, json } => {
                 let settings = load(config.config.as_deref())?;
                 reload::status(&settings, url.as_deref(), json).await

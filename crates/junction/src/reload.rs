@@ -92,6 +92,11 @@ fn needs_a_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         &old.shutdown_timeout,
         &new.shutdown_timeout,
     );
+    // Which workflows deliver in shadow is settled when delivery starts.
+    let shadowed = |config: &Config| crate::workflows::shadowed(config).ok();
+    if shadowed(old) != shadowed(new) {
+        changed.push("a workflow's mode (shadow)");
+    }
     changed
 }
 

@@ -130,7 +130,28 @@ pub async fn run_on(
         }
         .spawn();
     }
-    let client = match config.intercom.client_config() {
+    // Shadow delivery: every workflow (`delivery.mode: shadow`, when Intercom is never called)
+    // or those whose entry says so.
+    let shadowed = crate::workflows::shadowed(&config).map_err(anyhow::Error::msg)?;
+    let all_shadow = shadowed.is_none();
+    let shadow = match &shadowed {
+        Some(names) if names.is_empty() => None,
+        _ => Some(
+            shadow_target(Arc::clone(&store), config.intercom.attribute_policy())
+                .await
+                .context("starting the shadow workspace")?,
+        ),
+    };
+    if let Some(names) = &shadowed
+        && !names.is_empty()
+    {
+        tracing::info!(workflows = ?names, "shadow: these workflows' requests are recorded, not sent");
+    } else if all_shadow {
+        tracing::info!(
+            "delivery.mode is shadow: requests are recorded, not sent; Intercom is not called"
+        );
+    }
+    let client = match config.intercom.client_config().filter(|_| !all_shadow) {
         Some(client_config) => {
             Some(IntercomClient::new(client_config).context("configuring the Intercom client")?)
         }
@@ -169,9 +190,17 @@ pub async fn run_on(
                     client,
                 }))
             }
-            // Without Intercom, only Segment calls and webhooks can be delivered.
-            None if segment.is_some() => Deliverer::new(None),
+            // Without Intercom, only Segment calls and webhooks can be delivered (or the
+            // shadow's).
+            None if segment.is_some() || shadow.is_some() => Deliverer::new(None),
             None => return None,
+        };
+        let deliverer = match shadow {
+            Some(target) => deliverer.with_shadow(junction_delivery::Shadow {
+                target,
+                workflows: shadowed,
+            }),
+            None => deliverer,
         };
         let deliverer = deliverer.remembering_made(made_store);
         Some(match segment {
@@ -242,6 +271,33 @@ pub async fn run_on(
     serve_split(listener, admin, state, shutdown, stop_delivery)
         .await
         .context("serving HTTP")
+}
+
+/// The stand-in workspace shadow delivery sends to: an in-process Intercom emulator (the
+/// same `junction test` predicts with), its contacts kept apart in the identity map under the
+/// workspace `shadow`.
+async fn shadow_target(
+    store: Arc<dyn Store>,
+    policy: junction_intercom::attributes::AttributePolicy,
+) -> anyhow::Result<IntercomTarget> {
+    let emulator = junction_emulator::Emulator::new(junction_emulator::EmulatorConfig {
+        token: Some("shadow".into()),
+        rate_limit: 1_000_000,
+        search_lag: Duration::ZERO,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = emulator.spawn(listener).await?;
+    let client = IntercomClient::new(junction_intercom::IntercomConfig::new(
+        format!("http://{address}"),
+        "shadow",
+    ))?;
+    Ok(IntercomTarget {
+        resolver: ContactResolver::new(client.clone(), store, "shadow"),
+        catalog: AttributeCatalog::new(client.clone()),
+        policy,
+        deletion: Default::default(),
+        client,
+    })
 }
 
 /// The Intercom workspace's id (`GET /me`), which keys the identity map. Asks until Intercom

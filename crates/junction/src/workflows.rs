@@ -89,6 +89,7 @@ fn entries(config: &Config) -> Vec<WorkflowEntry> {
                 file: None,
                 vars: Map::new(),
                 unmatched: None,
+                mode: None,
             })
             .collect(),
     }
@@ -104,4 +105,20 @@ pub fn planner(config: &Config) -> Result<Planner, String> {
     Ok(Planner::new(workflows)
         .map_err(|e| format!("workflows: {e}"))?
         .with_rules(config.journey_rules.clone()))
+}
+
+/// The workflows delivered in shadow: all (`None`) with `delivery.mode: shadow`, else those
+/// whose entry says `mode: shadow` (empty: none).
+pub fn shadowed(config: &Config) -> Result<Option<std::collections::HashSet<String>>, String> {
+    use crate::config::DeliveryMode;
+    if config.delivery.mode == DeliveryMode::Shadow {
+        return Ok(None);
+    }
+    let mut names = std::collections::HashSet::new();
+    for entry in entries(config) {
+        if entry.mode == Some(DeliveryMode::Shadow) {
+            names.insert(load_entry(&entry, &config.base_dir)?.name);
+        }
+    }
+    Ok(Some(names))
 }

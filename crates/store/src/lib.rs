@@ -22,7 +22,7 @@ pub use outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Backlog, Claim, ClusterView,
     DeadLetterQuery, EngineCommit, Erasure, HeldClaim, Lease, NewAction, NewQuarantine, NewRun,
     NewTimer, NodeRecord, OutboxCounts, PartitionState, QuarantineRecord, REDACTED, ReleasedEntry,
-    RunQuery, RunRecord, SharedEntry, SharedWrite,
+    RunQuery, RunRecord, SHADOW_RESULT_PREFIX, ShadowCalls, SharedEntry, SharedWrite,
 };
 pub use partition::{DEFAULT_PARTITIONS, default_partitions, partition_of};
 pub use query::{EventQuery, Page, RejectedQuery};
@@ -569,6 +569,10 @@ pub trait Inspection: Send + Sync + 'static {
 
     /// Takes dead letters out of the queue without delivering them. Returns how many.
     async fn discard(&self, ids: Vec<String>) -> Result<usize, StoreError>;
+
+    /// The newest actions shadow delivery recorded (their result starts with
+    /// [`SHADOW_RESULT_PREFIX`]), newest first, with the calls each would have made.
+    async fn shadow_calls(&self, limit: usize) -> Result<Vec<ShadowCalls>, StoreError>;
 
     /// Sends capped messages after all: `capped` becomes `pending`. Returns how many.
     async fn release_capped(&self, ids: Vec<String>) -> Result<usize, StoreError>;

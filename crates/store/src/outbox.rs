@@ -463,6 +463,18 @@ pub(crate) const RUN_STATUS: &str = "CASE
     WHEN r.actions = 0 THEN 'empty'
     ELSE 'done' END";
 
+/// What shadow delivery would have sent for one action: the calls it recorded instead.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowCalls {
+    pub action: String,
+    pub workflow: String,
+    /// The attempt's calls: `[{method, path, status, request, response, ms}]`.
+    pub calls: serde_json::Value,
+}
+
+/// The result shadow delivery records on an action (what it would have sent is in its attempt).
+pub const SHADOW_RESULT_PREFIX: &str = "shadow: ";
+
 /// Which dead letters to list.
 #[derive(Debug, Clone, Default)]
 pub struct DeadLetterQuery {

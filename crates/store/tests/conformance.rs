@@ -287,6 +287,37 @@ async fn capped_messages_wait_for_release_and_timers_move(store: Arc<dyn Store>)
     assert!(listed(true).await.is_empty());
 }
 
+/// Shadow delivery's record: the actions whose result says shadow, newest first, with the
+/// calls each would have made; actions delivered for real are not listed.
+async fn shadow_calls_list_what_would_have_been_sent(store: Arc<dyn Store>) {
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![
+                action("s1", "u1", 1, 1),
+                action("s2", "u1", 1, 1),
+                action("r1", "u1", 1, 1),
+            ],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    let shadow = |id: &str| ActionOutcome::Done {
+        id: id.into(),
+        result: Some(format!("{}contact x", junction_store::SHADOW_RESULT_PREFIX)),
+        attempt: attempt(1, "done"),
+        merged: Vec::new(),
+    };
+    record(store.as_ref(), "u1", vec![shadow("s1")]).await;
+    record(store.as_ref(), "u1", vec![shadow("s2")]).await;
+    record(store.as_ref(), "u1", vec![done("r1")]).await;
+    let listed = store.shadow_calls(10).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|s| s.action.as_str()).collect();
+    assert_eq!(ids, ["s2", "s1"]);
+    assert_eq!(listed[0].workflow, "w");
+    assert_eq!(listed[0].calls[0]["path"], "/contacts/x");
+    assert_eq!(store.shadow_calls(1).await.unwrap().len(), 1);
+}
+
 /// Planning partitions: each identity's events, timers and released entries belong to one
 /// partition, each partition has its own cursor, and the partitions share state through
 /// conditional writes that refuse a commit made on state changed since it was read.
@@ -1159,6 +1190,7 @@ macro_rules! backends {
                 events_are_read_per_identity_and_after_a_cursor,
                 engine_commits_are_idempotent,
                 capped_messages_wait_for_release_and_timers_move,
+                shadow_calls_list_what_would_have_been_sent,
                 partitions_split_planning_and_share_state_safely,
                 the_queue_serves_heads_and_records_outcomes,
                 heads_follow_error_branches_and_urgency,

@@ -1061,6 +1061,30 @@ impl Inspection for PostgresStore {
         Ok(n as usize)
     }
 
+    async fn shadow_calls(&self, limit: usize) -> Result<Vec<crate::ShadowCalls>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT a.id, (a.body::jsonb) ->> 'workflow', t.calls
+                 FROM actions a JOIN attempts t ON t.action_id = a.id
+                 WHERE a.result LIKE $1 || '%'
+                 ORDER BY a.position DESC, t.number DESC LIMIT $2",
+                &[&crate::SHADOW_RESULT_PREFIX, &to_limit(limit)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let calls: String = row.get(2);
+                crate::ShadowCalls {
+                    action: row.get(0),
+                    workflow: row.get::<_, Option<String>>(1).unwrap_or_default(),
+                    calls: serde_json::from_str(&calls).unwrap_or(serde_json::Value::Null),
+                }
+            })
+            .collect())
+    }
+
     async fn release_capped(&self, ids: Vec<String>) -> Result<usize, StoreError> {
         let released = in_transaction!(self, |tx| {
             let identities: Vec<String> = tx

@@ -1000,6 +1000,30 @@ impl Inspection for SqliteStore {
         count.await.map_err(|_| StoreError::Closed)
     }
 
+    async fn shadow_calls(&self, limit: usize) -> Result<Vec<crate::ShadowCalls>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT a.id, json_extract(a.body, '$.workflow'), t.calls
+                 FROM actions a JOIN attempts t ON t.action_id = a.id
+                 WHERE a.result LIKE ?1 || '%'
+                 ORDER BY a.position DESC, t.number DESC LIMIT ?2",
+            )?;
+            let rows = statement
+                .query_map(params![crate::SHADOW_RESULT_PREFIX, limit], |r| {
+                    let calls: String = r.get(2)?;
+                    Ok(crate::ShadowCalls {
+                        action: r.get(0)?,
+                        workflow: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        calls: serde_json::from_str(&calls).unwrap_or(serde_json::Value::Null),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn release_capped(&self, ids: Vec<String>) -> Result<usize, StoreError> {
         let (reply, count) = tokio::sync::oneshot::channel();
         self.write(Box::new(move |tx| {
