@@ -27,6 +27,16 @@ fn predicted(output: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// The routes `junction shadow report --json` lists.
+fn routes(report: &Value) -> Vec<String> {
+    report["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["route"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn shadow_mode_records_what_junction_test_predicts_and_sends_nothing() {
     let s = Scenario::start_config_on(
@@ -100,13 +110,8 @@ async fn shadow_mode_records_what_junction_test_predicts_and_sends_nothing() {
     assert_eq!(report["actions"], 1);
     assert_eq!(report["requests"], recorded.len());
     assert_eq!(report["workflows"]["profile-sync"], 1);
-    let routes: Vec<&str> = report["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["route"].as_str().unwrap())
-        .collect();
-    assert!(routes.contains(&"POST /contacts"), "{report}");
+    let routes = routes(&report);
+    assert!(routes.iter().any(|r| r == "POST /contacts"), "{report}");
 }
 
 /// One workflow in shadow beside live ones: its requests are recorded, the others are sent.
@@ -133,11 +138,6 @@ async fn a_workflow_in_shadow_beside_live_ones() {
     let report = s.cli(&["shadow", "report", "--json"]);
     let report: Value = serde_json::from_slice(&report.stdout).unwrap();
     assert_eq!(report["workflows"], json!({"track-events": 1}), "{report}");
-    let routes: Vec<&str> = report["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["route"].as_str().unwrap())
-        .collect();
-    assert!(routes.contains(&"POST /events"), "{report}");
+    let routes = routes(&report);
+    assert!(routes.iter().any(|r| r == "POST /events"), "{report}");
 }
