@@ -20,7 +20,7 @@
 //! profile — until `junction quarantine release` plans them again.
 
 use crate::shared::SharedState;
-use junction_flow::action::{Action, HELD_SUFFIX, PlannedAction};
+use junction_flow::action::{HELD_SUFFIX, PlannedAction};
 use junction_flow::{EventInput, Plan, Planner, Profile, TimerPlan, stored};
 use junction_store::{
     Clock, EngineCommit, Lease, NewAction, NewQuarantine, NewRun, NewTimer, ReleasedEntry, Store,
@@ -788,9 +788,13 @@ fn with_timestamp(event: &StoredEvent) -> std::borrow::Cow<'_, serde_json::Value
 }
 
 /// 0 for what a person is waiting on (messages, conversations, notes, owners, alerts), 1 for
-/// bulk syncs.
-pub fn lane(action: &Action) -> i64 {
-    if action.urgent() { 0 } else { 1 }
+/// bulk syncs and for everything planned for a backfilled event.
+pub fn lane(action: &PlannedAction) -> i64 {
+    if action.action.urgent() && !action.bulk {
+        0
+    } else {
+        1
+    }
 }
 
 /// The outbox row of a planned action.
@@ -800,7 +804,7 @@ pub fn new_action(action: &PlannedAction, seq: i64) -> NewAction {
         identity: action.identity.clone(),
         run: action.run.clone(),
         seq,
-        lane: lane(&action.action),
+        lane: lane(action),
         standby_for: action.standby_for.clone(),
         capped: action.capped.clone(),
         body: serde_json::to_string(action).expect("an action is JSON"),

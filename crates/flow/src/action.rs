@@ -190,6 +190,18 @@ pub struct PlannedAction {
     /// A message over a frequency cap (which one): kept as `capped`, not sent unless released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capped: Option<String>,
+    /// Planned for a backfilled event: delivered in the bulk lane, whatever its kind, so live
+    /// traffic keeps its latency.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bulk: bool,
+}
+
+/// Where a backfilled event carries its backfill: `context.backfill`, with the workflows it
+/// may run (`workflows`, or all when absent). Set by the server's `/api/backfill`.
+pub fn backfill_of(body: &Json) -> Option<&Json> {
+    body.get("context")
+        .and_then(|c| c.get("backfill"))
+        .filter(|b| b.is_object())
 }
 
 /// How the id of a timer holding a message through quiet hours ends (after the message's id).

@@ -160,6 +160,15 @@ impl Planner {
                 (_, Some(_), None) => false,
             })
             .collect();
+        // A backfilled event runs only the workflows its backfill names (all when it names
+        // none).
+        let mut matching = matching;
+        if let Some(only) = crate::action::backfill_of(event.body)
+            .and_then(|b| b.get("workflows"))
+            .and_then(Json::as_array)
+        {
+            matching.retain(|w| only.iter().any(|name| name.as_str() == Some(&w.name)));
+        }
         if matching.is_empty() {
             return plan;
         }
@@ -514,6 +523,7 @@ fn plan_deletion(event: EventInput<'_>, profile: &mut Profile, plan: &mut Plan) 
         on_error: OnError::Stop,
         standby_for: None,
         capped: None,
+        bulk: false,
     });
     plan.runs.push(RunSummary {
         run,

@@ -435,6 +435,7 @@ impl<'a> Run<'a> {
             on_error,
             standby_for: at.standby_for.map(str::to_owned),
             capped: None,
+            bulk: crate::action::backfill_of(self.event.body).is_some(),
         };
         // Caps and quiet hours guard what reaches the person, except transactional messages
         // and error branches (which stand in for an action already planned).

@@ -135,6 +135,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load historical Segment data into the running server: JSON-lines files, gzipped or
+    /// not, and directories of them (Segment's S3 archive layout). Started again after an
+    /// interruption, it changes nothing twice.
+    Backfill {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Only these workflows run on the backfilled events (comma-separated; all when not
+        /// given): profile and company syncs, say, never messages on old events.
+        #[arg(long, value_delimiter = ',')]
+        workflows: Option<Vec<String>>,
+        /// The server's base URL (default: the configuration's admin.listen, else listen).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// What shadow delivery recorded instead of sending.
     #[command(subcommand)]
     Shadow(ShadowCommand),

@@ -3,6 +3,7 @@
 //! configuration file, reported with the file, line and what was expected).
 
 mod audit;
+mod backfill;
 mod cli;
 mod config;
 mod delivery_cli;
@@ -104,6 +105,20 @@ fn main() -> ExitCode {
                     url,
                 };
                 tap::run(&settings, args).await
+            }
+            Command::Backfill {
+                config,
+                paths,
+                workflows,
+                url,
+            } => {
+                let settings = load(config.config.as_deref())?;
+                let args = backfill::BackfillArgs {
+                    paths,
+                    workflows,
+                    url,
+                };
+                backfill::run(&settings, args).await
             }
             Command::Shadow(cli::ShadowCommand::Report {
                 config,

@@ -11,6 +11,7 @@
 
 mod admin;
 mod auth;
+pub mod backfill;
 mod body;
 pub mod config_api;
 mod console;
@@ -258,6 +259,7 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
         )
         .route("/api/config", get(config_api::show))
         .route("/api/tap", get(tap_api::stream))
+        .route("/api/backfill", post(backfill::backfill))
         .route("/api/runs", get(delivery_api::list_runs))
         .route("/api/runs/{*id}", get(delivery_api::show_run))
         .merge(console::routes());
