@@ -25,6 +25,8 @@ pub struct BackfillArgs {
     pub paths: Vec<PathBuf>,
     pub workflows: Option<Vec<String>>,
     pub url: Option<String>,
+    /// At most this many events per request (and never more than 400 KB).
+    pub batch_events: usize,
 }
 
 /// Every file under `paths` (directories walked), in name order.
@@ -125,7 +127,7 @@ pub async fn run(config: &Config, args: BackfillArgs) -> Result<(), Failure> {
                     bar.inc(1);
                 }
             }
-            if bytes >= BATCH_BYTES {
+            if bytes >= BATCH_BYTES || batch.len() >= args.batch_events.max(1) {
                 send(
                     &http,
                     config,

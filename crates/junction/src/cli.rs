@@ -148,6 +148,9 @@ pub enum Command {
         /// given): profile and company syncs, say, never messages on old events.
         #[arg(long, value_delimiter = ',')]
         workflows: Option<Vec<String>>,
+        /// At most this many events per request (requests also stay under 400 KB).
+        #[arg(long, default_value_t = 1_000)]
+        batch_events: usize,
         /// The server's base URL (default: the configuration's admin.listen, else listen).
         #[arg(long)]
         url: Option<String>,

@@ -110,6 +110,7 @@ fn main() -> ExitCode {
                 config,
                 paths,
                 workflows,
+                batch_events,
                 url,
             } => {
                 let settings = load(config.config.as_deref())?;
@@ -117,6 +118,7 @@ fn main() -> ExitCode {
                     paths,
                     workflows,
                     url,
+                    batch_events,
                 };
                 backfill::run(&settings, args).await
             }

@@ -64,3 +64,99 @@ async fn a_segment_archive_is_backfilled_by_the_chosen_workflows_once() {
     assert_eq!(s.calls_at("POST", "/contacts").len(), 4);
     assert_eq!(s.calls_to("POST", "/messages").len(), 1);
 }
+
+/// Interrupted halfway (SIGKILL) and started again: every event stored once, every data event
+/// sent to Intercom once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backfill_started_again_has_each_effect_once() {
+    const EVENTS: usize = 3_000;
+    let s = Scenario::start_config_on(
+        common::Backend::Sqlite,
+        "workflows:\n  - template: track-events\n",
+        Some(TOKEN),
+    )
+    .await;
+    // An archive: two days of one source, gzipped JSON lines.
+    let archive = tempfile::tempdir().unwrap();
+    for (day, range) in [(0, 0..EVENTS / 2), (1, EVENTS / 2..EVENTS)] {
+        let folder = archive.path().join(format!(
+            "segment-logs/src_1/{}",
+            1_764_806_400_000u64 + day * 86_400_000
+        ));
+        std::fs::create_dir_all(&folder).unwrap();
+        let file = std::fs::File::create(folder.join("part.gz")).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        for n in range {
+            let line = serde_json::json!({"type": "track", "userId": format!("u{}", n % 100),
+                "event": "Viewed", "messageId": format!("hist-{n}"),
+                "timestamp": "2025-12-04T10:00:00Z", "properties": {"n": n}});
+            std::io::Write::write_all(&mut gz, format!("{line}\n").as_bytes()).unwrap();
+        }
+        gz.finish().unwrap();
+    }
+    let db = s.dir.path().join("data/junction.db");
+    let stored = || {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM events WHERE source = 'backfill'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+    };
+    let args = |s: &Scenario| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_junction"));
+        command
+            .args([
+                "backfill",
+                "--batch-events",
+                "100",
+                "--url",
+                &s.server.url(""),
+            ])
+            .arg(archive.path())
+            .arg("--config")
+            .arg(&s.server.config)
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let mut first = args(&s).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stored() < (EVENTS / 3) as i64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backfill did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let halfway = stored();
+    assert!(
+        halfway < EVENTS as i64,
+        "interrupted before the end ({halfway})"
+    );
+
+    let again = args(&s).output().unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert_eq!(stored(), EVENTS as i64, "every event stored once");
+    s.until("every data event", |s| {
+        s.calls_to("POST", "/events").len() >= EVENTS
+    })
+    .await;
+    s.quiet().await;
+    let sent = s.calls_to("POST", "/events");
+    let mut seen: Vec<i64> = sent
+        .iter()
+        .map(|call| call.body["metadata"]["n"].as_i64().unwrap())
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(sent.len(), EVENTS, "no data event sent twice");
+    assert_eq!(seen.len(), EVENTS);
+    println!(
+        "interrupted at {halfway} of {EVENTS} events; the second run sent the rest, each once"
+    );
+}
