@@ -148,7 +148,7 @@ impl Planner {
             *seen = event.timestamp_ms;
         }
         self.match_waits(event, name.as_deref(), profile, globals, &mut plan);
-        let matching: Vec<&Workflow> = self
+        let mut matching: Vec<&Workflow> = self
             .workflows
             .iter()
             .filter(|w| w.on.iter().any(|on| on == event.kind))
@@ -162,7 +162,6 @@ impl Planner {
             .collect();
         // A backfilled event runs only the workflows its backfill names (all when it names
         // none).
-        let mut matching = matching;
         if let Some(only) = crate::action::backfill_of(event.body)
             .and_then(|b| b.get("workflows"))
             .and_then(Json::as_array)

@@ -9,7 +9,7 @@
 
 use crate::Failure;
 use crate::config::Config;
-use crate::reload::server_url;
+use crate::reload::{server_url, unreachable, with_admin_token};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -151,7 +151,7 @@ pub async fn run(config: &Config, args: BackfillArgs) -> Result<(), Failure> {
     // Planning follows ingest closely; delivery goes on in the server at Intercom's pace.
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let cluster: Value = crate::reload::admin_request(config, &format!("{base}/api/cluster"))
+        let cluster: Value = with_admin_token(config, http.get(format!("{base}/api/cluster")))
             .send()
             .await
             .and_then(|r| r.error_for_status())
@@ -186,18 +186,13 @@ async fn send(
     batch: Vec<Value>,
     tally: &mut Tally,
 ) -> Result<(), Failure> {
-    let mut request = http
+    let request = http
         .post(format!("{base}/api/backfill"))
         .json(&json!({"batch": batch, "workflows": args.workflows}));
-    if let Some(token) = config.admin.token.as_deref().filter(|t| !t.is_empty()) {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.map_err(|e| {
-        Failure::Runtime(anyhow::anyhow!(
-            "no server answers at {base} ({}); is `junction serve` running with this configuration?",
-            e.without_url()
-        ))
-    })?;
+    let response = with_admin_token(config, request)
+        .send()
+        .await
+        .map_err(|e| unreachable(base, e))?;
     let status = response.status();
     let answer: Value = response.json().await.unwrap_or_default();
     if !status.is_success() {

@@ -39,6 +39,8 @@ pub struct Reloader {
     pub status: SharedConfigStatus,
     pub current: CurrentConfig,
     pub alerts: Alerter,
+    /// The workflows delivering in shadow, settled when delivery started (`None`: all).
+    pub shadowed: Option<std::collections::HashSet<String>>,
 }
 
 /// The status of a configuration just put in force.
@@ -69,8 +71,13 @@ fn version(config: &Config, planner: &Planner) -> String {
 }
 
 /// The settings a running server cannot take without a restart that differ between `old` and
-/// `new`. Only the workflows and `journeys` are reloaded.
-fn needs_a_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+/// `new` (and `shadowed`, the workflows delivery started with in shadow). Only the workflows
+/// and `journeys` are reloaded.
+fn needs_a_restart(
+    old: &Config,
+    new: &Config,
+    shadowed: &Option<std::collections::HashSet<String>>,
+) -> Vec<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut changed = Vec::new();
@@ -93,8 +100,7 @@ fn needs_a_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         &new.shutdown_timeout,
     );
     // Which workflows deliver in shadow is settled when delivery starts.
-    let shadowed = |config: &Config| crate::workflows::shadowed(config).ok();
-    if shadowed(old) != shadowed(new) {
+    if crate::workflows::shadowed(new).ok().as_ref() != Some(shadowed) {
         changed.push("a workflow's mode (shadow)");
     }
     changed
@@ -186,7 +192,7 @@ impl Reloader {
         let config = (self.source.load)()?;
         let planner = crate::workflows::planner(&config)?;
         let old = self.config();
-        let changed = needs_a_restart(&old, &config);
+        let changed = needs_a_restart(&old, &config, &self.shadowed);
         if !changed.is_empty() {
             let file = config.path.as_ref().map_or_else(
                 || "the configuration".to_owned(),
@@ -218,13 +224,11 @@ impl Reloader {
 /// (the admin listener when there is one) with its admin token.
 pub async fn status(config: &Config, url: Option<&str>, json: bool) -> Result<(), crate::Failure> {
     let address = server_url(config, url);
-    let request = admin_request(config, &format!("{address}/api/config"));
-    let response = request.send().await.map_err(|e| {
-        crate::Failure::Runtime(anyhow::anyhow!(
-            "no server answers at {address} ({}); is `junction serve` running with this configuration?",
-            e.without_url()
-        ))
-    })?;
+    let request = reqwest::Client::new().get(format!("{address}/api/config"));
+    let response = with_admin_token(config, request)
+        .send()
+        .await
+        .map_err(|e| unreachable(&address, e))?;
     if !response.status().is_success() {
         return Err(crate::Failure::Runtime(anyhow::anyhow!(
             "the server at {address} answered {}",
@@ -280,11 +284,21 @@ pub fn server_url(config: &Config, url: Option<&str>) -> String {
     }
 }
 
-/// A GET on the admin API with the configuration's admin token.
-pub fn admin_request(config: &Config, url: &str) -> reqwest::RequestBuilder {
-    let request = reqwest::Client::new().get(url);
+/// `request` to the admin API, with the configuration's admin token.
+pub fn with_admin_token(
+    config: &Config,
+    request: reqwest::RequestBuilder,
+) -> reqwest::RequestBuilder {
     match config.admin.token.as_deref().filter(|t| !t.is_empty()) {
         Some(token) => request.bearer_auth(token),
         None => request,
     }
+}
+
+/// What the commands that talk to a running server say when none answers at `base`.
+pub fn unreachable(base: &str, error: reqwest::Error) -> crate::Failure {
+    crate::Failure::Runtime(anyhow::anyhow!(
+        "no server answers at {base} ({}); is `junction serve` running with this configuration?",
+        error.without_url()
+    ))
 }

@@ -120,6 +120,9 @@ pub async fn run_on(
         .with_try_it(try_it(Arc::clone(&current)))
         .with_alerts(alerts.clone())
         .with_health(Arc::clone(&health));
+    // Shadow delivery: every workflow (`delivery.mode: shadow`, when Intercom is never called)
+    // or those whose entry says so.
+    let shadowed = crate::workflows::shadowed(&config).map_err(anyhow::Error::msg)?;
     if let Some(source) = reload {
         crate::reload::Reloader {
             source,
@@ -127,12 +130,10 @@ pub async fn run_on(
             status,
             current,
             alerts: alerts.clone(),
+            shadowed: shadowed.clone(),
         }
         .spawn();
     }
-    // Shadow delivery: every workflow (`delivery.mode: shadow`, when Intercom is never called)
-    // or those whose entry says so.
-    let shadowed = crate::workflows::shadowed(&config).map_err(anyhow::Error::msg)?;
     let all_shadow = shadowed.is_none();
     let shadow = match &shadowed {
         Some(names) if names.is_empty() => None,

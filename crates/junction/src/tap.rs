@@ -5,7 +5,7 @@
 
 use crate::Failure;
 use crate::config::Config;
-use crate::reload::{admin_request, server_url};
+use crate::reload::{server_url, unreachable, with_admin_token};
 use serde_json::Value;
 
 pub struct TapArgs {
@@ -36,12 +36,10 @@ pub async fn run(config: &Config, args: TapArgs) -> Result<(), Failure> {
             query.append_pair("calls", "true");
         }
     }
-    let mut response = admin_request(config, url.as_str()).send().await.map_err(|e| {
-        Failure::Runtime(anyhow::anyhow!(
-            "no server answers at {base} ({}); is `junction serve` running with this configuration?",
-            e.without_url()
-        ))
-    })?;
+    let mut response = with_admin_token(config, reqwest::Client::new().get(url))
+        .send()
+        .await
+        .map_err(|e| unreachable(&base, e))?;
     if !response.status().is_success() {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();

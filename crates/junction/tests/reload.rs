@@ -18,28 +18,29 @@ fn workflow(tag: &str) -> String {
 }
 
 async fn until_config(s: &Scenario, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = s.admin("/api/config").await;
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {status}\nlog:\n{}",
-            s.server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        || format!("log:\n{}", s.server.log()),
+        async || {
+            let status = s.admin("/api/config").await;
+            if done(&status) {
+                Ok(status)
+            } else {
+                Err(format!("{what}: {status}"))
+            }
+        },
+    )
+    .await
 }
 
 /// Waits until every event sent is planned (no Intercom here: actions are planned and kept).
 async fn planned(s: &Scenario) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while s.admin("/api/cluster").await["lagEvents"].as_i64() != Some(0) {
-        assert!(Instant::now() < deadline, "planning did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(String::new, async || {
+        match s.admin("/api/cluster").await["lagEvents"].as_i64() {
+            Some(0) => Ok(()),
+            lag => Err(format!("planning did not catch up (lag {lag:?})")),
+        }
+    })
+    .await
 }
 
 /// The tag each event's action names, in log order.

@@ -789,18 +789,15 @@ async fn a_capped_message_is_kept_listed_and_released(backend: Backend) {
 
 /// Polls an admin listing until it holds `n` items.
 async fn wait_for_items(s: &Scenario, path: &str, n: usize) -> Vec<serde_json::Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    common::eventually(String::new, async || {
         let items = s.admin(path).await["items"].as_array().unwrap().clone();
         if items.len() == n {
-            return items;
+            Ok(items)
+        } else {
+            Err(format!("{path}: {items:?}, expected {n}"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path}: {items:?}, expected {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Quiet hours in the contact's time: a message planned inside the window waits (its run

@@ -287,3 +287,19 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Polls `check` every 20 ms until it returns `Ok` — tests wait for states, not for time — and
+/// fails after 20 s with the last `Err` (what was seen) and `context()` (a log, say).
+pub async fn eventually<T>(
+    context: impl Fn() -> String,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(Instant::now() < deadline, "{seen}; {}", context()),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -233,55 +233,54 @@ impl Scenario {
     /// (`/api/cluster` lag 0) and no action pending (`/api/delivery`) — so that a check that
     /// something did *not* happen is made on a settled state, not after a guessed pause.
     pub async fn quiet(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let lag = self.admin("/api/cluster").await["lagEvents"].as_i64();
-            let pending = self.admin("/api/delivery").await["actions"]["pending"].as_i64();
-            if lag == Some(0) && pending == Some(0) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Junction did not settle (lag {lag:?}, pending {pending:?}); log:\n{}",
-                self.server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::eventually(
+            || format!("log:\n{}", self.server.log()),
+            async || {
+                let lag = self.admin("/api/cluster").await["lagEvents"].as_i64();
+                let pending = self.admin("/api/delivery").await["actions"]["pending"].as_i64();
+                if lag == Some(0) && pending == Some(0) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "Junction did not settle (lag {lag:?}, pending {pending:?})"
+                    ))
+                }
+            },
+        )
+        .await
     }
 
     /// Waits until Junction has stored every notification the emulator sent it (the emulator
     /// records each as it is sent), then until it has settled ([`Scenario::quiet`]).
     pub async fn notifications_settled(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let sent = self.emulator.webhooks_sent().len();
-            let stored = self.admin("/api/events?type=intercom&limit=1000").await["items"]
-                .as_array()
-                .map_or(0, Vec::len);
-            if stored >= sent {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{stored} of {sent} notifications stored; log:\n{}",
-                self.server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::eventually(
+            || format!("log:\n{}", self.server.log()),
+            async || {
+                let sent = self.emulator.webhooks_sent().len();
+                let stored = self.admin("/api/events?type=intercom&limit=1000").await["items"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                if stored >= sent {
+                    Ok(())
+                } else {
+                    Err(format!("{stored} of {sent} notifications stored"))
+                }
+            },
+        )
+        .await;
         self.quiet().await;
     }
 
     /// Waits until `/api/delivery` says `timersPending` is `n`.
     pub async fn timers_pending(&self, n: i64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.admin("/api/delivery").await["timersPending"].as_i64() != Some(n) {
-            assert!(
-                Instant::now() < deadline,
-                "timersPending never became {n}; log:\n{}",
-                self.server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::eventually(
+            || format!("log:\n{}", self.server.log()),
+            async || match self.admin("/api/delivery").await["timersPending"].as_i64() {
+                Some(pending) if pending == n => Ok(()),
+                other => Err(format!("timersPending never became {n} (last {other:?})")),
+            },
+        )
+        .await
     }
 }
 
