@@ -24,7 +24,7 @@ use junction_flow::action::{HELD_SUFFIX, PlannedAction};
 use junction_flow::{EventInput, Plan, Planner, Profile, TimerPlan, stored};
 use junction_store::{
     Clock, EngineCommit, Lease, NewAction, NewQuarantine, NewRun, NewTimer, ReleasedEntry, Store,
-    StoreError, StoredEvent, SystemClock, partition_of,
+    StoreError, StoredEvent, SystemClock, lane, partition_of,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -787,13 +787,16 @@ fn with_timestamp(event: &StoredEvent) -> std::borrow::Cow<'_, serde_json::Value
     std::borrow::Cow::Owned(body)
 }
 
-/// 0 for what a person is waiting on (messages, conversations, notes, owners, alerts), 1 for
-/// bulk syncs and for everything planned for a backfilled event.
+/// The action's delivery [`lane`]: everything planned for a backfilled event goes in the
+/// backfill lane, behind live traffic; otherwise what a person is waiting on (messages,
+/// conversations, notes, owners, alerts) is urgent and syncs are bulk.
 pub fn lane(action: &PlannedAction) -> i64 {
-    if action.action.urgent() && !action.bulk {
-        0
+    if action.bulk {
+        lane::BACKFILL
+    } else if action.action.urgent() {
+        lane::URGENT
     } else {
-        1
+        lane::BULK
     }
 }
 

@@ -7,7 +7,10 @@
 //!   the stuck user's queue is.
 //! - **Lanes.** Among users whose heads are due, those with something urgent pending
 //!   (messages, conversations, notes, owners, alerts) are served before users with only bulk
-//!   syncs; within a user, order still holds.
+//!   syncs, and those before users with only a backfill's actions; within a user, order still
+//!   holds. A backfill takes at most three quarters of the workers (the others stay free for
+//!   live users, whatever a backfill waits for) and, at the rate gate, four fifths of each
+//!   Intercom window: live traffic keeps its latency while a backfill runs at the limit.
 //! - **Retries** with exponential back-off and full jitter, for as long as the retry window
 //!   (default 4 hours, like Segment) and at least the minimum attempts; then the dead-letter
 //!   queue. Permanent errors go there at once.
@@ -29,11 +32,11 @@ use crate::deliver::{Deliverer, Failure, FailureClass};
 use junction_flow::action::{Action, OnError, PlannedAction};
 use junction_intercom::recorder;
 use junction_store::{
-    ActionOutcome, ActionRecord, Attempt, Claim, Clock, Store, StoreError, SystemClock,
+    ActionOutcome, ActionRecord, Attempt, Claim, Clock, Store, StoreError, SystemClock, lane,
 };
 use serde_json::Map;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -120,6 +123,8 @@ pub struct Executor {
     alerts: Alerter,
     paused: Arc<AtomicBool>,
     attempts: Arc<Mutex<VecDeque<(Instant, bool)>>>,
+    /// Workers delivering to users with only a backfill's actions pending.
+    delivering_backfill: Arc<AtomicUsize>,
 }
 
 impl Executor {
@@ -138,6 +143,7 @@ impl Executor {
             alerts,
             paused: Arc::default(),
             attempts: Arc::default(),
+            delivering_backfill: Arc::default(),
         }
     }
 
@@ -191,31 +197,20 @@ impl Executor {
                 // its last outcome before it releases its claim: the outbox a new worker reads
                 // is up to date for its user.
                 let free = self.settings.users_in_parallel.saturating_sub(tasks.len());
-                if free > 0 {
-                    match self
-                        .store
-                        .claim_users(
-                            &self.settings.node,
-                            self.settings.clock.now_ms(),
-                            lease_ms,
-                            free,
-                        )
-                        .await
-                    {
-                        Ok(claims) => {
-                            for claim in claims {
-                                held.lock()
-                                    .expect("held claims")
-                                    .insert(claim.identity.clone(), claim.clone());
-                                let worker = self.worker(shutdown.clone(), Arc::clone(&held));
-                                tasks.spawn(async move {
-                                    worker.deliver_user(&claim).await;
-                                    worker.release(&claim).await;
-                                });
-                            }
+                match self.claim(free, lease_ms).await {
+                    Ok(claims) => {
+                        for claim in claims {
+                            held.lock()
+                                .expect("held claims")
+                                .insert(claim.identity.clone(), claim.clone());
+                            let worker = self.worker(shutdown.clone(), Arc::clone(&held));
+                            tasks.spawn(async move {
+                                worker.deliver_user(&claim).await;
+                                worker.release(&claim).await;
+                            });
                         }
-                        Err(error) => tracing::error!(%error, "delivery: cannot claim users"),
                     }
+                    Err(error) => tracing::error!(%error, "delivery: cannot claim users"),
                 }
                 if let Ok(Some(due)) = self.store.next_due_ms().await {
                     wait = wait.min(Duration::from_millis(
@@ -248,6 +243,47 @@ impl Executor {
         }
         // Let the calls in flight finish and their outcomes be recorded.
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Claims users for `free` workers, backfill users only for the workers a backfill may
+    /// take ([`Self::backfill_workers`], less those delivering a backfill now): one query in
+    /// the common case, two when the backfill's room is the smaller.
+    async fn claim(&self, free: usize, lease_ms: i64) -> Result<Vec<Claim>, StoreError> {
+        if free == 0 {
+            return Ok(Vec::new());
+        }
+        let (node, now_ms) = (&self.settings.node, self.settings.clock.now_ms());
+        let backfill_room = self
+            .backfill_workers()
+            .saturating_sub(self.delivering_backfill.load(Ordering::SeqCst));
+        if backfill_room >= free {
+            return self.store.claim_users(node, now_ms, lease_ms, free).await;
+        }
+        let mut claims = self
+            .store
+            .claim_users_in(node, now_ms, lease_ms, free, lane::URGENT..=lane::BULK)
+            .await?;
+        let room = backfill_room.min(free - claims.len());
+        if room > 0 {
+            claims.extend(
+                self.store
+                    .claim_users_in(
+                        node,
+                        now_ms,
+                        lease_ms,
+                        room,
+                        lane::BACKFILL..=lane::BACKFILL,
+                    )
+                    .await?,
+            );
+        }
+        Ok(claims)
+    }
+
+    /// Workers a backfill may take: three quarters, so that live users always find some free.
+    fn backfill_workers(&self) -> usize {
+        let workers = self.settings.users_in_parallel;
+        workers.saturating_sub((workers / 4).max(1)).max(1)
     }
 
     /// Renews every claim held; a claim the store no longer grants was taken over: it leaves
@@ -307,6 +343,7 @@ impl Executor {
             alerts: self.alerts.clone(),
             paused: Arc::clone(&self.paused),
             attempts: Arc::clone(&self.attempts),
+            delivering_backfill: Arc::clone(&self.delivering_backfill),
         }
     }
 
@@ -340,10 +377,12 @@ impl Executor {
             );
         }
         if let Ok(counts) = self.store.backlog().await {
-            for (lane, age) in ["urgent", "bulk"].iter().zip(counts.oldest_pending_ms) {
+            for (lane, age) in lane::NAMES.iter().zip(counts.oldest_pending_ms) {
                 let seconds = age.unwrap_or(0) as f64 / 1000.0;
                 metrics::gauge!("junction_queue_age_seconds", "lane" => *lane).set(seconds);
+                // A backfill waits for Intercom's budget by design: its age is no alarm.
                 if let Some(age) = age
+                    && *lane != lane::NAMES[lane::BACKFILL as usize]
                     && Duration::from_millis(age as u64) >= self.backlog_threshold()
                 {
                     self.alerts.raise(
@@ -378,6 +417,23 @@ struct Worker {
     alerts: Alerter,
     paused: Arc<AtomicBool>,
     attempts: Arc<Mutex<VecDeque<(Instant, bool)>>>,
+    delivering_backfill: Arc<AtomicUsize>,
+}
+
+/// Counts a worker among those delivering a backfill while it lives.
+struct BackfillWorker(Arc<AtomicUsize>);
+
+impl BackfillWorker {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        BackfillWorker(Arc::clone(count))
+    }
+}
+
+impl Drop for BackfillWorker {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Worker {
@@ -434,6 +490,10 @@ impl Worker {
                 return;
             }
         };
+        let _backfill = actions
+            .iter()
+            .all(|a| a.lane == lane::BACKFILL)
+            .then(|| BackfillWorker::new(&self.delivering_backfill));
         if let Some(head) = actions.first().filter(|a| a.started_ms.is_some()) {
             // The last holder marked this call in flight and stopped before recording it.
             if head.body["action"]["kind"] == "conversation" {
@@ -535,11 +595,14 @@ impl Worker {
         {
             metrics::counter!("junction_possible_duplicates_total").increment(1);
         }
-        let (result, calls) = recorder::record(
-            self.deliverer
-                .deliver(planned, record.first_attempt_ms.or(record.started_ms)),
-        )
-        .await;
+        let delivery = self
+            .deliverer
+            .deliver(planned, record.first_attempt_ms.or(record.started_ms));
+        let (result, calls) = if record.lane == lane::BACKFILL {
+            recorder::record(junction_intercom::as_backfill(delivery)).await
+        } else {
+            recorder::record(delivery).await
+        };
         let duration_ms = started.elapsed().as_millis() as i64;
         let kind = planned.action.kind();
         let number = record.attempts + 1;

@@ -209,13 +209,18 @@ impl Emulator {
         self.config.lock().expect("config lock").token = token;
     }
 
-    /// Replaces the injected faults of a running emulator.
     /// Rate-limit windows of this many seconds instead of Intercom's 10 (tests that need many
     /// windows).
     pub fn set_rate_window(&self, seconds: u64) {
         self.limiter.set_window_seconds(seconds);
     }
 
+    /// Changes the requests a window allows.
+    pub fn set_rate_limit(&self, limit: u32) {
+        self.limiter.set_limit(limit);
+    }
+
+    /// Replaces the injected faults of a running emulator.
     pub fn set_faults(&self, faults: faults::Faults) {
         self.faults.set(faults);
     }

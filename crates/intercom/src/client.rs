@@ -215,8 +215,23 @@ impl IntercomClient {
         path: &ApiPath,
         body: Option<&Value>,
     ) -> Result<Value, IntercomError> {
-        let slot = self.slots.acquire().await;
-        self.gate.acquire().await;
+        let slot = if crate::rate::in_backfill() {
+            // A backfill's request waits for its share of a window without holding a slot:
+            // held while waiting, slots would be missing for live requests, which the window
+            // still has room for. Counted in one window, it must leave in that window.
+            loop {
+                self.gate.acquire().await;
+                let counted_in = self.gate.window_number();
+                let slot = self.slots.acquire().await;
+                if self.gate.window_number() == counted_in {
+                    break slot;
+                }
+            }
+        } else {
+            let slot = self.slots.acquire().await;
+            self.gate.acquire().await;
+            slot
+        };
         let started = Instant::now();
         let mut call = CallRecord {
             method: method.to_string(),

@@ -33,7 +33,7 @@ pub use client::{
 };
 pub use error::IntercomError;
 pub use path::ApiPath;
-pub use rate::RateGate;
+pub use rate::{BACKFILL_SHARE, RateGate, as_backfill};
 pub use resolve::{ContactResolver, Identity, Resolution, ResolveError, ResolvedBy};
 
 /// Makes rustls with *ring* the process-wide TLS provider, which any other `reqwest::Client` in

@@ -17,6 +17,10 @@
 //! that follows one spent to within a tenth of its limit opens after a short hold
 //! ([`RESET_MARGIN`]), so that requests still in flight from the last one land first; a window
 //! after a quiet one opens at once (no added latency at low rates).
+//!
+//! A backfill's requests (made inside [`as_backfill`]) spend at most [`BACKFILL_SHARE`] of a
+//! window: the rest is kept for live traffic, which therefore finds budget at once even while
+//! a backfill runs at Intercom's limit.
 
 use junction_store::{Clock, RateBudget, SystemClock};
 use reqwest::header::HeaderMap;
@@ -25,6 +29,30 @@ use std::time::Duration;
 
 /// Slack added after the announced reset, since the server's second and ours may differ.
 const RESET_MARGIN: Duration = Duration::from_millis(100);
+
+/// The share of each window a backfill may spend (numerator, denominator): four fifths, so
+/// that a fifth of Intercom's limit (333 requests per 10 s by default) stays for live traffic.
+pub const BACKFILL_SHARE: (u32, u32) = (4, 5);
+
+tokio::task_local! {
+    /// Present while a backfill's action is delivered.
+    static BACKFILL: ();
+}
+
+/// Runs `work` as a backfill's: the requests it makes spend at most [`BACKFILL_SHARE`] of each
+/// rate window, leaving the rest to live traffic.
+pub async fn as_backfill<F: std::future::Future>(work: F) -> F::Output {
+    BACKFILL.scope((), work).await
+}
+
+pub(crate) fn in_backfill() -> bool {
+    BACKFILL.try_with(|_| ()).is_ok()
+}
+
+/// What a backfill's requests may spend of a window of `limit`.
+fn backfill_budget(limit: u32) -> u32 {
+    (u64::from(limit) * u64::from(BACKFILL_SHARE.0) / u64::from(BACKFILL_SHARE.1)) as u32
+}
 
 pub struct RateGate {
     window: Mutex<Window>,
@@ -61,8 +89,9 @@ enum Next {
     Wait(Duration),
     /// Send a probe, counting it in this window's shared budget first.
     Probe(u64),
-    /// Take a slice of this window's shared budget (bucket, limit).
-    Borrow(u64, u32),
+    /// Take a slice of this window's shared budget (bucket, what may be taken of it in all,
+    /// for a backfill).
+    Borrow(u64, u32, bool),
 }
 
 /// Clears the "a slice is being fetched" flag even when the fetch is abandoned midway.
@@ -92,6 +121,8 @@ struct Window {
     slice_bucket: u64,
     borrowing: bool,
     spent_bucket: Option<u64>,
+    /// With a shared budget: a window whose backfill share is all taken.
+    backfill_spent_bucket: Option<u64>,
     /// With a shared budget: the window (bucket) whose first [`RESET_MARGIN`] is held because
     /// the window before it ended at or near its limit.
     hold_bucket: Option<u64>,
@@ -100,7 +131,13 @@ struct Window {
 impl Window {
     /// With a shared budget: counts a request against this node's slice of the current window
     /// (None: it may go), or says what to do first.
-    fn spend_slice(&mut self, remaining: u32, now_ms: u64, window_seconds: u64) -> Option<Next> {
+    fn spend_slice(
+        &mut self,
+        remaining: u32,
+        now_ms: u64,
+        window_seconds: u64,
+        backfill: bool,
+    ) -> Option<Next> {
         let bucket = now_ms / 1000 / window_seconds;
         let into_window = now_ms % (window_seconds * 1000);
         let margin = RESET_MARGIN.as_millis() as u64;
@@ -122,7 +159,9 @@ impl Window {
             self.remaining = Some(remaining - 1);
             return None;
         }
-        if self.spent_bucket == Some(bucket) {
+        if self.spent_bucket == Some(bucket)
+            || (backfill && self.backfill_spent_bucket == Some(bucket))
+        {
             let next_window = (bucket + 1) * window_seconds * 1000;
             return Some(Next::Wait(
                 Duration::from_millis(next_window.saturating_sub(now_ms)) + RESET_MARGIN,
@@ -132,7 +171,12 @@ impl Window {
             return Some(Next::Wait(PROBE_POLL));
         }
         self.borrowing = true;
-        Some(Next::Borrow(bucket, self.limit.unwrap_or(remaining)))
+        let limit = self.limit.unwrap_or(remaining);
+        Some(if backfill {
+            Next::Borrow(bucket, backfill_budget(limit), true)
+        } else {
+            Next::Borrow(bucket, limit, false)
+        })
     }
 }
 
@@ -156,6 +200,11 @@ impl RateGate {
 
     fn now_ms(&self) -> u64 {
         self.clock.now_ms().max(0) as u64
+    }
+
+    /// The number of the current window (windows aligned to the Unix clock).
+    pub(crate) fn window_number(&self) -> u64 {
+        self.now_ms() / 1000 / self.window_seconds
     }
 
     /// From now on, spends only what it takes from `budget` for `workspace` (shared with every
@@ -188,6 +237,12 @@ impl RateGate {
                     window.remaining = if window.refused { None } else { window.limit };
                     window.reset = None;
                 }
+                let backfill = in_backfill();
+                // What a backfill leaves of the window for live traffic.
+                let reserve = match window.limit {
+                    Some(limit) if backfill => limit - backfill_budget(limit),
+                    _ => 0,
+                };
                 match (window.remaining, window.reset) {
                     (Some(0), Some(reset)) => Next::Wait(
                         Duration::from_millis((reset * 1000).saturating_sub(now_ms)) + RESET_MARGIN,
@@ -195,8 +250,12 @@ impl RateGate {
                     // Spent a fresh window's budget before any answer named its reset: wait
                     // for the answers.
                     (Some(0), None) => Next::Wait(PROBE_POLL),
+                    (Some(remaining), Some(reset)) if remaining <= reserve => Next::Wait(
+                        Duration::from_millis((reset * 1000).saturating_sub(now_ms)) + RESET_MARGIN,
+                    ),
+                    (Some(remaining), None) if remaining <= reserve => Next::Wait(PROBE_POLL),
                     (Some(remaining), _) if self.shared.get().is_some() => {
-                        match window.spend_slice(remaining, now_ms, window_seconds) {
+                        match window.spend_slice(remaining, now_ms, window_seconds, backfill) {
                             Some(next) => next,
                             None => return,
                         }
@@ -221,7 +280,7 @@ impl RateGate {
                     tracing::debug!(?wait, "Intercom rate window spent; waiting for its reset");
                     tokio::time::sleep(wait).await;
                 }
-                Next::Borrow(bucket, limit) => self.borrow(bucket, limit).await,
+                Next::Borrow(bucket, limit, backfill) => self.borrow(bucket, limit, backfill).await,
                 Next::Probe(bucket) => {
                     self.count_probe(bucket).await;
                     return;
@@ -246,8 +305,9 @@ impl RateGate {
         }
     }
 
-    /// Takes a slice of window `bucket`'s shared budget.
-    async fn borrow(&self, bucket: u64, limit: u32) {
+    /// Takes a slice of window `bucket`'s shared budget, while all nodes together have taken
+    /// less than `limit` of it (a backfill's share, for a backfill).
+    async fn borrow(&self, bucket: u64, limit: u32, backfill: bool) {
         let Some(shared) = self.shared.get() else {
             return;
         };
@@ -274,7 +334,9 @@ impl RateGate {
         let mut window = self.window.lock().expect("rate gate lock");
         if window.slice_bucket == bucket {
             window.slice += granted;
-            if granted == 0 {
+            if granted == 0 && backfill {
+                window.backfill_spent_bucket = Some(bucket);
+            } else if granted == 0 {
                 window.spent_bucket = Some(bucket);
             }
         }
@@ -360,7 +422,7 @@ mod tests {
         };
         assert!(
             quiet
-                .spend_slice(1600, start_ms + 5, INTERCOM_WINDOW_SECONDS)
+                .spend_slice(1600, start_ms + 5, INTERCOM_WINDOW_SECONDS, false)
                 .is_none()
         );
 
@@ -369,12 +431,12 @@ mod tests {
             ..quiet
         };
         assert!(matches!(
-            after_tight.spend_slice(1600, start_ms + 5, INTERCOM_WINDOW_SECONDS),
+            after_tight.spend_slice(1600, start_ms + 5, INTERCOM_WINDOW_SECONDS, false),
             Some(Next::Wait(wait)) if wait == Duration::from_millis(95)
         ));
         assert!(
             after_tight
-                .spend_slice(1600, start_ms + 100, INTERCOM_WINDOW_SECONDS)
+                .spend_slice(1600, start_ms + 100, INTERCOM_WINDOW_SECONDS, false)
                 .is_none()
         );
 
@@ -383,7 +445,7 @@ mod tests {
             ..quiet
         };
         assert!(matches!(
-            after_spent.spend_slice(1600, start_ms, INTERCOM_WINDOW_SECONDS),
+            after_spent.spend_slice(1600, start_ms, INTERCOM_WINDOW_SECONDS, false),
             Some(Next::Wait(_))
         ));
     }
@@ -455,5 +517,55 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// A backfill queued at the limit spends at most four fifths of each window, and a live
+    /// request arriving in the middle of it goes out at once instead of waiting for a window.
+    #[tokio::test(start_paused = true)]
+    async fn a_backfill_leaves_a_fifth_of_each_window_to_live_requests() {
+        let limit = 50u64;
+        let clock = Arc::new(junction_store::TokioClock::starting_at(1_790_000_000_000));
+        let gate = Arc::new(RateGate::new(clock.clone(), INTERCOM_WINDOW_SECONDS));
+        let served = Arc::new(Mutex::new(std::collections::BTreeMap::<u64, u64>::new()));
+        let send = |gate: Arc<RateGate>,
+                    clock: Arc<junction_store::TokioClock>,
+                    served: Arc<Mutex<std::collections::BTreeMap<u64, u64>>>| async move {
+            gate.acquire().await;
+            let window = clock.now_ms() as u64 / 1000 / INTERCOM_WINDOW_SECONDS;
+            let used = {
+                let mut served = served.lock().unwrap();
+                let used = served.entry(window).or_default();
+                *used += 1;
+                *used
+            };
+            let reset = (window + 1) * INTERCOM_WINDOW_SECONDS;
+            gate.observe(200, &headers(limit.saturating_sub(used) as u32, reset));
+            (window, used)
+        };
+        let backfill: Vec<_> = (0..150)
+            .map(|_| {
+                tokio::spawn(as_backfill(send(
+                    gate.clone(),
+                    clock.clone(),
+                    served.clone(),
+                )))
+            })
+            .collect();
+        // Into the second window, with the backfill still queued.
+        tokio::time::sleep(Duration::from_secs(13)).await;
+        let asked = tokio::time::Instant::now();
+        let (window, _) = send(gate.clone(), clock.clone(), served.clone()).await;
+        assert_eq!(asked.elapsed(), Duration::ZERO, "the live request waited");
+        assert_eq!(
+            window,
+            clock.now_ms() as u64 / 1000 / INTERCOM_WINDOW_SECONDS
+        );
+        for task in backfill {
+            task.await.unwrap();
+        }
+        let served = served.lock().unwrap().clone();
+        // 150 backfill requests at 40 a window, and the live one in the second.
+        let counts: Vec<u64> = served.values().copied().collect();
+        assert_eq!(counts, [40, 41, 40, 30], "{served:?}");
     }
 }

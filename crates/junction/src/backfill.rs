@@ -5,7 +5,9 @@
 //! `/v1/batch` does, stores them under the source `backfill` (a run started again after an
 //! interruption re-sends them and they are recognised by messageId: each effect happens once),
 //! and marks them so they are planned only by `--workflows` (all when not given) and delivered
-//! in the bulk lane. A progress bar follows the sending, then the planning.
+//! in the backfill lane. The server takes batches no faster than delivery goes (it answers 429
+//! `backfill_ahead` and the batch goes again a moment later), and the progress bar shows events
+//! delivered, read and planned (`GET /api/backfill`) until the last one is delivered.
 
 use crate::Failure;
 use crate::config::Config;
@@ -79,28 +81,59 @@ fn count(paths: &[PathBuf]) -> Result<u64, Failure> {
 
 #[derive(Default)]
 struct Tally {
+    /// Events read from the files (refused ones included).
+    read: u64,
     accepted: u64,
     duplicates: u64,
     refused: u64,
 }
 
+/// What the server says is still to do (`GET /api/backfill`).
+#[derive(Default, Clone, Copy)]
+struct Behind {
+    unplanned: u64,
+    undelivered: u64,
+}
+
+/// The server's answer to a batch.
+enum Sent {
+    Taken,
+    /// Planning or delivery is behind: the same batch goes again in a moment.
+    Ahead,
+}
+
+/// How often the CLI asks how far planning and delivery are, and how long it waits before
+/// sending a batch the server found too early again.
+const POLL: Duration = Duration::from_millis(250);
+/// How long the CLI waits for delivery after the last batch without seeing it move.
+const STALLED: Duration = Duration::from_secs(60);
+
 pub async fn run(config: &Config, args: BackfillArgs) -> Result<(), Failure> {
     let base = server_url(config, args.url.as_deref());
     let files = files(&args.paths)?;
     let total = count(&files)?;
-    let minutes = total as f64 / INTERCOM_REQUESTS_PER_SECOND / 60.0;
+    let share = junction_intercom::BACKFILL_SHARE;
+    let minutes = total as f64
+        / (INTERCOM_REQUESTS_PER_SECOND * f64::from(share.0) / f64::from(share.1))
+        / 60.0;
     eprintln!(
-        "{total} event(s) in {} file(s); at Intercom's default limit (10,000 requests a minute) and about one request per event, delivering them takes at least {minutes:.1} minute(s)",
+        "{total} event(s) in {} file(s); a backfill takes four fifths of Intercom's default limit (10,000 requests a minute), so at about one request per event delivering them takes at least {minutes:.1} minute(s)",
         files.len()
     );
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} sent ({per_sec}, {eta} left) {msg}",
+            "{bar:30} {pos}/{len} delivered ({per_sec}, {eta} left) {msg}",
         )
         .expect("a valid template"),
     );
     let http = reqwest::Client::new();
+    let progress = Progress {
+        http: &http,
+        config,
+        base: &base,
+        bar: &bar,
+    };
     let mut tally = Tally::default();
     let mut batch: Vec<Value> = Vec::new();
     let mut bytes = 0;
@@ -110,6 +143,7 @@ pub async fn run(config: &Config, args: BackfillArgs) -> Result<(), Failure> {
             if line.trim().is_empty() {
                 continue;
             }
+            tally.read += 1;
             match serde_json::from_str::<Value>(&line) {
                 Ok(message) => {
                     bytes += line.len() + 1;
@@ -124,50 +158,42 @@ pub async fn run(config: &Config, args: BackfillArgs) -> Result<(), Failure> {
                         )
                     });
                     tally.refused += 1;
-                    bar.inc(1);
                 }
             }
             if bytes >= BATCH_BYTES || batch.len() >= args.batch_events.max(1) {
-                send(
-                    &http,
-                    config,
-                    &base,
-                    &args,
-                    std::mem::take(&mut batch),
-                    &mut tally,
-                )
-                .await?;
+                progress
+                    .send(&args, std::mem::take(&mut batch), &mut tally)
+                    .await?;
                 bytes = 0;
-                bar.set_position(tally.accepted + tally.duplicates + tally.refused);
-                bar.set_message(summary(&tally));
             }
         }
     }
     if !batch.is_empty() {
-        send(&http, config, &base, &args, batch, &mut tally).await?;
+        progress.send(&args, batch, &mut tally).await?;
     }
-    bar.set_position(tally.accepted + tally.duplicates + tally.refused);
-    bar.finish_with_message(summary(&tally));
-    // Planning follows ingest closely; delivery goes on in the server at Intercom's pace.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let cluster: Value = with_admin_token(config, http.get(format!("{base}/api/cluster")))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| Failure::Runtime(e.without_url().into()))?
-            .json()
-            .await
-            .map_err(|e| Failure::Runtime(e.into()))?;
-        if cluster["lagEvents"].as_i64() == Some(0) || Instant::now() > deadline {
-            break;
+    // The last batches are planned and delivered in the server: follow them while they move.
+    let mut last = progress.show(&tally).await?;
+    let mut moved = Instant::now();
+    while last.unplanned + last.undelivered > 0 && moved.elapsed() < STALLED {
+        tokio::time::sleep(POLL).await;
+        let now = progress.show(&tally).await?;
+        if now.unplanned + now.undelivered < last.unplanned + last.undelivered {
+            moved = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = now;
     }
-    eprintln!(
-        "backfill planned: {}; delivery goes on in the server (junction runs list, /api/delivery)",
-        summary(&tally)
-    );
+    bar.finish();
+    if last.unplanned + last.undelivered > 0 {
+        eprintln!(
+            "backfill sent: {}; delivery has not moved for {} s ({} event(s) to plan, {} to deliver) and goes on in the server (junction runs list, /api/delivery)",
+            summary(&tally),
+            STALLED.as_secs(),
+            last.unplanned,
+            last.undelivered
+        );
+    } else {
+        eprintln!("backfill delivered: {}", summary(&tally));
+    }
     Ok(())
 }
 
@@ -178,30 +204,91 @@ fn summary(tally: &Tally) -> String {
     )
 }
 
-async fn send(
-    http: &reqwest::Client,
-    config: &Config,
-    base: &str,
-    args: &BackfillArgs,
-    batch: Vec<Value>,
-    tally: &mut Tally,
-) -> Result<(), Failure> {
-    let request = http
-        .post(format!("{base}/api/backfill"))
-        .json(&json!({"batch": batch, "workflows": args.workflows}));
-    let response = with_admin_token(config, request)
+/// Talks to the server and keeps the bar up to date.
+struct Progress<'a> {
+    http: &'a reqwest::Client,
+    config: &'a Config,
+    base: &'a str,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Progress<'_> {
+    /// Sends a batch, again and again while the server says the backfill is ahead of
+    /// delivery, updating the bar meanwhile.
+    async fn send(
+        &self,
+        args: &BackfillArgs,
+        batch: Vec<Value>,
+        tally: &mut Tally,
+    ) -> Result<(), Failure> {
+        let body = json!({"batch": batch, "workflows": args.workflows});
+        loop {
+            match self.send_once(&body, tally).await? {
+                Sent::Taken => {
+                    self.show(tally).await?;
+                    return Ok(());
+                }
+                Sent::Ahead => {
+                    self.show(tally).await?;
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    }
+
+    async fn send_once(&self, body: &Value, tally: &mut Tally) -> Result<Sent, Failure> {
+        let request = self
+            .http
+            .post(format!("{}/api/backfill", self.base))
+            .json(body);
+        let response = with_admin_token(self.config, request)
+            .send()
+            .await
+            .map_err(|e| unreachable(self.base, e))?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or_default();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS && answer["code"] == "backfill_ahead" {
+            return Ok(Sent::Ahead);
+        }
+        if !status.is_success() {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "the server refused a batch ({status}): {answer}"
+            )));
+        }
+        tally.accepted += answer["accepted"].as_u64().unwrap_or(0);
+        tally.duplicates += answer["duplicates"].as_u64().unwrap_or(0);
+        tally.refused += answer["rejected"].as_u64().unwrap_or(0);
+        Ok(Sent::Taken)
+    }
+
+    /// Asks the server how far planning and delivery are, and shows it: delivered is what was
+    /// read less what is not yet planned or delivered (refused events count as done).
+    async fn show(&self, tally: &Tally) -> Result<Behind, Failure> {
+        let answer: Value = with_admin_token(
+            self.config,
+            self.http.get(format!("{}/api/backfill", self.base)),
+        )
         .send()
         .await
-        .map_err(|e| unreachable(base, e))?;
-    let status = response.status();
-    let answer: Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "the server refused a batch ({status}): {answer}"
-        )));
+        .map_err(|e| unreachable(self.base, e))?
+        .error_for_status()
+        .map_err(|e| Failure::Runtime(e.without_url().into()))?
+        .json()
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+        let behind = Behind {
+            unplanned: answer["unplannedEvents"].as_u64().unwrap_or(0),
+            undelivered: answer["undeliveredEvents"].as_u64().unwrap_or(0),
+        };
+        let sent = tally.accepted + tally.duplicates + tally.refused;
+        let planned = sent.saturating_sub(behind.unplanned);
+        self.bar
+            .set_position(planned.saturating_sub(behind.undelivered));
+        self.bar.set_message(format!(
+            "· {} read, {planned} planned · {}",
+            tally.read,
+            summary(tally)
+        ));
+        Ok(behind)
     }
-    tally.accepted += answer["accepted"].as_u64().unwrap_or(0);
-    tally.duplicates += answer["duplicates"].as_u64().unwrap_or(0);
-    tally.refused += answer["rejected"].as_u64().unwrap_or(0);
-    Ok(())
 }

@@ -148,8 +148,9 @@ pub enum Command {
         /// given): profile and company syncs, say, never messages on old events.
         #[arg(long, value_delimiter = ',')]
         workflows: Option<Vec<String>>,
-        /// At most this many events per request (requests also stay under 400 KB).
-        #[arg(long, default_value_t = 1_000)]
+        /// At most this many events per request (requests also stay under 400 KB): small
+        /// batches keep each planning step short for the live events logged behind them.
+        #[arg(long, default_value_t = 200)]
         batch_events: usize,
         /// The server's base URL (default: the configuration's admin.listen, else listen).
         #[arg(long)]

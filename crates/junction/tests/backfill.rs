@@ -1,7 +1,8 @@
 //! `junction backfill` with the layout Segment's S3 destination writes
 //! (`segment-logs/{source-id}/{received-day}/{file}.gz`, gzipped JSON lines; a fixture in
 //! `tests/fixtures/segment-logs/`): validated like live traffic, planned only by the workflows
-//! asked for, delivered in the bulk lane, and loaded again without a second effect.
+//! asked for, delivered in the backfill lane behind live traffic, and loaded again without a
+//! second effect.
 
 mod common;
 
@@ -11,15 +12,24 @@ fn archive() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/segment-logs")
 }
 
-fn backfill(s: &Scenario, workflows: &str) -> String {
-    let run = s.cli(&[
-        "backfill",
-        archive().to_str().unwrap(),
-        "--workflows",
-        workflows,
-        "--url",
-        &s.server.url(""),
-    ]);
+/// Runs `junction backfill` off the test's runtime, which the emulator answering the
+/// deliveries it waits for runs on.
+async fn backfill(s: &Scenario, workflows: &str) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_junction"));
+    command
+        .args([
+            "backfill",
+            "--workflows",
+            workflows,
+            "--url",
+            &s.server.url(""),
+        ])
+        .arg(archive())
+        .arg("--config")
+        .arg(&s.server.config);
+    let run = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
     let err = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(run.status.success(), "{err}");
     err
@@ -33,7 +43,7 @@ async fn a_segment_archive_is_backfilled_by_the_chosen_workflows_once() {
         Some(TOKEN),
     )
     .await;
-    let first = backfill(&s, "profile-sync,event-message");
+    let first = backfill(&s, "profile-sync,event-message").await;
     assert!(first.contains("9 event(s) in 1 file(s)"), "{first}");
     assert!(
         first.contains("9 new, 0 already loaded, 0 refused"),
@@ -48,17 +58,19 @@ async fn a_segment_archive_is_backfilled_by_the_chosen_workflows_once() {
         s.calls_to("POST", "/events").is_empty(),
         "track-events was not asked to run on the old events"
     );
-    // Everything planned for backfilled events waits in the bulk lane, the message too.
+    // Everything planned for backfilled events waits in the backfill lane, the message too.
     let db = rusqlite::Connection::open(s.dir.path().join("data/junction.db")).unwrap();
-    let urgent: i64 = db
-        .query_row("SELECT count(*) FROM actions WHERE lane = 0", [], |r| {
-            r.get(0)
-        })
+    let lanes: Vec<i64> = db
+        .prepare("SELECT DISTINCT lane FROM actions")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(urgent, 0);
+    assert_eq!(lanes, [2]);
 
     // Loaded again (as after an interruption): recognised, nothing happens twice.
-    let again = backfill(&s, "profile-sync,event-message");
+    let again = backfill(&s, "profile-sync,event-message").await;
     assert!(again.contains("0 new, 9 already loaded"), "{again}");
     s.quiet().await;
     assert_eq!(s.calls_at("POST", "/contacts").len(), 4);
@@ -158,5 +170,91 @@ async fn an_interrupted_backfill_started_again_has_each_effect_once() {
     assert_eq!(seen.len(), EVENTS);
     println!(
         "interrupted at {halfway} of {EVENTS} events; the second run sent the rest, each once"
+    );
+}
+
+/// A backfill running at Intercom's limit takes four fifths of each window and leaves the rest,
+/// and free workers and connections, to live traffic: a live user's contact is created in the
+/// window in which the backfill has spent its share, while the backfill is far from delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_go_ahead_of_a_backfill_at_the_limit() {
+    const EVENTS: usize = 400;
+    const LIMIT: usize = 50;
+    let s = Scenario::start_config_on(
+        common::Backend::Sqlite,
+        "workflows:\n  - template: profile-sync\n  - template: track-events\n",
+        Some(TOKEN),
+    )
+    .await;
+    s.emulator.set_rate_limit(LIMIT as u32);
+    let archive = tempfile::tempdir().unwrap();
+    let lines: String = (0..EVENTS)
+        .map(|n| {
+            let line = serde_json::json!({"type": "track", "userId": format!("old-{}", n % 40),
+                "event": "Viewed", "messageId": format!("hist-{n}"),
+                "timestamp": "2025-12-04T10:00:00Z", "properties": {"n": n}});
+            format!("{line}\n")
+        })
+        .collect();
+    std::fs::write(archive.path().join("events.jsonl"), lines).unwrap();
+    let mut backfill = std::process::Command::new(env!("CARGO_BIN_EXE_junction"))
+        .args(["backfill", "--url", &s.server.url("")])
+        .arg(archive.path())
+        .arg("--config")
+        .arg(&s.server.config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A window (Intercom's are 10 s, aligned to the Unix clock) in which the backfill has
+    // spent its share, with time left in it.
+    let window_of = |ms: u64| ms / 10_000;
+    let now_ms = || chrono::Utc::now().timestamp_millis() as u64;
+    s.until("the backfill spending its share of a window", |s| {
+        let now = now_ms();
+        let spent = s
+            .calls()
+            .iter()
+            .filter(|call| window_of(call.received_ms) == window_of(now))
+            .count();
+        spent >= LIMIT * 4 / 5 && now % 10_000 < 7_000
+    })
+    .await;
+    let window = window_of(now_ms());
+    s.identify(
+        "live-user",
+        serde_json::json!({"email": "live@example.com"}),
+    )
+    .await;
+    s.until("the live user's contact", |s| {
+        s.calls_at("POST", "/contacts")
+            .iter()
+            .any(|call| call.body["external_id"] == "live-user")
+    })
+    .await;
+    let live = s
+        .calls_at("POST", "/contacts")
+        .into_iter()
+        .find(|call| call.body["external_id"] == "live-user")
+        .unwrap();
+    assert_eq!(
+        window_of(live.received_ms),
+        window,
+        "the live call waited for the next window"
+    );
+    let backfilled = s.calls_to("POST", "/events");
+    backfill.kill().unwrap();
+    backfill.wait().unwrap();
+    assert!(
+        backfilled.len() < EVENTS / 2,
+        "the live contact waited for {} backfill calls",
+        backfilled.len()
+    );
+    let mut per_window = std::collections::BTreeMap::<u64, usize>::new();
+    for call in &backfilled {
+        *per_window.entry(call.received_ms / 10_000).or_default() += 1;
+    }
+    assert!(
+        per_window.values().all(|&n| n <= LIMIT * 4 / 5),
+        "the backfill took more than four fifths of a window: {per_window:?}"
     );
 }

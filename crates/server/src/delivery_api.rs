@@ -260,6 +260,7 @@ pub async fn status(
         "oldestPendingSeconds": {
             "urgent": counts.oldest_pending_ms[0].map(|ms| ms as f64 / 1000.0),
             "bulk": counts.oldest_pending_ms[1].map(|ms| ms as f64 / 1000.0),
+            "backfill": counts.oldest_pending_ms[2].map(|ms| ms as f64 / 1000.0),
         },
     })))
 }

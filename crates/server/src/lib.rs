@@ -259,7 +259,10 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
         )
         .route("/api/config", get(config_api::show))
         .route("/api/tap", get(tap_api::stream))
-        .route("/api/backfill", post(backfill::backfill))
+        .route(
+            "/api/backfill",
+            post(backfill::backfill).get(backfill::progress),
+        )
         .route("/api/runs", get(delivery_api::list_runs))
         .route("/api/runs/{*id}", get(delivery_api::show_run))
         .merge(console::routes());

@@ -106,8 +106,8 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "user_heads",
-        columns: &["identity", "position", "next_at_ms", "urgent"],
-        booleans: &["urgent"],
+        columns: &["identity", "position", "next_at_ms", "lane"],
+        booleans: &[],
     },
     Table {
         name: "timers",

@@ -22,7 +22,7 @@ pub use outbox::{
     ActionOutcome, ActionRecord, ActionStatus, Attempt, Backlog, Claim, ClusterView,
     DeadLetterQuery, EngineCommit, Erasure, HeldClaim, Lease, NewAction, NewQuarantine, NewRun,
     NewTimer, NodeRecord, OutboxCounts, PartitionState, QuarantineRecord, REDACTED, ReleasedEntry,
-    RunQuery, RunRecord, SHADOW_RESULT_PREFIX, ShadowCalls, SharedEntry, SharedWrite,
+    RunQuery, RunRecord, SHADOW_RESULT_PREFIX, ShadowCalls, SharedEntry, SharedWrite, lane,
 };
 pub use partition::{DEFAULT_PARTITIONS, default_partitions, partition_of};
 pub use query::{EventQuery, Page, RejectedQuery};
@@ -372,8 +372,8 @@ pub trait EngineState: Send + Sync + 'static {
 /// The outbox as delivery works through it: each user's head of line, in-flight marks, outcomes.
 #[async_trait]
 pub trait DeliveryQueue: Send + Sync + 'static {
-    /// Each user's first pending action that is due at `now_ms`: users with an urgent action
-    /// pending first, then planning order. (A user whose head waits for a retry is absent: only that user waits.)
+    /// Each user's first pending action that is due at `now_ms`: users in order of their
+    /// [`lane`] (urgent, bulk, backfill), then planning order. (A user whose head waits for a retry is absent: only that user waits.)
     async fn ready_heads(&self, now_ms: i64, limit: usize)
     -> Result<Vec<ActionRecord>, StoreError>;
 
@@ -396,6 +396,20 @@ pub trait DeliveryQueue: Send + Sync + 'static {
         now_ms: i64,
         lease_ms: i64,
         limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.claim_users_in(node, now_ms, lease_ms, limit, lane::URGENT..=lane::BACKFILL)
+            .await
+    }
+
+    /// [`DeliveryQueue::claim_users`] among users served in `lanes` only (a user is served in
+    /// the [`lane`] of the most pressing action they have pending).
+    async fn claim_users_in(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+        lanes: std::ops::RangeInclusive<i64>,
     ) -> Result<Vec<Claim>, StoreError>;
 
     /// Extends these claims to `now_ms + lease_ms`. Returns the claims still held, renewed;

@@ -199,7 +199,8 @@ pub struct NewAction {
     pub run: String,
     /// The event that led to it.
     pub seq: i64,
-    /// 0: urgent (messages, conversations, notes, alerts), 1: bulk (syncs).
+    /// The action's [`lane`]: 0 urgent (messages, conversations, notes, alerts), 1 bulk (live
+    /// syncs), 2 backfill.
     pub lane: i64,
     /// The action it stands by for (an error branch), if any: it waits as `standby`.
     pub standby_for: Option<String>,
@@ -398,6 +399,20 @@ pub enum ActionOutcome {
     },
 }
 
+/// Delivery lanes, stored with each action: which users delivery serves first. A user is
+/// served in the lane of the most pressing action they have pending (their own order still
+/// holds), and backfill users take at most part of delivery's workers and of each rate window.
+pub mod lane {
+    /// Messages, conversations, notes, owners, alerts: what a person or a team waits for.
+    pub const URGENT: i64 = 0;
+    /// Live syncs: profiles, events, companies.
+    pub const BULK: i64 = 1;
+    /// Everything planned for a backfilled event (`junction backfill`).
+    pub const BACKFILL: i64 = 2;
+    /// Names for metrics and the admin API, by lane.
+    pub const NAMES: [&str; 3] = ["urgent", "bulk", "backfill"];
+}
+
 /// The delivery backlog, read through the partial indexes only: it costs the same with a
 /// million finished actions (health checks, metrics and the console's overview use it;
 /// [`OutboxCounts`] counts every action).
@@ -407,8 +422,12 @@ pub struct Backlog {
     /// The dead-letter queue.
     pub failed: i64,
     pub timers_pending: i64,
-    /// Age of the oldest pending action per lane (ms): [urgent, bulk].
-    pub oldest_pending_ms: [Option<i64>; 2],
+    /// Age of the oldest pending action per [`lane`] (ms): [urgent, bulk, backfill].
+    pub oldest_pending_ms: [Option<i64>; 3],
+    /// Pending actions per [`lane`].
+    pub pending_by_lane: [i64; 3],
+    /// Backfilled events with an action still pending (how far delivery of a backfill is).
+    pub backfill_events_pending: i64,
 }
 
 /// Counts of actions by status (for metrics, alerts and tests).
@@ -425,8 +444,8 @@ pub struct OutboxCounts {
     /// Actions whose stored status Junction cannot read (never delivered).
     pub unreadable: i64,
     pub timers_pending: i64,
-    /// Age of the oldest pending action per lane (ms): [urgent, bulk].
-    pub oldest_pending_ms: [Option<i64>; 2],
+    /// Age of the oldest pending action per [`lane`] (ms): [urgent, bulk, backfill].
+    pub oldest_pending_ms: [Option<i64>; 3],
 }
 
 impl OutboxCounts {

@@ -7,7 +7,7 @@ use junction_model::parse_batch;
 use junction_store::{
     ActionOutcome, ActionStatus, AppendBatch, Appended, Attempt, DeadLetterQuery, EngineCommit,
     Erasure, EventQuery, IdentityKey, NewAction, NewQuarantine, NewRun, NewTimer, RejectedQuery,
-    SharedWrite, Store, StoreError, partition_of,
+    SharedWrite, Store, StoreError, lane, partition_of,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -651,6 +651,68 @@ async fn heads_follow_error_branches_and_urgency(store: Arc<dyn Store>) {
     assert!(store.pending_of("u1", 10).await.unwrap().is_empty());
 }
 
+/// Users are served in lane order, urgent, bulk, then backfill, whatever their planning order;
+/// claims can be restricted to lanes; a backfill user who gets a live action moves to its lane;
+/// the backlog counts each lane and the backfilled events still to deliver.
+async fn users_are_served_in_lane_order(store: Arc<dyn Store>) {
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![
+                action("old-1", "backfilled", 1, lane::BACKFILL),
+                action("old-2", "backfilled", 1, lane::BACKFILL),
+                action("old-3", "backfilled", 2, lane::BACKFILL),
+                action("sync", "live", 3, lane::BULK),
+                action("message", "waiting", 4, lane::URGENT),
+            ],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(
+        heads(store.as_ref(), now).await,
+        ["message", "sync", "old-1"]
+    );
+    let backlog = store.backlog().await.unwrap();
+    assert_eq!(
+        (backlog.pending_by_lane, backlog.backfill_events_pending),
+        ([1, 1, 3], 2)
+    );
+    let claimed = |claims: Vec<junction_store::Claim>| {
+        claims.into_iter().map(|c| c.identity).collect::<Vec<_>>()
+    };
+    let live = store
+        .claim_users_in("n", now, 60_000, 10, lane::URGENT..=lane::BULK)
+        .await
+        .unwrap();
+    assert_eq!(claimed(live), ["waiting", "live"]);
+    let backfill = store
+        .claim_users_in("n", now, 60_000, 10, lane::BACKFILL..=lane::BACKFILL)
+        .await
+        .unwrap();
+    assert_eq!(claimed(backfill), ["backfilled"]);
+    // A live event of the backfilled user: their head stays first in their order, and they
+    // are served as a live user.
+    store
+        .engine_commit(EngineCommit {
+            actions: vec![action("fresh", "backfilled", 5, lane::BULK)],
+            ..EngineCommit::default()
+        })
+        .await
+        .unwrap();
+    store.release_claims_of("n").await.unwrap();
+    let backfill = store
+        .claim_users_in("n", now, 60_000, 10, lane::BACKFILL..=lane::BACKFILL)
+        .await
+        .unwrap();
+    assert!(backfill.is_empty(), "{backfill:?}");
+    assert_eq!(
+        heads(store.as_ref(), now).await,
+        ["message", "old-1", "sync"],
+        "the backfilled user now comes in the bulk lane, by planning order"
+    );
+}
+
 /// A user is delivered to by one node at a time: a claim excludes every other node until it
 /// lapses; whoever takes over gets a larger token, and the old holder's writes are refused.
 async fn claims_are_exclusive_and_fenced(store: Arc<dyn Store>) {
@@ -1194,6 +1256,7 @@ macro_rules! backends {
                 partitions_split_planning_and_share_state_safely,
                 the_queue_serves_heads_and_records_outcomes,
                 heads_follow_error_branches_and_urgency,
+                users_are_served_in_lane_order,
                 claims_are_exclusive_and_fenced,
                 concurrent_claims_never_overlap,
                 leases_have_one_holder_and_fence_commits,

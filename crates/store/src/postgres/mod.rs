@@ -549,12 +549,13 @@ impl DeliveryQueue for PostgresStore {
             .collect())
     }
 
-    async fn claim_users(
+    async fn claim_users_in(
         &self,
         node: &str,
         now_ms: i64,
         lease_ms: i64,
         limit: usize,
+        lanes: std::ops::RangeInclusive<i64>,
     ) -> Result<Vec<Claim>, StoreError> {
         let client = self.client().await?;
         // SKIP LOCKED: nodes claiming at the same moment take different users instead of
@@ -563,15 +564,16 @@ impl DeliveryQueue for PostgresStore {
         let statement = client
             .prepare_cached(
                 "WITH candidates AS (
-                     SELECT h.identity, h.urgent, h.position FROM user_heads AS h
+                     SELECT h.identity, h.lane, h.position FROM user_heads AS h
                      LEFT JOIN delivery_claims AS c ON c.identity = h.identity
-                     WHERE h.next_at_ms <= $1 AND (c.identity IS NULL OR c.expires_ms <= $1)
-                     ORDER BY h.urgent DESC, h.position
+                     WHERE h.lane BETWEEN $5 AND $6
+                       AND h.next_at_ms <= $1 AND (c.identity IS NULL OR c.expires_ms <= $1)
+                     ORDER BY h.lane, h.position
                      LIMIT $2
                      FOR UPDATE OF h SKIP LOCKED)
                  INSERT INTO delivery_claims (identity, node, token, expires_ms)
                  SELECT identity, $3, nextval('claim_tokens'), $1 + $4
-                 FROM (SELECT identity FROM candidates ORDER BY urgent DESC, position) AS ordered
+                 FROM (SELECT identity FROM candidates ORDER BY lane, position) AS ordered
                  ON CONFLICT (identity) DO UPDATE
                      SET node = excluded.node, token = excluded.token,
                          expires_ms = excluded.expires_ms
@@ -580,7 +582,17 @@ impl DeliveryQueue for PostgresStore {
             )
             .await?;
         let mut claims: Vec<Claim> = client
-            .query(&statement, &[&now_ms, &to_limit(limit), &node, &lease_ms])
+            .query(
+                &statement,
+                &[
+                    &now_ms,
+                    &to_limit(limit),
+                    &node,
+                    &lease_ms,
+                    lanes.start(),
+                    lanes.end(),
+                ],
+            )
             .await?
             .iter()
             .map(|r| Claim {

@@ -154,18 +154,21 @@ pub(super) async fn refresh_heads(
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO user_heads (identity, position, next_at_ms, urgent)
+        "INSERT INTO user_heads (identity, position, next_at_ms, lane)
          SELECT DISTINCT ON (a.identity) a.identity, a.position, a.next_at_ms,
-                EXISTS (SELECT 1 FROM actions u
-                        WHERE u.identity = a.identity AND u.status = 'pending' AND u.lane = 0)
+                CASE WHEN EXISTS (SELECT 1 FROM actions u WHERE u.identity = a.identity
+                                    AND u.status = 'pending' AND u.lane = 0) THEN 0
+                     WHEN EXISTS (SELECT 1 FROM actions u WHERE u.identity = a.identity
+                                    AND u.status = 'pending' AND u.lane = 1) THEN 1
+                     ELSE 2 END
          FROM actions a
          WHERE a.identity = ANY($1) AND a.status = 'pending'
          ORDER BY a.identity, a.position
          ON CONFLICT (identity) DO UPDATE
              SET position = excluded.position, next_at_ms = excluded.next_at_ms,
-                 urgent = excluded.urgent
-             WHERE (user_heads.position, user_heads.next_at_ms, user_heads.urgent)
-                   IS DISTINCT FROM (excluded.position, excluded.next_at_ms, excluded.urgent)",
+                 lane = excluded.lane
+             WHERE (user_heads.position, user_heads.next_at_ms, user_heads.lane)
+                   IS DISTINCT FROM (excluded.position, excluded.next_at_ms, excluded.lane)",
         &[&identities],
     )
     .await?;
@@ -654,7 +657,8 @@ fn prefixed(alias: &str) -> String {
         .join(", ")
 }
 
-/// Each user's first pending action that is due, urgent users first, then planning order.
+/// Each user's first pending action that is due, in lane order (urgent, bulk, backfill),
+/// then planning order.
 pub(super) async fn ready_heads(
     client: &Client,
     now_ms: i64,
@@ -663,7 +667,7 @@ pub(super) async fn ready_heads(
     let sql = format!(
         "SELECT {} FROM user_heads AS h JOIN actions AS a ON a.position = h.position
          WHERE h.next_at_ms <= $1
-         ORDER BY h.urgent DESC, h.position LIMIT $2",
+         ORDER BY h.lane, h.position LIMIT $2",
         prefixed("a")
     );
     let statement = client.prepare_cached(&sql).await?;
@@ -680,7 +684,9 @@ pub(super) async fn backlog(client: &Client) -> Result<crate::Backlog, tokio_pos
         .query_one(
             "SELECT (SELECT count(*) FROM actions WHERE status = 'pending'),
                     (SELECT count(*) FROM actions WHERE status = 'failed'),
-                    (SELECT count(*) FROM timers WHERE status = 'pending')",
+                    (SELECT count(*) FROM timers WHERE status = 'pending'),
+                    (SELECT count(DISTINCT seq) FROM actions
+                     WHERE status = 'pending' AND lane = 2)",
             &[],
         )
         .await?;
@@ -688,20 +694,22 @@ pub(super) async fn backlog(client: &Client) -> Result<crate::Backlog, tokio_pos
         pending: row.get(0),
         failed: row.get(1),
         timers_pending: row.get(2),
-        oldest_pending_ms: [None, None],
+        backfill_events_pending: row.get(3),
+        ..crate::Backlog::default()
     };
     let now = now_ms();
     for row in client
         .query(
-            "SELECT lane, min(created_ms) FROM actions WHERE status = 'pending' GROUP BY lane",
+            "SELECT lane, min(created_ms), count(*) FROM actions WHERE status = 'pending'
+             GROUP BY lane",
             &[],
         )
         .await?
     {
-        let (lane, created): (i64, i64) = (row.get(0), row.get(1));
-        if let Some(slot) = backlog.oldest_pending_ms.get_mut(lane.clamp(0, 1) as usize) {
-            *slot = Some(now - created);
-        }
+        let (lane, created, pending): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let lane = lane.clamp(crate::lane::URGENT, crate::lane::BACKFILL) as usize;
+        backlog.oldest_pending_ms[lane] = Some(now - created);
+        backlog.pending_by_lane[lane] += pending;
     }
     Ok(backlog)
 }

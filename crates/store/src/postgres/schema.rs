@@ -251,6 +251,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX actions_capped ON actions (updated_ms) WHERE status = 'capped';
     "#,
+    // 5: three lanes (as SQLite's migration 12): a user's head row carries the lane of the most
+    // pressing action they have pending (0 urgent, 1 live, 2 backfill).
+    r#"
+    DROP INDEX user_heads_order;
+    ALTER TABLE user_heads RENAME COLUMN urgent TO lane;
+    ALTER TABLE user_heads ALTER COLUMN lane TYPE BIGINT USING (CASE WHEN lane THEN 0 ELSE 1 END);
+    CREATE INDEX user_heads_order ON user_heads (lane, position);
+    CREATE INDEX actions_pending_live ON actions (identity) WHERE status = 'pending' AND lane = 1;
+    "#,
 ];
 
 /// The schema version this build writes.

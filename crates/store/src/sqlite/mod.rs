@@ -573,18 +573,21 @@ impl DeliveryQueue for SqliteStore {
         .await
     }
 
-    async fn claim_users(
+    async fn claim_users_in(
         &self,
         node: &str,
         now_ms: i64,
         lease_ms: i64,
         limit: usize,
+        lanes: std::ops::RangeInclusive<i64>,
     ) -> Result<Vec<Claim>, StoreError> {
         let node = node.to_owned();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (reply, granted) = oneshot::channel();
         self.write_transient(Box::new(move |tx| {
-            let _ = reply.send(outbox::claim_users(tx, &node, now_ms, lease_ms, limit)?);
+            let _ = reply.send(outbox::claim_users(
+                tx, &node, now_ms, lease_ms, limit, lanes,
+            )?);
             Ok(())
         }))
         .await?;

@@ -78,10 +78,13 @@ pub(super) fn refresh_heads<'a>(
     let mut seen = std::collections::HashSet::new();
     let mut forget = tx.prepare_cached("DELETE FROM user_heads WHERE identity = ?1")?;
     let mut head = tx.prepare_cached(
-        "INSERT INTO user_heads (identity, position, next_at_ms, urgent)
+        "INSERT INTO user_heads (identity, position, next_at_ms, lane)
          SELECT identity, position, next_at_ms,
-                EXISTS (SELECT 1 FROM actions
-                        WHERE identity = ?1 AND status = 'pending' AND lane = 0)
+                CASE WHEN EXISTS (SELECT 1 FROM actions INDEXED BY actions_pending_urgent
+                                  WHERE identity = ?1 AND status = 'pending' AND lane = 0) THEN 0
+                     WHEN EXISTS (SELECT 1 FROM actions INDEXED BY actions_pending_live
+                                  WHERE identity = ?1 AND status = 'pending' AND lane = 1) THEN 1
+                     ELSE 2 END
          FROM actions WHERE identity = ?1 AND status = 'pending'
          ORDER BY position LIMIT 1",
     )?;
@@ -424,8 +427,9 @@ pub(super) fn action_outcomes(
     refresh_heads(tx, touched.iter().map(String::as_str))
 }
 
-/// Each user's first pending action that is due. Users with anything urgent pending come
-/// first (their head goes out first, since a user's order holds), then planning order. Read
+/// Each user's first pending action that is due. Users come in the order of their lane (a
+/// user with anything urgent pending first: their head goes out first, since a user's order
+/// holds; backfill users last), then planning order. Read
 /// from `user_heads`, one row per user with pending work, not from the actions themselves.
 pub(super) fn ready_heads(
     conn: &Connection,
@@ -435,7 +439,7 @@ pub(super) fn ready_heads(
     let sql = format!(
         "SELECT {} FROM user_heads AS h JOIN actions AS a ON a.position = h.position
          WHERE h.next_at_ms <= ?1
-         ORDER BY h.urgent DESC, h.position LIMIT ?2",
+         ORDER BY h.lane, h.position LIMIT ?2",
         prefixed("a")
     );
     let mut statement = conn.prepare_cached(&sql)?;
@@ -444,23 +448,27 @@ pub(super) fn ready_heads(
         .collect()
 }
 
-/// Grants claims on up to `limit` users whose head is due and whom no live claim holds (the
-/// writer runs one job at a time, so nothing else grants meanwhile).
+/// Grants claims on up to `limit` users served in `lanes` whose head is due and whom no live
+/// claim holds (the writer runs one job at a time, so nothing else grants meanwhile).
 pub(super) fn claim_users(
     tx: &Transaction<'_>,
     node: &str,
     now_ms: i64,
     lease_ms: i64,
     limit: i64,
+    lanes: std::ops::RangeInclusive<i64>,
 ) -> rusqlite::Result<Vec<Claim>> {
     let identities = tx
         .prepare_cached(
             "SELECT h.identity FROM user_heads AS h
              LEFT JOIN delivery_claims AS c ON c.identity = h.identity
-             WHERE h.next_at_ms <= ?1 AND (c.identity IS NULL OR c.expires_ms <= ?1)
-             ORDER BY h.urgent DESC, h.position LIMIT ?2",
+             WHERE h.lane BETWEEN ?3 AND ?4
+               AND h.next_at_ms <= ?1 AND (c.identity IS NULL OR c.expires_ms <= ?1)
+             ORDER BY h.lane, h.position LIMIT ?2",
         )?
-        .query_map(params![now_ms, limit], |r| r.get::<_, String>(0))?
+        .query_map(params![now_ms, limit, lanes.start(), lanes.end()], |r| {
+            r.get::<_, String>(0)
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut token = tx.prepare_cached("UPDATE claim_tokens SET last = last + 1 RETURNING last")?;
     let mut grant = tx.prepare_cached(
@@ -602,18 +610,28 @@ pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<crate::Backlog> {
             "SELECT count(*) FROM actions INDEXED BY actions_failed WHERE status = 'failed'",
         )?,
         timers_pending: count("SELECT count(*) FROM timers WHERE status = 'pending'")?,
-        oldest_pending_ms: [None, None],
+        backfill_events_pending: count(
+            "SELECT count(DISTINCT seq) FROM actions INDEXED BY actions_pending
+             WHERE status = 'pending' AND lane = 2",
+        )?,
+        ..crate::Backlog::default()
     };
     let now = now_ms();
-    let mut oldest = conn.prepare_cached(
-        "SELECT lane, min(created_ms) FROM actions INDEXED BY actions_pending
+    let mut by_lane = conn.prepare_cached(
+        "SELECT lane, min(created_ms), count(*) FROM actions INDEXED BY actions_pending
          WHERE status = 'pending' GROUP BY lane",
     )?;
-    for row in oldest.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
-        let (lane, created) = row?;
-        if let Some(slot) = backlog.oldest_pending_ms.get_mut(lane.clamp(0, 1) as usize) {
-            *slot = Some(now - created);
-        }
+    for row in by_lane.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })? {
+        let (lane, created, pending) = row?;
+        let lane = lane.clamp(crate::lane::URGENT, crate::lane::BACKFILL) as usize;
+        backlog.oldest_pending_ms[lane] = Some(now - created);
+        backlog.pending_by_lane[lane] += pending;
     }
     Ok(backlog)
 }

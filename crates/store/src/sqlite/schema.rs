@@ -269,6 +269,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX actions_capped ON actions (updated_ms) WHERE status = 'capped';
     "#,
+    // 12: three lanes (0 urgent, 1 live, 2 backfill): a user's head row carries the lane of
+    // the most pressing action they have pending, and delivery serves users in lane order.
+    r#"
+    DROP INDEX user_heads_order;
+    ALTER TABLE user_heads RENAME COLUMN urgent TO lane;
+    UPDATE user_heads SET lane = 1 - lane;
+    CREATE INDEX user_heads_order ON user_heads (lane, position);
+    CREATE INDEX actions_pending_live ON actions (identity) WHERE status = 'pending' AND lane = 1;
+    "#,
 ];
 
 /// Brings the database up to the latest schema, one transaction per step.
