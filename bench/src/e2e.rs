@@ -392,7 +392,7 @@ fn route(path: &str) -> String {
 }
 
 /// Waits until planning has caught up with the log and no action is waiting or running.
-async fn wait_until_delivered(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_until_delivered(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(1_800);
     loop {
         let cluster: serde_json::Value = http

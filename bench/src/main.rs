@@ -12,6 +12,7 @@
 //! ```
 
 use anyhow::{Context, bail};
+mod backfill;
 mod backlog;
 mod cluster;
 mod console;
@@ -49,6 +50,9 @@ enum Cmd {
     E2e(e2e::E2eArgs),
     /// Time the console's pages on a store with a million events and a million actions.
     Console(console::ConsoleArgs),
+    /// Load a Segment archive with `junction backfill`, interrupted halfway and started again,
+    /// beside a live stream: each effect once, and live latency against an idle run.
+    Backfill(backfill::BackfillArgs),
     /// Serve the do-nothing ceiling endpoints (started by `ingest`).
     Ceiling {
         #[arg(long)]
@@ -109,6 +113,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Cluster(args) => runtime.block_on(cluster::cluster(args)),
         Cmd::E2e(args) => runtime.block_on(e2e::e2e(args)),
         Cmd::Console(args) => runtime.block_on(console::console(args)),
+        Cmd::Backfill(args) => runtime.block_on(backfill::backfill(args)),
     }
 }
 
