@@ -41,6 +41,9 @@ pub struct BackfillArgs {
     /// Length of the idle run, in seconds.
     #[arg(long, default_value_t = 30)]
     idle_seconds: u64,
+    /// Events per request of `junction backfill` (absent: its default).
+    #[arg(long)]
+    batch_events: Option<usize>,
     /// Replace the backfill section of this Markdown file with the results.
     #[arg(long)]
     write: Option<PathBuf>,
@@ -207,6 +210,9 @@ fn backfill_command(args: &BackfillArgs, config: &Path, base: &str, archive: &Pa
         .arg(archive)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    if let Some(batch) = args.batch_events {
+        command.args(["--batch-events", &batch.to_string()]);
+    }
     command
 }
 
@@ -337,6 +343,24 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         {
             *sent_events.entry(n).or_default() += 1;
         }
+    }
+    // The slowest live identifies during the backfill, and when they came: to see whether they
+    // gather at a window's start, at the interruption, or nowhere in particular.
+    let mut slowest: Vec<(u64, u64)> = during_acks
+        .iter()
+        .filter_map(|(user, ack)| {
+            created
+                .get(user)
+                .map(|(at, _)| (at.saturating_sub(*ack), *ack))
+        })
+        .collect();
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    for (ms, ack) in slowest.iter().take(12) {
+        println!(
+            "  slow live identify: {ms} ms, acknowledged {:.1} s into the backfill ({:.1} s into its 10-s window)",
+            ack.saturating_sub(started_ms) as f64 / 1000.0,
+            (ack % 10_000) as f64 / 1000.0
+        );
     }
     let old_contacts: Vec<usize> = created
         .iter()

@@ -216,13 +216,15 @@ impl IntercomClient {
         body: Option<&Value>,
     ) -> Result<Value, IntercomError> {
         let slot = if crate::rate::in_backfill() {
-            // A backfill's request waits for its share of a window without holding a slot:
-            // held while waiting, slots would be missing for live requests, which the window
-            // still has room for. Counted in one window, it must leave in that window.
+            // A backfill's request waits for its share of a window without holding a slot
+            // (held while waiting, slots would be missing for live requests, which the window
+            // still has room for), then for one of the backfill's slots (three quarters, so a
+            // live request never queues behind a backfill's burst at a window's start).
+            // Counted in one window, it must leave in that window.
             loop {
                 self.gate.acquire().await;
                 let counted_in = self.gate.window_number();
-                let slot = self.slots.acquire().await;
+                let slot = self.slots.acquire_for_backfill().await;
                 if self.gate.window_number() == counted_in {
                     break slot;
                 }

@@ -16,7 +16,9 @@
 //! not counted as round trips.
 //!
 //! [`LimitController`] is the pure rule (tested without a clock); [`AdaptiveConcurrency`] wraps it
-//! with the slots that callers wait for.
+//! with the slots that callers wait for. A backfill's requests take a slot only while a quarter
+//! of them stays free ([`AdaptiveConcurrency::acquire_for_backfill`]): a live request never
+//! queues behind a backfill's.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,7 +150,16 @@ impl LimitController {
 #[derive(Debug)]
 pub struct AdaptiveConcurrency {
     state: Mutex<State>,
+    /// Wakes callers waiting for any slot.
     freed: Notify,
+    /// Wakes a backfill's callers, waiting for a slot within the backfill's part.
+    freed_for_backfill: Notify,
+}
+
+/// How many requests may be in flight for a backfill's to take a slot: all but a quarter of
+/// `limit` (at least one slot kept for live requests, and at least one for the backfill).
+fn backfill_slots(limit: usize) -> usize {
+    limit.saturating_sub((limit / 4).max(1)).max(1)
 }
 
 #[derive(Debug)]
@@ -172,6 +183,7 @@ impl AdaptiveConcurrency {
                 in_flight: 0,
             }),
             freed: Notify::new(),
+            freed_for_backfill: Notify::new(),
         })
     }
 
@@ -191,21 +203,43 @@ impl AdaptiveConcurrency {
 
     /// Waits for a free slot.
     pub async fn acquire(self: &Arc<Self>) -> Slot {
+        self.acquire_within(false).await
+    }
+
+    /// Waits for a free slot while a quarter of them stays free for live requests.
+    pub async fn acquire_for_backfill(self: &Arc<Self>) -> Slot {
+        self.acquire_within(true).await
+    }
+
+    async fn acquire_within(self: &Arc<Self>, backfill: bool) -> Slot {
+        let notify = if backfill {
+            &self.freed_for_backfill
+        } else {
+            &self.freed
+        };
         loop {
             // Registered before looking, so a slot freed in between is not missed.
-            let freed = self.freed.notified();
+            let freed = notify.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             {
                 let mut state = self.state.lock().expect("concurrency lock");
-                if state.in_flight < state.controller.limit() {
+                let limit = state.controller.limit();
+                let room = if backfill {
+                    backfill_slots(limit)
+                } else {
+                    limit
+                };
+                if state.in_flight < room {
                     state.in_flight += 1;
                     return Slot {
                         owner: Arc::clone(self),
                         finished: false,
                     };
                 }
-                state.controller.saturated();
+                if state.in_flight >= limit {
+                    state.controller.saturated();
+                }
             }
             freed.await;
         }
@@ -215,10 +249,15 @@ impl AdaptiveConcurrency {
         let mut state = self.state.lock().expect("concurrency lock");
         state.in_flight -= 1;
         state.controller.record(outcome);
-        let free = state.controller.limit().saturating_sub(state.in_flight);
+        let limit = state.controller.limit();
+        let free = limit.saturating_sub(state.in_flight);
+        let free_for_backfill = backfill_slots(limit).saturating_sub(state.in_flight);
         drop(state);
         for _ in 0..free {
             self.freed.notify_one();
+        }
+        for _ in 0..free_for_backfill {
+            self.freed_for_backfill.notify_one();
         }
     }
 }
@@ -241,6 +280,41 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backfill takes a slot only while a quarter of them stays free for live requests.
+    #[tokio::test(start_paused = true)]
+    async fn a_backfill_leaves_a_quarter_of_the_slots_to_live_requests() {
+        let slots = AdaptiveConcurrency::new(ConcurrencySettings::default());
+        async fn ready<F: std::future::Future>(
+            future: F,
+        ) -> Result<F::Output, tokio::time::error::Elapsed> {
+            tokio::time::timeout(Duration::ZERO, future).await
+        }
+        let mut backfill = Vec::new();
+        for _ in 0..6 {
+            backfill.push(ready(slots.acquire_for_backfill()).await.unwrap());
+        }
+        let waiting = tokio::spawn({
+            let slots = Arc::clone(&slots);
+            async move { slots.acquire_for_backfill().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a seventh backfill slot of eight");
+        let live: Vec<Slot> = vec![
+            ready(slots.acquire()).await.expect("a live slot"),
+            ready(slots.acquire()).await.expect("a second live slot"),
+        ];
+        assert!(ready(slots.acquire()).await.is_err(), "all eight are taken");
+        drop(backfill.pop());
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "a backfill goes only while a quarter of the slots stays free"
+        );
+        drop(live);
+        let _slot = waiting.await.unwrap();
+        assert_eq!(slots.in_flight(), 6);
+    }
 
     /// Runs `rounds` rounds against a server whose round trip is `rtt(in_flight)`, with every
     /// slot busy (a backlog), and returns the limit at the end.

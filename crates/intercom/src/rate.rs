@@ -19,8 +19,9 @@
 //! after a quiet one opens at once (no added latency at low rates).
 //!
 //! A backfill's requests (made inside [`as_backfill`]) spend at most [`BACKFILL_SHARE`] of a
-//! window: the rest is kept for live traffic, which therefore finds budget at once even while
-//! a backfill runs at Intercom's limit.
+//! window, spread evenly over it: the rest is kept for live traffic, which therefore finds
+//! budget at once even while a backfill runs at Intercom's limit, and finds no burst of a
+//! backfill's calls (and of the writes recording them) in its way at a window's start.
 
 use junction_store::{Clock, RateBudget, SystemClock};
 use reqwest::header::HeaderMap;
@@ -87,6 +88,9 @@ struct SharedBudget {
 /// What `acquire` does after looking at the window.
 enum Next {
     Wait(Duration),
+    /// A backfill's request found only live traffic's part of the window left: it waits, then
+    /// takes its turn in the next window's pace (not all at the window's start).
+    WaitAndPace(Duration),
     /// Send a probe, counting it in this window's shared budget first.
     Probe(u64),
     /// Take a slice of this window's shared budget (bucket, what may be taken of it in all,
@@ -123,12 +127,41 @@ struct Window {
     spent_bucket: Option<u64>,
     /// With a shared budget: a window whose backfill share is all taken.
     backfill_spent_bucket: Option<u64>,
+    /// The window (by number) a backfill's requests are being paced in, and how many it let
+    /// go in it.
+    backfill_bucket: u64,
+    backfill_sent: u64,
     /// With a shared budget: the window (bucket) whose first [`RESET_MARGIN`] is held because
     /// the window before it ended at or near its limit.
     hold_bucket: Option<u64>,
 }
 
 impl Window {
+    /// Paces a backfill's requests evenly over a window: by `into` milliseconds into it, one
+    /// request plus `into / window` of its share may have gone (a burst at a window's start
+    /// would hold up live requests behind it, and the writes recording it). Counts the request
+    /// (None) or says how long until it may go.
+    fn pace_backfill(&mut self, now_ms: u64, window_seconds: u64) -> Option<Duration> {
+        // Nothing known of the limit yet: the probe finds it first.
+        let limit = self.limit?;
+        let share = u64::from(backfill_budget(limit).max(1));
+        let window_ms = window_seconds * 1000;
+        let bucket = now_ms / window_ms;
+        if self.backfill_bucket != bucket {
+            self.backfill_bucket = bucket;
+            self.backfill_sent = 0;
+        }
+        let into = now_ms % window_ms;
+        let burst = 1;
+        if self.backfill_sent < burst + share * into / window_ms {
+            self.backfill_sent += 1;
+            return None;
+        }
+        // The moment the allowance reaches one more request.
+        let at = ((self.backfill_sent + 1 - burst) * window_ms).div_ceil(share);
+        Some(Duration::from_millis(at.saturating_sub(into).max(1)))
+    }
+
     /// With a shared budget: counts a request against this node's slice of the current window
     /// (None: it may go), or says what to do first.
     fn spend_slice(
@@ -218,6 +251,9 @@ impl RateGate {
 
     /// Waits until a request may be sent, and counts it.
     pub async fn acquire(&self) {
+        if in_backfill() {
+            self.pace_backfill().await;
+        }
         loop {
             let next = {
                 let mut window = self.window.lock().expect("rate gate lock");
@@ -250,10 +286,12 @@ impl RateGate {
                     // Spent a fresh window's budget before any answer named its reset: wait
                     // for the answers.
                     (Some(0), None) => Next::Wait(PROBE_POLL),
-                    (Some(remaining), Some(reset)) if remaining <= reserve => Next::Wait(
+                    (Some(remaining), Some(reset)) if remaining <= reserve => Next::WaitAndPace(
                         Duration::from_millis((reset * 1000).saturating_sub(now_ms)) + RESET_MARGIN,
                     ),
-                    (Some(remaining), None) if remaining <= reserve => Next::Wait(PROBE_POLL),
+                    (Some(remaining), None) if remaining <= reserve => {
+                        Next::WaitAndPace(PROBE_POLL)
+                    }
                     (Some(remaining), _) if self.shared.get().is_some() => {
                         match window.spend_slice(remaining, now_ms, window_seconds, backfill) {
                             Some(next) => next,
@@ -280,11 +318,29 @@ impl RateGate {
                     tracing::debug!(?wait, "Intercom rate window spent; waiting for its reset");
                     tokio::time::sleep(wait).await;
                 }
+                Next::WaitAndPace(wait) => {
+                    tokio::time::sleep(wait).await;
+                    self.pace_backfill().await;
+                }
                 Next::Borrow(bucket, limit, backfill) => self.borrow(bucket, limit, backfill).await,
                 Next::Probe(bucket) => {
                     self.count_probe(bucket).await;
                     return;
                 }
+            }
+        }
+    }
+
+    /// Waits for a backfill's request's turn in the even pace of its window.
+    async fn pace_backfill(&self) {
+        loop {
+            let wait = {
+                let mut window = self.window.lock().expect("rate gate lock");
+                window.pace_backfill(self.now_ms(), self.window_seconds)
+            };
+            match wait {
+                None => return,
+                Some(wait) => tokio::time::sleep(wait).await,
             }
         }
     }
@@ -374,8 +430,11 @@ impl RateGate {
             window.limit = Some(limit as u32);
         }
         if let Some(reset) = number("x-ratelimit-reset") {
-            if window.reset != Some(reset) {
-                // A response from a newer window resets what we counted locally.
+            if window.reset.is_some_and(|known| known != reset) {
+                // A response from a newer window resets what we counted locally. (A window the
+                // gate opened itself at the reset, `reset` still unknown, keeps its count: the
+                // first answers to come back, from its first requests, tell of more budget than
+                // the requests sent since have left, and waiting callers would take it.)
                 window.remaining = None;
             }
             window.reset = Some(reset);
@@ -519,8 +578,9 @@ mod tests {
         );
     }
 
-    /// A backfill queued at the limit spends at most four fifths of each window, and a live
-    /// request arriving in the middle of it goes out at once instead of waiting for a window.
+    /// A backfill queued at the limit spends at most four fifths of each window, spread evenly
+    /// over it, and a live request arriving in the middle of it goes out at once instead of
+    /// waiting for a window.
     #[tokio::test(start_paused = true)]
     async fn a_backfill_leaves_a_fifth_of_each_window_to_live_requests() {
         let limit = 50u64;
@@ -553,6 +613,7 @@ mod tests {
             .collect();
         // Into the second window, with the backfill still queued.
         tokio::time::sleep(Duration::from_secs(13)).await;
+        let so_far = served.lock().unwrap().values().last().copied();
         let asked = tokio::time::Instant::now();
         let (window, _) = send(gate.clone(), clock.clone(), served.clone()).await;
         assert_eq!(asked.elapsed(), Duration::ZERO, "the live request waited");
@@ -563,9 +624,14 @@ mod tests {
         for task in backfill {
             task.await.unwrap();
         }
+        // Spread over the window: 3 s into it, one and 30 % of the 40 have gone, not all 40.
+        assert!(
+            matches!(so_far, Some(12..=14)),
+            "not paced evenly: {so_far:?} of 40 by 3 s into the window"
+        );
         let served = served.lock().unwrap().clone();
-        // 150 backfill requests at 40 a window, and the live one in the second.
-        let counts: Vec<u64> = served.values().copied().collect();
-        assert_eq!(counts, [40, 41, 40, 30], "{served:?}");
+        // 150 backfill requests at no more than 40 a window, and the live one.
+        assert!(served.values().all(|&n| n <= 41), "{served:?}");
+        assert_eq!(served.values().sum::<u64>(), 151);
     }
 }

@@ -150,7 +150,7 @@ pub enum Command {
         workflows: Option<Vec<String>>,
         /// At most this many events per request (requests also stay under 400 KB): small
         /// batches keep each planning step short for the live events logged behind them.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 50)]
         batch_events: usize,
         /// The server's base URL (default: the configuration's admin.listen, else listen).
         #[arg(long)]
