@@ -430,6 +430,19 @@ pub struct Backlog {
     pub backfill_events_pending: i64,
 }
 
+impl Backlog {
+    /// Counts one [`lane`]'s pending actions: the oldest one's age, how many, and how many
+    /// events they belong to (read in one pass over the pending actions, grouped by lane).
+    pub(crate) fn add_lane(&mut self, lane: i64, oldest_ms: i64, pending: i64, events: i64) {
+        let index = lane.clamp(lane::URGENT, lane::BACKFILL) as usize;
+        self.oldest_pending_ms[index] = Some(oldest_ms);
+        self.pending_by_lane[index] += pending;
+        if lane == lane::BACKFILL {
+            self.backfill_events_pending += events;
+        }
+    }
+}
+
 /// Counts of actions by status (for metrics, alerts and tests).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutboxCounts {

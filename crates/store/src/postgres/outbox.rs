@@ -684,9 +684,7 @@ pub(super) async fn backlog(client: &Client) -> Result<crate::Backlog, tokio_pos
         .query_one(
             "SELECT (SELECT count(*) FROM actions WHERE status = 'pending'),
                     (SELECT count(*) FROM actions WHERE status = 'failed'),
-                    (SELECT count(*) FROM timers WHERE status = 'pending'),
-                    (SELECT count(DISTINCT seq) FROM actions
-                     WHERE status = 'pending' AND lane = 2)",
+                    (SELECT count(*) FROM timers WHERE status = 'pending')",
             &[],
         )
         .await?;
@@ -694,22 +692,19 @@ pub(super) async fn backlog(client: &Client) -> Result<crate::Backlog, tokio_pos
         pending: row.get(0),
         failed: row.get(1),
         timers_pending: row.get(2),
-        backfill_events_pending: row.get(3),
         ..crate::Backlog::default()
     };
     let now = now_ms();
     for row in client
         .query(
-            "SELECT lane, min(created_ms), count(*) FROM actions WHERE status = 'pending'
-             GROUP BY lane",
+            "SELECT lane, min(created_ms), count(*), count(DISTINCT seq) FROM actions
+             WHERE status = 'pending' GROUP BY lane",
             &[],
         )
         .await?
     {
-        let (lane, created, pending): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        let lane = lane.clamp(crate::lane::URGENT, crate::lane::BACKFILL) as usize;
-        backlog.oldest_pending_ms[lane] = Some(now - created);
-        backlog.pending_by_lane[lane] += pending;
+        let created: i64 = row.get(1);
+        backlog.add_lane(row.get(0), now - created, row.get(2), row.get(3));
     }
     Ok(backlog)
 }

@@ -610,28 +610,16 @@ pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<crate::Backlog> {
             "SELECT count(*) FROM actions INDEXED BY actions_failed WHERE status = 'failed'",
         )?,
         timers_pending: count("SELECT count(*) FROM timers WHERE status = 'pending'")?,
-        backfill_events_pending: count(
-            "SELECT count(DISTINCT seq) FROM actions INDEXED BY actions_pending
-             WHERE status = 'pending' AND lane = 2",
-        )?,
         ..crate::Backlog::default()
     };
     let now = now_ms();
     let mut by_lane = conn.prepare_cached(
-        "SELECT lane, min(created_ms), count(*) FROM actions INDEXED BY actions_pending
-         WHERE status = 'pending' GROUP BY lane",
+        "SELECT lane, min(created_ms), count(*), count(DISTINCT seq)
+         FROM actions INDEXED BY actions_pending WHERE status = 'pending' GROUP BY lane",
     )?;
-    for row in by_lane.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })? {
-        let (lane, created, pending) = row?;
-        let lane = lane.clamp(crate::lane::URGENT, crate::lane::BACKFILL) as usize;
-        backlog.oldest_pending_ms[lane] = Some(now - created);
-        backlog.pending_by_lane[lane] += pending;
+    for row in by_lane.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))? {
+        let (lane, created, pending, events): (i64, i64, i64, i64) = row?;
+        backlog.add_lane(lane, now - created, pending, events);
     }
     Ok(backlog)
 }
