@@ -189,6 +189,114 @@ fn latency(
     Ok((histogram, missing))
 }
 
+/// Where a live identify's time went, read from the store: acknowledged → planned (the
+/// planner's wait and work), planned → first attempt (waiting to be claimed), first attempt →
+/// the emulator (rate gate, connection slot, the call).
+struct Stages {
+    planned: Histogram<u64>,
+    claimed: Histogram<u64>,
+    called: Histogram<u64>,
+}
+
+impl Stages {
+    fn read(
+        db: &Path,
+        acks: &HashMap<String, u64>,
+        created: &HashMap<String, (u64, usize)>,
+    ) -> anyhow::Result<Stages> {
+        let conn =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut query = conn.prepare(
+            "SELECT min(a.created_ms), min(t.at_ms) FROM actions a
+             JOIN attempts t ON t.action_id = a.id AND t.number = 1
+             WHERE a.identity = ?1",
+        )?;
+        let mut stages = Stages {
+            planned: Histogram::new(3)?,
+            claimed: Histogram::new(3)?,
+            called: Histogram::new(3)?,
+        };
+        for (user, ack) in acks {
+            let Some((at, _)) = created.get(user) else {
+                continue;
+            };
+            let (planned, attempted): (Option<i64>, Option<i64>) =
+                query.query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (Some(planned), Some(attempted)) = (planned, attempted) else {
+                continue;
+            };
+            let (ack, at) = (*ack as i64, *at as i64);
+            stages.planned.record((planned - ack).max(0) as u64)?;
+            stages.claimed.record((attempted - planned).max(0) as u64)?;
+            stages.called.record((at - attempted).max(0) as u64)?;
+        }
+        Ok(stages)
+    }
+
+    fn summary(&self) -> String {
+        let q = |h: &Histogram<u64>| {
+            format!(
+                "p50 {} p99 {} max {}",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max()
+            )
+        };
+        format!(
+            "to planned {}; planned to first attempt {}; attempt to the emulator {} (ms)",
+            q(&self.planned),
+            q(&self.claimed),
+            q(&self.called)
+        )
+    }
+}
+
+/// The store's write timings from the server's `/metrics` (Prometheus histograms): for each
+/// series, how many, and the bucket bounds its median and 99th percentile fall under.
+fn store_timings(metrics: &str) -> Vec<String> {
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("junction_store_") else {
+            continue;
+        };
+        let Some((name, rest)) = rest.split_once("_seconds_bucket{") else {
+            continue;
+        };
+        let Some((labels, count)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let (others, le) = match labels.rsplit_once("le=\"") {
+            Some((others, le)) => (others.trim_end_matches(','), le.trim_end_matches('"')),
+            None => continue,
+        };
+        let (Ok(le), Ok(count)) = (le.parse::<f64>(), count.trim().parse::<f64>()) else {
+            continue;
+        };
+        series
+            .entry(format!("{name}{{{others}}}"))
+            .or_default()
+            .push((le, count));
+    }
+    series
+        .into_iter()
+        .map(|(name, mut buckets)| {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let total = buckets.last().map_or(0.0, |b| b.1);
+            let under = |q: f64| {
+                buckets
+                    .iter()
+                    .find(|(_, count)| *count >= q * total)
+                    .map_or(f64::INFINITY, |(le, _)| *le * 1000.0)
+            };
+            format!(
+                "{name}: {total} writes, p50 ≤ {} ms, p99 ≤ {} ms",
+                under(0.5),
+                under(0.99)
+            )
+        })
+        .collect()
+}
+
 fn backfilled_stored(db: &Path) -> u64 {
     rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .and_then(|conn| {
@@ -362,6 +470,19 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
             (ack % 10_000) as f64 / 1000.0
         );
     }
+    let idle_stages = Stages::read(&db, &idle_acks, &created)?;
+    let during_stages = Stages::read(&db, &during_acks, &created)?;
+    println!("  idle stages: {}", idle_stages.summary());
+    println!("  stages during the backfill: {}", during_stages.summary());
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for line in store_timings(&metrics) {
+        println!("  store {line}");
+    }
     let old_contacts: Vec<usize> = created
         .iter()
         .filter(|(id, _)| id.starts_with("old-"))
@@ -384,6 +505,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         idle: latency(&idle_acks, &created)?,
         during: latency(&during_acks, &created)?,
         said: said.lines().last().unwrap_or("").to_owned(),
+        stages: (idle_stages, during_stages),
     };
     println!("{}", outcome.summary(&args));
     anyhow::ensure!(
@@ -421,6 +543,8 @@ struct Outcome {
     idle: (Histogram<u64>, usize),
     during: (Histogram<u64>, usize),
     said: String,
+    /// Where the live identifies' time went: idle, during the backfill.
+    stages: (Stages, Stages),
 }
 
 impl Outcome {
@@ -477,7 +601,10 @@ impl Outcome {
              | all traffic's share of the limit | {:.1} % |\n\
              | live identify → contact, idle: p50 / p99 / max | {} / {} / {} ms |\n\
              | live identify → contact, during the backfill: p50 / p99 / max | {} / {} / {} ms |\n\
-             | during ÷ idle | p50 {:.2}, p99 {:.2} |\n",
+             | during ÷ idle | p50 {:.2}, p99 {:.2} |\n\n\
+             Where a live identify's time went, idle and then during the backfill (from the store's timestamps: acknowledged → planned → first attempt → the emulator):\n\n\
+             - idle: {}\n\
+             - during: {}\n",
             args.events.div_ceil(10_000),
             self.events,
             self.users,
@@ -507,6 +634,8 @@ impl Outcome {
             self.during.0.max(),
             self.ratio(0.5),
             self.ratio(0.99),
+            self.stages.0.summary(),
+            self.stages.1.summary(),
         )
     }
 }

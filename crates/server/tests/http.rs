@@ -714,6 +714,7 @@ async fn health_readiness_and_metrics_answer() {
         r#"junction_events_total{type="track",outcome="rejected"}"#,
         r#"junction_http_requests_total{route="/v1/batch",status="200"}"#,
         "junction_store_commit_seconds_bucket",
+        r#"junction_store_write_seconds_bucket{kind="append""#,
         "junction_ingest_request_messages_bucket",
     ] {
         assert!(text.contains(needle), "missing {needle}");

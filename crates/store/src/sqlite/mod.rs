@@ -108,6 +108,7 @@ impl SqliteStore {
     }
 
     async fn write_job(&self, job: writer::Job, durable: bool) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let (reply, done) = oneshot::channel();
         self.commands
             .send(WriteCommand::Job {
@@ -117,7 +118,11 @@ impl SqliteStore {
             })
             .await
             .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        let result = done.await.map_err(|_| StoreError::Closed)?;
+        // Queueing behind other writes included: what a caller waits for.
+        metrics::histogram!("junction_store_write_seconds", "kind" => if durable { "job" } else { "transient" })
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn read<T: Send + 'static>(
@@ -198,12 +203,16 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
 #[async_trait]
 impl EventLog for SqliteStore {
     async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
+        let started = std::time::Instant::now();
         let (reply, receipt) = oneshot::channel();
         self.commands
             .send(WriteCommand::Append { batch, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        receipt.await.map_err(|_| StoreError::Closed)?
+        let receipt = receipt.await.map_err(|_| StoreError::Closed)?;
+        metrics::histogram!("junction_store_write_seconds", "kind" => "append")
+            .record(started.elapsed().as_secs_f64());
+        receipt
     }
 
     async fn events(&self, query: EventQuery) -> Result<Page<StoredEvent>, StoreError> {

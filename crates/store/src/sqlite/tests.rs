@@ -652,3 +652,60 @@ async fn the_identity_map_remembers_per_workspace_and_survives_restarts() {
         Some("c2")
     );
 }
+
+#[tokio::test]
+async fn writes_queued_together_commit_together_and_a_refused_one_undoes_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir).await);
+    store
+        .write(Box::new(|tx| {
+            tx.execute_batch("CREATE TABLE written (n INTEGER PRIMARY KEY)")?;
+            Ok(())
+        }))
+        .await
+        .unwrap();
+    // Queued at once, so the writer takes them in groups; every seventh writes its row and
+    // then refuses, as a fenced or conflicting write does.
+    let writes: Vec<_> = (0..300i64)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let job: writer::Job = Box::new(move |tx| {
+                    tx.execute("INSERT INTO written (n) VALUES (?1)", [n])?;
+                    if n % 7 == 0 {
+                        return Err(StoreError::Conflict(format!("row {n}")));
+                    }
+                    Ok(())
+                });
+                if n % 2 == 0 {
+                    store.write(job).await
+                } else {
+                    store.write_transient(job).await
+                }
+            })
+        })
+        .collect();
+    for (n, write) in writes.into_iter().enumerate() {
+        let result = write.await.unwrap();
+        assert_eq!(result.is_err(), n % 7 == 0, "write {n}: {result:?}");
+    }
+    let rows: Vec<i64> = store
+        .read(|conn| {
+            let mut query = conn.prepare("SELECT n FROM written ORDER BY n")?;
+            let rows = query.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+        .unwrap();
+    let expected: Vec<i64> = (0..300).filter(|n| n % 7 != 0).collect();
+    assert_eq!(rows, expected);
+    // And they are on disk: a reopened store reads the same.
+    store.close().await.unwrap();
+    drop(store);
+    let store = open(&dir).await;
+    let count: i64 = store
+        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM written", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(count, expected.len() as i64);
+}
