@@ -8,7 +8,7 @@
 //!   once as an Intercom event (the emulator's journal);
 //! - the live identifies' latency, from the bench receiving the 200 to the emulator receiving
 //!   the contact's `POST /contacts`, during the backfill against the same stream on the idle
-//!   server first;
+//!   server before and after;
 //! - the backfill's pace and its share of each window.
 
 use crate::{Process, free_port, spawn_serve, wait_until_up};
@@ -38,7 +38,7 @@ pub struct BackfillArgs {
     /// Live identifies per second, during the idle run and the backfill.
     #[arg(long, default_value_t = 10)]
     live_per_second: u64,
-    /// Length of the idle run, in seconds.
+    /// Length of each idle run (before the backfill and after it), in seconds.
     #[arg(long, default_value_t = 30)]
     idle_seconds: u64,
     /// Events per request of `junction backfill` (absent: its default).
@@ -375,7 +375,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     ));
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     stop.send(true)?;
-    let idle_acks = idle.await??;
+    let mut idle_acks = idle.await??;
     println!("idle run: {} live identifies", idle_acks.len());
 
     // The backfill, interrupted halfway and started again, with the live stream going on.
@@ -422,6 +422,26 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     stop.send(true)?;
     let during_acks = during.await??;
     crate::e2e::wait_until_delivered(&http, &base).await?;
+    let delivered_ms = now_ms();
+
+    // Idle again, on the store as the backfill left it: pooled with the first idle run, a
+    // baseline of twice the samples that is not flattered by small tables.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let after = tokio::spawn(live_stream(
+        http.clone(),
+        base.clone(),
+        "after",
+        args.live_per_second,
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    stop.send(true)?;
+    let after_acks = after.await??;
+    crate::e2e::wait_until_delivered(&http, &base).await?;
+    println!(
+        "idle run after the backfill: {} live identifies",
+        after_acks.len()
+    );
 
     let journal = Journal::fetch(&http, &emulator).await?;
     let created = journal.contacts_created();
@@ -435,7 +455,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
             refused += 1;
             continue;
         }
-        if received >= started_ms {
+        if (started_ms..delivered_ms).contains(&received) {
             *per_window.entry(received / 10_000).or_default() += 1;
         }
         let backfilled = entry["path"] == "/events"
@@ -470,6 +490,18 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
             (ack % 10_000) as f64 / 1000.0
         );
     }
+    let (before, after) = (
+        latency(&idle_acks, &created)?.0,
+        latency(&after_acks, &created)?.0,
+    );
+    println!(
+        "  idle p50 / p99: {} / {} ms before the backfill, {} / {} ms after",
+        before.value_at_quantile(0.5),
+        before.value_at_quantile(0.99),
+        after.value_at_quantile(0.5),
+        after.value_at_quantile(0.99)
+    );
+    idle_acks.extend(after_acks);
     let idle_stages = Stages::read(&db, &idle_acks, &created)?;
     let during_stages = Stages::read(&db, &during_acks, &created)?;
     println!("  idle stages: {}", idle_stages.summary());
@@ -590,7 +622,7 @@ impl Outcome {
         format!(
             "## Backfill beside live traffic\n\n\
              `cargo build --release -p junction -p junction-bench && target/release/junction-bench backfill --write BENCHMARKS.md`\n\n\
-             A Segment archive in the S3 destination's layout (gzipped JSON lines, {} files) of {} events: one identify for each of {} users, then {} tracks; `junction serve` on SQLite with profile-sync and track-events, delivering to the emulator (`junction emulate intercom`) limited to {} requests per 10 s. `junction backfill` is killed (SIGKILL) once half the events are stored and started again. Meanwhile live identifies of new users arrive at {} a second; their latency is from the bench receiving the 200 to the emulator receiving the contact's `POST /contacts`, compared with the same stream on the idle server for {} s before. Everything shares this machine's 2 cores.\n\n\
+             A Segment archive in the S3 destination's layout (gzipped JSON lines, {} files) of {} events: one identify for each of {} users, then {} tracks; `junction serve` on SQLite with profile-sync and track-events, delivering to the emulator (`junction emulate intercom`) limited to {} requests per 10 s. `junction backfill` is killed (SIGKILL) once half the events are stored and started again. Meanwhile live identifies of new users arrive at {} a second; their latency is from the bench receiving the 200 to the emulator receiving the contact's `POST /contacts`, compared with the same stream on the idle server for {} s before and {} s after. Everything shares this machine's 2 cores.\n\n\
              | measure | result |\n|---|---:|\n\
              | interrupted | after {:.0} s, {} events stored |\n\
              | archive delivered in | {:.0} s ({:.0} events/s) |\n\
@@ -611,6 +643,7 @@ impl Outcome {
             self.tracks,
             args.rate_limit,
             args.live_per_second,
+            args.idle_seconds,
             args.idle_seconds,
             self.interrupted_after,
             self.interrupted_at,

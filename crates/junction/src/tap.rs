@@ -47,6 +47,9 @@ pub async fn run(config: &Config, args: TapArgs) -> Result<(), Failure> {
             "the server at {base} answered {status}: {body}"
         )));
     }
+    // One listener for the whole tail, registered before the user is told to press Ctrl-C: a
+    // listener made afresh on each turn of the loop would miss a Ctrl-C arriving between turns.
+    let mut interrupt = ctrl_c_listener()?;
     eprintln!("tapping {base} (Ctrl-C to stop)");
     let mut pending = String::new();
     let mut event = String::new();
@@ -54,7 +57,7 @@ pub async fn run(config: &Config, args: TapArgs) -> Result<(), Failure> {
     loop {
         let chunk = tokio::select! {
             chunk = response.chunk() => chunk,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
         };
         let Some(chunk) = chunk.map_err(|e| Failure::Runtime(e.without_url().into()))? else {
             eprintln!("the server ended the tail (it is stopping)");
@@ -83,6 +86,12 @@ pub async fn run(config: &Config, args: TapArgs) -> Result<(), Failure> {
     }
     eprintln!("{shown} entries shown");
     Ok(())
+}
+
+/// SIGINT, listened for from now on.
+fn ctrl_c_listener() -> Result<tokio::signal::unix::Signal, Failure> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot listen for Ctrl-C: {e}")))
 }
 
 fn text(value: &Value) -> &str {
