@@ -135,6 +135,26 @@ async fn live_stream(
     Ok(acks)
 }
 
+/// The live stream alone for `--idle-seconds`: when each identify was acknowledged.
+async fn idle_run(
+    http: &reqwest::Client,
+    base: &str,
+    prefix: &'static str,
+    args: &BackfillArgs,
+) -> anyhow::Result<HashMap<String, u64>> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stream = tokio::spawn(live_stream(
+        http.clone(),
+        base.to_owned(),
+        prefix,
+        args.live_per_second,
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    stop.send(true)?;
+    stream.await?
+}
+
 struct Journal {
     entries: Vec<serde_json::Value>,
 }
@@ -365,17 +385,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     wait_until_up(&http, &format!("{base}/readyz"), UP_PATIENCE).await?;
 
     // Idle: the live stream alone.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let idle = tokio::spawn(live_stream(
-        http.clone(),
-        base.clone(),
-        "idle",
-        args.live_per_second,
-        stopped,
-    ));
-    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    stop.send(true)?;
-    let mut idle_acks = idle.await??;
+    let mut idle_acks = idle_run(&http, &base, "idle", &args).await?;
     println!("idle run: {} live identifies", idle_acks.len());
 
     // The backfill, interrupted halfway and started again, with the live stream going on.
@@ -426,17 +436,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
 
     // Idle again, on the store as the backfill left it: pooled with the first idle run, a
     // baseline of twice the samples that is not flattered by small tables.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let after = tokio::spawn(live_stream(
-        http.clone(),
-        base.clone(),
-        "after",
-        args.live_per_second,
-        stopped,
-    ));
-    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    stop.send(true)?;
-    let after_acks = after.await??;
+    let after_acks = idle_run(&http, &base, "after", &args).await?;
     crate::e2e::wait_until_delivered(&http, &base).await?;
     println!(
         "idle run after the backfill: {} live identifies",
