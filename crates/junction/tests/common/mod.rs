@@ -275,9 +275,14 @@ pub fn stop_and_collect_logs(child: Child) -> String {
 }
 
 /// An HTTP client for tests (after installing the TLS provider reqwest is built to expect).
+/// A request that gets no answer within a minute fails, naming its URL: a server that stops
+/// answering fails the test that way instead of leaving it to the runner's timeout, silent.
 pub fn http() -> reqwest::Client {
     junction_intercom::install_tls_provider();
-    reqwest::Client::new()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client")
 }
 
 pub fn free_port() -> u16 {

@@ -654,7 +654,7 @@ async fn the_identity_map_remembers_per_workspace_and_survives_restarts() {
 }
 
 #[tokio::test]
-async fn writes_queued_together_commit_together_and_a_refused_one_undoes_only_itself() {
+async fn concurrent_writes_each_commit_or_undo_alone() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open(&dir).await);
     store
@@ -664,8 +664,8 @@ async fn writes_queued_together_commit_together_and_a_refused_one_undoes_only_it
         }))
         .await
         .unwrap();
-    // Queued at once, so the writer takes them in groups; every seventh writes its row and
-    // then refuses, as a fenced or conflicting write does.
+    // Queued at once; every seventh writes its row and then refuses, as a fenced or
+    // conflicting write does.
     let writes: Vec<_> = (0..300i64)
         .map(|n| {
             let store = store.clone();

@@ -14,15 +14,12 @@ use super::identity_index;
 use super::recent_ids::RecentIds;
 use crate::{AppendBatch, AppendReceipt, Appended, StoreError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Upper bound on rows in one transaction, so one commit never holds the replies of many
 /// requests for long.
 const MAX_ROWS_PER_COMMIT: usize = 5_000;
-/// Upper bound on jobs committed together, for the same reason.
-const MAX_JOBS_PER_COMMIT: usize = 64;
 /// Quiet time after which the writer spends itself on the identity index.
 const IDLE_BEFORE_INDEXING: Duration = Duration::from_millis(5);
 /// The most events the indexes (identity, messageId) may trail by; past it, each commit also
@@ -51,19 +48,6 @@ pub(crate) enum WriteCommand {
 /// A write job: its error (a database error, or a refusal such as [`StoreError::Fenced`])
 /// rolls its transaction back.
 pub(crate) type Job = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError> + Send>;
-
-/// A job waiting for the writer.
-struct QueuedJob {
-    job: Job,
-    durable: bool,
-    reply: oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// A job's reply channel and what to answer on it.
-type JobAnswer = (
-    oneshot::Sender<Result<(), StoreError>>,
-    Result<(), StoreError>,
-);
 
 type Pending = (
     AppendBatch,
@@ -109,10 +93,8 @@ impl Writer {
             return;
         };
         let mut group: Vec<Pending> = Vec::new();
-        // A command taken from the queue that belongs to the next turn.
-        let mut held: Option<WriteCommand> = None;
         loop {
-            let first = match held.take().map_or_else(|| commands.try_recv(), Ok) {
+            let first = match commands.try_recv() {
                 Ok(command) => command,
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
                 Err(mpsc::error::TryRecvError::Empty) => {
@@ -141,43 +123,31 @@ impl Writer {
                 }
             };
             let mut rows = 0;
-            let mut jobs: Vec<QueuedJob> = Vec::new();
             let mut shutdown = None;
+            let mut job = None;
             let mut next = Some(first);
             while let Some(command) = next.take() {
                 match command {
-                    WriteCommand::Append { batch, reply } if !jobs.is_empty() => {
-                        // Jobs and appends keep their order: this append starts the next turn.
-                        held = Some(WriteCommand::Append { batch, reply });
-                        break;
-                    }
                     WriteCommand::Append { batch, reply } => {
                         rows += batch.rows();
                         group.push((batch, reply));
-                        if rows >= MAX_ROWS_PER_COMMIT {
-                            break;
-                        }
                     }
                     WriteCommand::Job {
-                        job,
+                        job: work,
                         durable,
                         reply,
                     } => {
-                        jobs.push(QueuedJob {
-                            job,
-                            durable,
-                            reply,
-                        });
-                        if jobs.len() >= MAX_JOBS_PER_COMMIT {
-                            break;
-                        }
+                        job = Some((work, durable, reply));
+                        break;
                     }
                     WriteCommand::Shutdown { reply } => {
                         shutdown = Some(reply);
                         break;
                     }
                 }
-                next = commands.try_recv().ok();
+                if rows < MAX_ROWS_PER_COMMIT {
+                    next = commands.try_recv().ok();
+                }
             }
             if !group.is_empty() {
                 self.commit_group(&mut group);
@@ -185,8 +155,12 @@ impl Writer {
                     self.extend_index();
                 }
             }
-            if !jobs.is_empty() {
-                self.run_jobs(jobs.into());
+            if let Some((work, durable, reply)) = job {
+                let started = Instant::now();
+                let result = self.run_job(work, durable);
+                metrics::histogram!("junction_store_job_seconds", "durable" => if durable { "yes" } else { "no" })
+                    .record(started.elapsed().as_secs_f64());
+                let _ = reply.send(result);
             }
             if let Some(reply) = shutdown {
                 let _ = reply.send(());
@@ -195,88 +169,22 @@ impl Writer {
         }
     }
 
-    /// Runs queued jobs in as few transactions as they allow (one, unless SQLite gives a
-    /// transaction up), with a durable commit when any of them asked for one, and answers each.
-    fn run_jobs(&mut self, mut jobs: VecDeque<QueuedJob>) {
-        while !jobs.is_empty() {
-            let durable = jobs.iter().any(|j| j.durable);
-            let started = Instant::now();
-            let answers = match self.set_synchronous(durable) {
-                Ok(()) => self.commit_jobs(&mut jobs),
-                Err(error) => jobs
-                    .drain(..)
-                    .map(|j| (j.reply, Err(StoreError::from(clone_error(&error)))))
-                    .collect(),
-            };
-            if !durable && let Err(error) = self.set_synchronous(true) {
-                tracing::error!(%error, "the store writer cannot make its commits durable again");
-            }
-            metrics::histogram!("junction_store_jobs_commit_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("junction_store_jobs_commit_size").record(answers.len() as f64);
-            for (reply, result) in answers {
-                let _ = reply.send(result);
-            }
+    fn run_job(&mut self, job: Job, durable: bool) -> Result<(), StoreError> {
+        if !durable {
+            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
-    }
-
-    fn set_synchronous(&self, durable: bool) -> rusqlite::Result<()> {
-        let mode = if durable { "FULL" } else { "NORMAL" };
-        self.conn.pragma_update(None, "synchronous", mode)
-    }
-
-    /// Runs jobs from the front of the queue in one transaction, each inside a savepoint of
-    /// its own so that a job's error undoes only that job, and commits them together: one
-    /// fsync for all instead of one each. Returns the jobs run with their results. Should
-    /// SQLite roll the whole transaction back (an I/O error, a full disk), the jobs run so far
-    /// are answered with that error and the rest stay queued for a fresh transaction.
-    fn commit_jobs(&mut self, jobs: &mut VecDeque<QueuedJob>) -> Vec<JobAnswer> {
-        let tx = match self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-        {
-            Ok(tx) => tx,
-            Err(error) => {
-                return jobs
-                    .drain(..)
-                    .map(|j| (j.reply, Err(StoreError::from(clone_error(&error)))))
-                    .collect();
-            }
-        };
-        let mut answers: Vec<JobAnswer> = Vec::with_capacity(jobs.len());
-        while let Some(QueuedJob { job, reply, .. }) = jobs.pop_front() {
-            let result = tx
-                .execute_batch("SAVEPOINT job")
-                .map_err(StoreError::from)
-                .and_then(|()| job(&tx))
-                .and_then(|()| tx.execute_batch("RELEASE job").map_err(StoreError::from));
-            if tx.is_autocommit() {
-                // The transaction is gone, and with it what the earlier jobs wrote.
-                let reason = match &result {
-                    Err(error) => error.to_string(),
-                    Ok(()) => "the transaction ended early".to_owned(),
-                };
-                for (_, answer) in answers.iter_mut() {
-                    *answer = Err(lost_with(&reason));
-                }
-                answers.push((reply, result.and(Err(lost_with(&reason)))));
-                return answers;
-            }
-            if result.is_err() {
-                // Undo this job alone. Should even that fail, the transaction is over: the next
-                // job or the commit sees it.
-                let _ = tx.execute_batch("ROLLBACK TO job; RELEASE job");
-            }
-            answers.push((reply, result));
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            job(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if !durable {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
         }
-        if let Err(error) = tx.commit() {
-            for (_, answer) in answers.iter_mut() {
-                if answer.is_ok() {
-                    *answer = Err(StoreError::from(clone_error(&error)));
-                }
-            }
-        }
-        answers
+        result
     }
 
     fn index_lag(&self) -> i64 {
@@ -452,14 +360,6 @@ impl Writer {
 }
 
 /// rusqlite errors are not `Clone`; every request of a failed group gets an equivalent one.
-/// The error for a job whose writes were undone with a later job's failed transaction.
-fn lost_with(reason: &str) -> StoreError {
-    StoreError::from(rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-        Some(format!("rolled back with the rest of its commit: {reason}")),
-    ))
-}
-
 fn clone_error(error: &rusqlite::Error) -> rusqlite::Error {
     match error {
         rusqlite::Error::SqliteFailure(code, message) => {
